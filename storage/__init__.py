@@ -1,0 +1,1 @@
+"""Everything that persists: PostgreSQL access, migrations, blobs and keys."""

@@ -1,0 +1,70 @@
+"""The asyncpg pool and small helpers around it.
+
+Callers own transactions: a use case opens
+`async with pool.acquire() as conn, conn.transaction():` and passes `conn`
+to the repository functions, which never commit on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from storage.errors import Unavailable
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns travel as Python objects, not strings.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Open the pool; translate connection failures so no DSN (and password) leaks."""
+    try:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            command_timeout=30,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise Unavailable(f"database unreachable: {type(exc).__name__}") from None
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server and credentials, another database name."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the DSN's database when missing (the embedded cluster starts with `postgres` only)."""
+    name = urlsplit(dsn).path.lstrip("/")
+    conn = await asyncpg.connect(with_database(dsn, "postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            ident = await conn.fetchval("SELECT quote_ident($1)", name)
+            # Another process may create it meanwhile.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await conn.execute(f"CREATE DATABASE {ident}")
+    finally:
+        await conn.close()
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN safe for logs: the password, if any, replaced."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return dsn
+
+
+def row_dict(record: Any) -> dict[str, Any]:
+    return dict(record.items())

@@ -1,0 +1,117 @@
+"""One error tree for the whole service.
+
+Leaves name the condition and carry the API.md `code`; only
+`telephony.api.problems` knows how a category maps to an HTTP status.
+This module imports nothing from the project so every layer can raise these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base of every error the service answers with a problem document."""
+
+    code = "internal-error"
+    title = "Internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+# Categories -------------------------------------------------------------
+
+
+class InvalidInput(ServiceError):
+    code = "validation-failed"
+    title = "The request is not valid"
+
+    def __init__(self, detail: str = "", errors: Sequence[dict[str, str]] = (), **extra: Any):
+        super().__init__(detail, **extra)
+        self.errors = list(errors)
+
+
+class Unauthenticated(ServiceError):
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+    title = "Not allowed"
+
+
+class NotFound(ServiceError):
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+    title = "Conflict with the current state"
+
+
+class TooManyRequests(ServiceError):
+    code = "too-many-attempts"
+    title = "Too many attempts"
+
+    def __init__(self, detail: str = "", retry_after_s: int = 60, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(ServiceError):
+    code = "unavailable"
+    title = "Temporarily unavailable"
+
+
+class IntegrityFailure(ServiceError):
+    code = "integrity-error"
+    title = "Stored data failed its integrity check"
+
+
+class BadRequest(ServiceError):
+    code = "malformed-request"
+    title = "The request could not be read"
+
+
+class PayloadTooLarge(ServiceError):
+    code = "payload-too-large"
+    title = "The request body is too large"
+
+
+# Leaves ----------------------------------------------------------------
+
+
+class MalformedJson(BadRequest):
+    code = "malformed-json"
+    title = "The body is not valid JSON"
+
+
+class UnsupportedMediaType(BadRequest):
+    code = "unsupported-media-type"
+    title = "The body must be application/json"
+
+
+class InvalidCredentials(Unauthenticated):
+    code = "invalid-credentials"
+    title = "E-mail or password is wrong"
+
+
+class EmailTaken(Conflict):
+    code = "email-taken"
+    title = "The e-mail address is already registered"
+
+
+class LastOwner(Conflict):
+    code = "last-owner"
+    title = "An account needs at least one owner"
+
+
+class InvitationInvalid(Unauthenticated):
+    code = "invalid-invitation"
+    title = "The invitation is unknown, used or expired"

@@ -1,0 +1,1 @@
+"""Consent-aware call recording service."""

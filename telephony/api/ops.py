@@ -1,0 +1,85 @@
+"""Operations: liveness, readiness, metrics (S7) and the API description."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from storage.errors import Unavailable
+from telephony.api.spec import Route
+from telephony.appkeys import METRICS, POOL, REGISTRY
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            async with request.app[POOL].acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except (TimeoutError, OSError, Exception) as exc:  # any failure means "not ready"
+        raise Unavailable(f"database not reachable ({type(exc).__name__})") from None
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    m = request.app[METRICS]
+    m.db_pool_size.set(pool.get_size())
+    m.db_pool_idle.set(pool.get_idle_size())
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/healthz",
+        healthz,
+        "The process is alive",
+        "anyone",
+        None,
+        {200: "ok"},
+        "operations",
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "The database is reachable",
+        "anyone",
+        None,
+        {200: "ready", 503: "unavailable"},
+        "operations",
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        "anyone",
+        None,
+        {200: "text"},
+        "operations",
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi,
+        "This API description",
+        "anyone",
+        None,
+        {200: "OpenAPI 3.1"},
+        "operations",
+    ),
+]

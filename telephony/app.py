@@ -1,0 +1,152 @@
+"""Composition root: `create_app(settings)` wires middlewares, resources and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from storage.db import create_pool
+from storage.errors import ServiceError
+from storage.securitylog import AccessEntry
+from telephony import workers
+from telephony.api import accounts, ops, security
+from telephony.api.auth import principal_id
+from telephony.api.openapi import build as build_openapi
+from telephony.api.problems import from_http_exception, from_service_error, internal_error
+from telephony.api.spec import Route
+from telephony.appkeys import ACCESS_QUEUE, BACKGROUND, METRICS, POOL, REGISTRY, SETTINGS
+from telephony.logs import request_id_var
+from telephony.metrics import Metrics
+from telephony.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACCESS_QUEUE_BOUND = 10_000
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def all_routes() -> list[Route]:
+    """Every route the service answers; /openapi.json documents exactly this list."""
+    return [*ops.ROUTES, *accounts.ROUTES, *security.ROUTES]
+
+
+def _route_template(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Request id, problem+json for every error, metrics and the access log.
+
+    The one place exceptions turn into responses, so no handler can leak a
+    traceback or a secret into a body (API.md "Errors").
+    """
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    try:
+        try:
+            response = await handler(request)
+        except ServiceError as exc:
+            response = from_service_error(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = from_http_exception(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"route": _route_template(request)})
+            response = internal_error()
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        _account(request, response.status, time.perf_counter() - started, request_id)
+        return response
+    finally:
+        request_id_var.reset(token)
+
+
+def _account(request: web.Request, status: int, elapsed_s: float, request_id: str) -> None:
+    app = request.app
+    route = _route_template(request)
+    metrics = app[METRICS]
+    metrics.requests.labels(request.method, route, str(status)).inc()
+    metrics.latency.labels(request.method, route).observe(elapsed_s)
+    if not app[SETTINGS].access_log_to_db:
+        return
+    agent = request.headers.get("User-Agent")
+    entry = AccessEntry(
+        at=datetime.now(UTC),
+        request_id=request_id,
+        method=request.method[:16],
+        route=route,  # the template, never the raw path or query: no ids, no tokens
+        status=status,
+        duration_ms=elapsed_s * 1000,
+        principal_id=principal_id(request),
+        source_address=request.remote,
+        user_agent=agent[:512] if agent else None,
+    )
+    try:
+        app[ACCESS_QUEUE].put_nowait(entry)
+    except asyncio.QueueFull:
+        metrics.access_log_dropped.inc()
+
+
+def create_app(settings: Settings, *, run_workers: bool = True) -> web.Application:
+    """The service. `settings.database_url` must be set (the CLI starts the embedded cluster)."""
+    if settings.database_url is None:
+        raise ValueError("create_app needs settings.database_url")
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    registry = CollectorRegistry()
+    app[REGISTRY] = registry
+    app[METRICS] = Metrics.create(registry)
+    app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
+    routes = all_routes()
+    app[ops.OPENAPI] = build_openapi(routes)
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.cleanup_ctx.append(_database)
+    if run_workers:
+        app.cleanup_ctx.append(_background)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    app[POOL] = await create_pool(settings.database_url)
+    yield
+    await workers.flush_access_log(app[POOL], app[ACCESS_QUEUE])
+    await app[POOL].close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    pool, settings = app[POOL], app[SETTINGS]
+    http = aiohttp.ClientSession()
+    jobs: list[Coroutine[Any, Any, None]] = [
+        workers.access_log_writer(pool, app[ACCESS_QUEUE]),
+        workers.notification_worker(pool, http, settings, app[METRICS]),
+        workers.purge_worker(pool, settings),
+    ]
+    app[BACKGROUND] = [asyncio.create_task(job) for job in jobs]
+    yield
+    for task in app[BACKGROUND]:
+        task.cancel()
+    for task in app[BACKGROUND]:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await http.close()

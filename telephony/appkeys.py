@@ -1,0 +1,24 @@
+"""Every `web.AppKey`: state lives on the app, created and closed in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from storage.securitylog import AccessEntry
+from telephony.metrics import Metrics
+from telephony.roles import Principal
+from telephony.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+ACCESS_QUEUE = web.AppKey("access_queue", asyncio.Queue[AccessEntry])
+BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+
+# Per-request state.
+PRINCIPAL = web.RequestKey("principal", Principal)

@@ -1,0 +1,238 @@
+"""The `telephony` command: serve, migrate, staff, security-log, purge."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from storage import securitylog
+from storage.db import create_pool, ensure_database, redact_dsn
+from storage.errors import ServiceError
+from storage.migrate import apply_pending
+from storage.pgcluster import ClusterError, LocalCluster
+from telephony import identity, logs, workers
+from telephony.api.accounts import Email, Password
+from telephony.app import create_app
+from telephony.roles import StaffRole
+from telephony.settings import Settings, SettingsError
+
+log = logging.getLogger("telephony")
+
+
+class CliError(Exception):
+    """A failure the user can act on; printed without a traceback, exit status 1."""
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings, *, own_cluster: bool = False) -> AsyncIterator[Settings]:
+    """Settings with a database URL: the configured server, or the embedded cluster.
+
+    The embedded cluster is started when not running. It is stopped on exit
+    when this call started it, or always with `own_cluster` (the server owns
+    it, including one a killed server left running).
+    """
+    if settings.database_url is not None:
+        yield settings
+        return
+    cluster = LocalCluster(settings.data_dir / "postgres")
+    try:
+        started = await asyncio.to_thread(cluster.ensure_running)
+        await ensure_database(cluster.dsn())
+    except ClusterError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        yield settings.replace(database_url=cluster.dsn())
+    finally:
+        if started or own_cluster:
+            await asyncio.to_thread(cluster.stop)
+
+
+async def migrate(settings: Settings) -> list[str]:
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            return await apply_pending(conn)
+    finally:
+        await pool.close()
+
+
+# -- commands ----------------------------------------------------------------
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    async with database(settings, own_cluster=True) as ready:
+        assert ready.database_url is not None
+        applied = await migrate(ready)
+        log.info(
+            "database ready",
+            extra={"dsn": redact_dsn(ready.database_url), "migrations_applied": applied},
+        )
+        runner = web.AppRunner(create_app(ready), access_log=None, handle_signals=False)
+        await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            log.info("serving", extra={"url": f"http://{host}:{port}"})
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await runner.cleanup()
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    async with database(settings) as ready:
+        applied = await migrate(ready)
+    print(json.dumps({"applied": applied}))
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CliError("the passwords differ")
+    try:
+        return TypeAdapter(Password).validate_python(password)
+    except ValidationError:
+        raise CliError("the password must have 12 to 1024 characters") from None
+
+
+async def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        email = TypeAdapter(Email).validate_python(args.email)
+    except ValidationError:
+        raise CliError("not a valid e-mail address") from None
+    password = _read_password(args)
+    async with database(settings) as ready:
+        assert ready.database_url is not None
+        await migrate(ready)
+        pool = await create_pool(ready.database_url, max_size=2)
+        try:
+            user = await identity.create_staff(
+                pool,
+                ready,
+                email=email,
+                name=args.name or email.split("@")[0],
+                role=args.role,
+                password=password,
+                now=datetime.now(UTC),
+            )
+        finally:
+            await pool.close()
+    print(json.dumps({"id": user.id, "email": user.email, "role": user.role}))
+
+
+async def cmd_security_log(settings: Settings, args: argparse.Namespace) -> None:
+    async with database(settings) as ready:
+        assert ready.database_url is not None
+        pool = await create_pool(ready.database_url, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                events = await securitylog.list_events(conn, email=args.email, limit=args.limit)
+        finally:
+            await pool.close()
+    for event in events:
+        print(
+            json.dumps(
+                {
+                    "id": event.id,
+                    "at": event.at.isoformat(),
+                    "event": event.event,
+                    "outcome": event.outcome,
+                    "user_id": event.user_id,
+                    "email": event.email,
+                    "source_address": event.source_address,
+                    "user_agent": event.user_agent,
+                }
+            )
+        )
+
+
+async def cmd_purge(settings: Settings, args: argparse.Namespace) -> None:
+    if args.days is not None:
+        settings = settings.replace(log_retention_days=args.days)
+    async with database(settings) as ready:
+        assert ready.database_url is not None
+        pool = await create_pool(ready.database_url, max_size=1)
+        try:
+            result = await workers.purge_logs(pool, ready, datetime.now(UTC))
+        finally:
+            await pool.close()
+    print(
+        json.dumps(
+            {
+                "security_log": result.security_log,
+                "access_log": result.access_log,
+                "staff_notifications": result.staff_notifications,
+            }
+        )
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="telephony", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="listen address (TELEPHONY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (TELEPHONY_PORT, default 8080)")
+    serve.set_defaults(run=cmd_serve)
+
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
+        run=cmd_migrate
+    )
+
+    staff = sub.add_parser("staff", help="manage staff users").add_subparsers(
+        dest="staff_command", required=True
+    )
+    create = staff.add_parser("create", help="create a staff user (password from a prompt)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--role", required=True, choices=[r.value for r in StaffRole])
+    create.add_argument("--name")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.set_defaults(run=cmd_staff_create)
+
+    seclog = sub.add_parser("security-log", help="print login attempts, newest first (S2)")
+    seclog.add_argument("--email")
+    seclog.add_argument("--limit", type=int, default=100)
+    seclog.set_defaults(run=cmd_security_log)
+
+    purge = sub.add_parser("purge", help="delete log rows past retention (S3)")
+    purge.add_argument("--days", type=int, help="retention in days (default 60)")
+    purge.set_defaults(run=cmd_purge)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.configure()
+    try:
+        settings = Settings.from_env()
+        asyncio.run(args.run(settings, args))
+    except (CliError, SettingsError, ServiceError) as exc:
+        print(f"telephony: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,50 @@
+"""Prometheus metrics, one registry per app (no process-global state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class Metrics:
+    requests: Counter
+    latency: Histogram
+    access_log_dropped: Counter
+    outbox_pending: Gauge
+    db_pool_size: Gauge
+    db_pool_idle: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        return cls(
+            requests=Counter(
+                "http_requests_total",
+                "HTTP requests by route template, method and status",
+                ["method", "route", "status"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "http_request_duration_seconds",
+                "HTTP request latency by route template and method",
+                ["method", "route"],
+                registry=registry,
+            ),
+            access_log_dropped=Counter(
+                "access_log_dropped_total",
+                "Access-log entries dropped because the writer fell behind",
+                registry=registry,
+            ),
+            outbox_pending=Gauge(
+                "staff_notifications_pending",
+                "Staff notifications not yet delivered (S4)",
+                registry=registry,
+            ),
+            db_pool_size=Gauge(
+                "db_pool_connections", "Open database connections (S7)", registry=registry
+            ),
+            db_pool_idle=Gauge(
+                "db_pool_idle_connections", "Idle database connections (S7)", registry=registry
+            ),
+        )

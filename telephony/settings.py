@@ -1,0 +1,100 @@
+"""Configuration: the only module that reads it, from a mapping tests pass in."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false")
+
+
+@dataclass(frozen=True)
+class Argon2Params:
+    """Argon2id cost (S1). Stored with every hash, so raising them later is safe."""
+
+    memory_kib: int = 65536  # RFC 9106 §4, second recommended option
+    iterations: int = 3
+    lanes: int = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None  # None: the embedded cluster under data_dir
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_region: str = "eu-central"
+    argon2: Argon2Params = dataclasses.field(default_factory=Argon2Params)
+    session_ttl_s: int = 12 * 3600
+    invitation_ttl_s: int = 7 * 24 * 3600
+    # Login throttling (S2): failures counted over a sliding window.
+    login_window_s: int = 15 * 60
+    login_max_failures_per_email: int = 5
+    login_max_failures_per_address: int = 30
+    log_retention_days: int = 60  # S3
+    purge_interval_s: int = 24 * 3600
+    staff_webhook_url: str | None = None
+    staff_webhook_timeout_s: float = 10.0
+    outbox_poll_s: float = 5.0
+    outbox_max_attempts: int = 20
+    webhook_allow_private: bool = False
+    max_body_bytes: int = 64 * 1024
+    access_log_to_db: bool = True
+    trust_forwarded_for: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        default = cls()
+        argon2 = Argon2Params(
+            memory_kib=_int(env, "TELEPHONY_ARGON2_MEMORY_KIB", default.argon2.memory_kib, 8),
+            iterations=_int(env, "TELEPHONY_ARGON2_ITERATIONS", default.argon2.iterations, 1),
+            lanes=_int(env, "TELEPHONY_ARGON2_LANES", default.argon2.lanes, 1),
+        )
+        return cls(
+            database_url=env.get("TELEPHONY_DATABASE_URL") or None,
+            data_dir=Path(env.get("TELEPHONY_DATA_DIR") or default.data_dir),
+            host=env.get("TELEPHONY_HOST") or default.host,
+            port=_int(env, "TELEPHONY_PORT", default.port, 0),
+            data_region=env.get("TELEPHONY_DATA_REGION") or default.data_region,
+            argon2=argon2,
+            session_ttl_s=_int(env, "TELEPHONY_SESSION_TTL_S", default.session_ttl_s, 60),
+            log_retention_days=_int(
+                env, "TELEPHONY_LOG_RETENTION_DAYS", default.log_retention_days, 1
+            ),
+            staff_webhook_url=env.get("TELEPHONY_STAFF_WEBHOOK_URL") or None,
+            webhook_allow_private=_bool(env, "TELEPHONY_WEBHOOK_ALLOW_PRIVATE"),
+            trust_forwarded_for=_bool(env, "TELEPHONY_TRUST_FORWARDED_FOR"),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

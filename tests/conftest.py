@@ -1,0 +1,157 @@
+"""Real PostgreSQL for every test: a throwaway cluster (or TELEPHONY_TEST_DATABASE_URL),
+one fresh database with the production migrations, clean tables per test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from blockbuster import BlockBuster, blockbuster_ctx
+
+from storage.db import create_pool, ensure_database, with_database
+from storage.migrate import apply_pending
+from storage.pgcluster import LocalCluster
+from telephony.app import create_app
+from telephony.settings import Argon2Params, Settings
+
+# Cheap Argon2 for speed; test_passwords.py checks the production defaults separately.
+FAST_ARGON2 = Argon2Params(memory_kib=8192, iterations=1, lanes=1)
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """A PostgreSQL server for the whole run; ours, unless one is given."""
+    given = os.environ.get("TELEPHONY_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    root = Path(tempfile.mkdtemp(prefix="telephony-test-pg-"))
+    cluster = LocalCluster(root)
+    cluster.ensure_running()
+    try:
+        yield cluster.dsn("postgres")
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_dsn: str) -> str:
+    url = with_database(server_dsn, f"test_{secrets.token_hex(6)}")
+    await ensure_database(url)
+    conn = await asyncpg.connect(url)
+    try:
+        await apply_pending(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, max_size=5)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(autouse=True)
+async def clean_tables(request: pytest.FixtureRequest) -> None:
+    """Each test starts from empty tables (the schema stays)."""
+    if "pool" not in request.fixturenames and "client" not in request.fixturenames:
+        return
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    async with pool.acquire() as conn:
+        tables = await conn.fetch(
+            """SELECT quote_ident(tablename) AS t FROM pg_tables
+               WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"""
+        )
+        if tables:
+            names = ", ".join(r["t"] for r in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        argon2=FAST_ARGON2,
+        access_log_to_db=False,
+    )
+
+
+@pytest.fixture
+def blocking_guard() -> Iterator[BlockBuster]:
+    """Fail a test that makes a blocking call on the event loop."""
+    with blockbuster_ctx() as bb:
+        # asyncpg stats ~/.pgpass when a pool opens a connection: tiny, and not ours.
+        for fn in ("os.stat", "os.path.exists", "io.BufferedReader.read"):
+            if fn in bb.functions:
+                bb.functions[fn].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        yield bb
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, pool: asyncpg.Pool, blocking_guard: BlockBuster
+) -> AsyncIterator[TestClient]:
+    app = create_app(settings, run_workers=False)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+@dataclass
+class Customer:
+    account_id: str
+    user_id: str
+    email: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def signup_body(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "account_name": "Acme Calls",
+        "name": "Ada Owner",
+        "email": f"owner-{secrets.token_hex(4)}@example.com",
+        "password": PASSWORD,
+        "postal_address": "ul. Prosta 1, 00-001 Warszawa",
+        "vat_number": "PL1234567890",
+        "accept_terms": True,
+        "age_confirmed": True,
+    }
+    body.update(overrides)
+    return body
+
+
+async def login(client: TestClient, email: str, password: str = PASSWORD) -> str:
+    resp = await client.post("/v1/sessions", json={"email": email, "password": password})
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["token"]
+
+
+async def new_customer(client: TestClient, **overrides: Any) -> Customer:
+    body = signup_body(**overrides)
+    resp = await client.post("/v1/signup", json=body)
+    assert resp.status == 201, await resp.text()
+    data = await resp.json()
+    token = await login(client, body["email"], body["password"])
+    return Customer(data["account"]["id"], data["user"]["id"], body["email"], token)
+
+
+@pytest.fixture
+async def owner(client: TestClient) -> Customer:
+    return await new_customer(client)

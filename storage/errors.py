@@ -87,14 +87,14 @@ class PayloadTooLarge(ServiceError):
 # Leaves ----------------------------------------------------------------
 
 
+class UnsupportedMediaType(ServiceError):
+    code = "unsupported-media-type"
+    title = "The body must be application/json"
+
+
 class MalformedJson(BadRequest):
     code = "malformed-json"
     title = "The body is not valid JSON"
-
-
-class UnsupportedMediaType(BadRequest):
-    code = "unsupported-media-type"
-    title = "The body must be application/json"
 
 
 class InvalidCredentials(Unauthenticated):

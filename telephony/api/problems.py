@@ -19,6 +19,7 @@ from storage.errors import (
     TooManyRequests,
     Unauthenticated,
     Unavailable,
+    UnsupportedMediaType,
 )
 
 PROBLEM_TYPE = "application/problem+json"
@@ -31,6 +32,7 @@ _STATUS: dict[type[ServiceError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     InvalidInput: 422,
     TooManyRequests: 429,
     IntegrityFailure: 500,

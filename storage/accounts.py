@@ -385,7 +385,8 @@ async def touch_api_key(conn: asyncpg.Connection, key_id: str, now: datetime) ->
     # At most once a minute: a hot key must not turn every request into a write.
     await conn.execute(
         """UPDATE api_keys SET last_used_at = $2
-           WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')""",
+           WHERE id = $1
+             AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')""",
         key_id,
         now,
     )

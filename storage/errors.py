@@ -115,3 +115,28 @@ class LastOwner(Conflict):
 class InvitationInvalid(Unauthenticated):
     code = "invalid-invitation"
     title = "The invitation is unknown, used or expired"
+
+
+class ConsentRequired(Conflict):
+    code = "consent-required"
+    title = "Every counterpart must consent first"
+
+
+class CallNotActive(Conflict):
+    code = "call-not-active"
+    title = "The call has ended"
+
+
+class RecordingInProgress(Conflict):
+    code = "recording-in-progress"
+    title = "The call already has a live recording"
+
+
+class ProcessingRestricted(Conflict):
+    code = "processing-restricted"
+    title = "Processing is restricted for this account"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid-state"
+    title = "The recording is not in a state that allows this"

@@ -20,7 +20,7 @@ from storage.db import create_pool
 from storage.errors import ServiceError
 from storage.securitylog import AccessEntry
 from telephony import workers
-from telephony.api import accounts, ops, security
+from telephony.api import accounts, audit, calls, ops, recordings, security, support
 from telephony.api.auth import principal_id
 from telephony.api.openapi import build as build_openapi
 from telephony.api.problems import from_http_exception, from_service_error, internal_error
@@ -38,7 +38,15 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def all_routes() -> list[Route]:
     """Every route the service answers; /openapi.json documents exactly this list."""
-    return [*ops.ROUTES, *accounts.ROUTES, *security.ROUTES]
+    return [
+        *ops.ROUTES,
+        *accounts.ROUTES,
+        *calls.ROUTES,
+        *recordings.ROUTES,
+        *audit.ROUTES,
+        *support.ROUTES,
+        *security.ROUTES,
+    ]
 
 
 def _route_template(request: web.Request) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from storage import accounts, outbox, securitylog
+from storage import accounts, audit, outbox, securitylog
 from storage.crypto import hash_password, needs_rehash, verify_password
 from storage.errors import (
     Forbidden,
@@ -50,9 +50,7 @@ async def _hash(settings: Settings, password: str) -> str:
 
 
 def _actor(principal: Principal | None) -> dict[str, Any]:
-    if principal is None:
-        return {"type": "anonymous"}
-    return {"type": principal.kind, "id": principal.id, "role": principal.role}
+    return principal.actor if principal else {"type": "anonymous"}
 
 
 async def _notify(
@@ -65,7 +63,7 @@ async def _notify(
     subject: dict[str, Any],
     changes: dict[str, Any] | None = None,
 ) -> None:
-    """S4: tell the responsible staff. Payloads name what changed, never a secret."""
+    """S4: tell the responsible staff; and the account's audit trail. Never a secret."""
     payload = {
         "event": event,
         "at": now.isoformat(),
@@ -75,6 +73,16 @@ async def _notify(
         "changes": changes or {},
     }
     await outbox.enqueue(conn, event, payload, now)
+    if account_id is not None:
+        await audit.append(
+            conn,
+            account_id=account_id,
+            at=now,
+            actor=_actor(actor),
+            action=event,
+            subject=subject,
+            details=changes or {},
+        )
 
 
 # -- signup --------------------------------------------------------------
@@ -207,6 +215,8 @@ async def login(
                 user_agent=client.user_agent,
                 details={"reason": "bad_password" if user else "unknown_email"},
             )
+            if user is not None and user.account_id is not None:
+                await _audit_login(conn, user, "login.failed", client, now)
             failed = True
         else:
             failed = False
@@ -232,6 +242,8 @@ async def login(
                 source_address=client.address,
                 user_agent=client.user_agent,
             )
+            if user.account_id is not None:
+                await _audit_login(conn, user, "login.succeeded", client, now)
     if failed or user is None:
         raise InvalidCredentials("e-mail or password is wrong")
 
@@ -245,6 +257,21 @@ async def login(
         async with pool.acquire() as conn:
             await accounts.update_user(conn, user.id, {"password_hash": new_hash}, now)
     return LoginResult(token, expires_at, user)
+
+
+async def _audit_login(
+    conn: asyncpg.Connection, user: accounts.User, action: str, client: Client, now: datetime
+) -> None:
+    assert user.account_id is not None
+    await audit.append(
+        conn,
+        account_id=user.account_id,
+        at=now,
+        actor={"type": "user", "id": user.id, "role": user.role},
+        action=action,
+        subject={"type": "user", "id": user.id},
+        details={"source_address": client.address},
+    )
 
 
 async def logout(pool: asyncpg.Pool, principal: Principal, client: Client, now: datetime) -> None:

@@ -55,6 +55,12 @@ class Principal:
     def is_owner(self) -> bool:
         return self.is_customer_user and self.role == CustomerRole.OWNER
 
+    @property
+    def actor(self) -> dict[str, str | None]:
+        """How audit rows and notifications name this caller (never a token)."""
+        kind = "staff" if self.is_staff else self.kind
+        return {"type": kind, "id": self.id, "role": self.role}
+
     def may(self, scope: Scope) -> bool:
         return self.account_id is not None and scope in self.scopes
 

@@ -70,6 +70,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     access_log_to_db: bool = True
     trust_forwarded_for: bool = False
+    media_token_ttl_s: int = 3600  # a call's media stream must connect within this time
+    public_url: str | None = None  # base URL clients reach us at; default: the request's host
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +96,10 @@ class Settings:
             staff_webhook_url=env.get("TELEPHONY_STAFF_WEBHOOK_URL") or None,
             webhook_allow_private=_bool(env, "TELEPHONY_WEBHOOK_ALLOW_PRIVATE"),
             trust_forwarded_for=_bool(env, "TELEPHONY_TRUST_FORWARDED_FOR"),
+            media_token_ttl_s=_int(
+                env, "TELEPHONY_MEDIA_TOKEN_TTL_S", default.media_token_ttl_s, 10
+            ),
+            public_url=(env.get("TELEPHONY_PUBLIC_URL") or "").rstrip("/") or None,
         )
 
     def replace(self, **changes: object) -> Settings:

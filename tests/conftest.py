@@ -155,3 +155,48 @@ async def new_customer(client: TestClient, **overrides: Any) -> Customer:
 @pytest.fixture
 async def owner(client: TestClient) -> Customer:
     return await new_customer(client)
+
+
+# -- calls and consent -------------------------------------------------------------
+
+NUMBERS = ["+48221234567", "+48601234567", "+442079460958", "+14155550123", "+4930123456"]
+
+
+async def new_call(client: TestClient, customer: Customer, counterparts: int = 1) -> dict[str, Any]:
+    body = {
+        "direction": "outbound",
+        "from": "+48221234567",
+        "to": NUMBERS[1],
+        "counterparts": [
+            {"label": f"party {i}", "number": NUMBERS[(i + 1) % len(NUMBERS)]}
+            for i in range(counterparts)
+        ],
+    }
+    resp = await client.post("/v1/calls", json=body, headers=customer.auth)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def decide(
+    client: TestClient, customer: Customer, call_id: str, counterpart_id: str, decision: str
+) -> dict[str, Any]:
+    resp = await client.post(
+        f"/v1/calls/{call_id}/consents",
+        json={"counterpart_id": counterpart_id, "decision": decision, "method": "verbal"},
+        headers=customer.auth,
+    )
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def consented_call(client: TestClient, customer: Customer, counterparts: int = 1) -> dict:
+    call = await new_call(client, customer, counterparts)
+    for party in call["counterparts"]:
+        await decide(client, customer, call["id"], party["id"], "granted")
+    return call
+
+
+async def start_recording(client: TestClient, customer: Customer, call_id: str) -> dict[str, Any]:
+    resp = await client.post(f"/v1/calls/{call_id}/recordings", json={}, headers=customer.auth)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()

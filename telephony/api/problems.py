@@ -60,15 +60,16 @@ def problem(
     title: str,
     detail: str,
     headers: dict[str, str] | None = None,
-    **extra: Any,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
+    # The standard members come last: an extension can never overwrite them.
     body = {
+        **(extra or {}),
         "type": _TYPE_BASE + code,
         "title": title,
         "status": status,
         "detail": detail,
         "code": code,
-        **extra,
     }
     return web.Response(
         status=status,
@@ -87,7 +88,7 @@ def from_service_error(exc: ServiceError) -> web.Response:
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="api"'
-    return problem(status_of(exc), exc.code, exc.title, exc.detail, headers, **extra)
+    return problem(status_of(exc), exc.code, exc.title, exc.detail, headers, extra)
 
 
 def from_http_exception(exc: web.HTTPException) -> web.Response:

@@ -98,13 +98,18 @@ def read_page(request: web.Request) -> Page:
     return Page(int(raw_limit), after)
 
 
-def page_of(items: Sequence[Any], page: Page, render: Callable[[Any], dict[str, Any]]) -> dict:
+def page_of(
+    items: Sequence[Any],
+    page: Page,
+    render: Callable[[Any], dict[str, Any]],
+    cursor_of: Callable[[Any], tuple[datetime, str]] = lambda i: (i.created_at, i.id),
+) -> dict:
     """`items` were fetched with limit+1 so we know whether another page exists."""
     shown = list(items[: page.limit])
     next_cursor = None
     if len(items) > page.limit:
-        last = shown[-1]
-        token = json.dumps([last.created_at.isoformat(), last.id]).encode()
+        at, ident = cursor_of(shown[-1])
+        token = json.dumps([at.isoformat(), ident]).encode()
         next_cursor = base64.urlsafe_b64encode(token).decode().rstrip("=")
     return {"items": [render(i) for i in shown], "next_cursor": next_cursor}
 

@@ -1,0 +1,202 @@
+"""The audit trail: append-only rows, hash-chained per account.
+
+Each row stores SHA-256 over its canonical content, which includes the
+previous row's hash, so altering or removing any row breaks every hash after
+it; `audit_heads` remembers the last link, so removing the newest row shows
+too. Appends lock the account's head row: one writer per account at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+GENESIS = b"\x00" * 32
+_COLS = "account_id, seq, at, actor, action, subject, details, prev_hash, hash"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    account_id: str
+    seq: int
+    at: datetime
+    actor: dict[str, Any]
+    action: str
+    subject: dict[str, Any]
+    details: dict[str, Any]
+    prev_hash: bytes
+    hash: bytes
+
+
+def canonical(
+    *,
+    account_id: str,
+    seq: int,
+    at: datetime,
+    actor: dict[str, Any],
+    action: str,
+    subject: dict[str, Any],
+    details: dict[str, Any],
+    prev_hash: bytes,
+) -> bytes:
+    """The bytes the hash covers: sorted-key compact JSON, UTC microsecond time."""
+    return json.dumps(
+        {
+            "account_id": account_id,
+            "seq": seq,
+            "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "details": details,
+            "prev_hash": prev_hash.hex(),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def _roundtrip(value: dict[str, Any]) -> dict[str, Any]:
+    # What jsonb will hand back, so the hash is computed over what is stored.
+    return json.loads(json.dumps(value, default=str))
+
+
+async def append(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    at: datetime,
+    actor: dict[str, Any],
+    action: str,
+    subject: dict[str, Any],
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append in the caller's transaction, so the row exists exactly when the action does."""
+    actor, subject = _roundtrip(actor), _roundtrip(subject)
+    details = _roundtrip(details or {})
+    await conn.execute(
+        "INSERT INTO audit_heads (account_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+        account_id,
+        GENESIS,
+    )
+    head = await conn.fetchrow(
+        "SELECT seq, hash FROM audit_heads WHERE account_id = $1 FOR UPDATE", account_id
+    )
+    seq, prev_hash = head["seq"] + 1, bytes(head["hash"])
+    digest = hashlib.sha256(
+        canonical(
+            account_id=account_id,
+            seq=seq,
+            at=at,
+            actor=actor,
+            action=action,
+            subject=subject,
+            details=details,
+            prev_hash=prev_hash,
+        )
+    ).digest()
+    await conn.execute(
+        f"""INSERT INTO audit_events ({_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        account_id,
+        seq,
+        at,
+        actor,
+        action,
+        subject,
+        details,
+        prev_hash,
+        digest,
+    )
+    await conn.execute(
+        "UPDATE audit_heads SET seq = $2, hash = $3 WHERE account_id = $1", account_id, seq, digest
+    )
+    return AuditEvent(account_id, seq, at, actor, action, subject, details, prev_hash, digest)
+
+
+async def list_events(
+    conn: asyncpg.Connection, account_id: str, *, after_seq: int, limit: int
+) -> list[AuditEvent]:
+    rows = await conn.fetch(
+        f"""SELECT {_COLS} FROM audit_events WHERE account_id = $1 AND seq > $2
+            ORDER BY seq LIMIT $3""",
+        account_id,
+        after_seq,
+        limit,
+    )
+    return [_event(r) for r in rows]
+
+
+def _event(r: asyncpg.Record) -> AuditEvent:
+    data = dict(r.items())
+    data["prev_hash"], data["hash"] = bytes(data["prev_hash"]), bytes(data["hash"])
+    return AuditEvent(**data)
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place a chain does not hold."""
+
+    account_id: str
+    seq: int
+    reason: str
+
+
+async def verify(conn: asyncpg.Connection, account_id: str | None = None) -> list[Break]:
+    """Recompute every chain (or one); return the first break of each broken chain."""
+    accounts = (
+        [account_id]
+        if account_id
+        else [
+            r["account_id"]
+            for r in await conn.fetch(
+                "SELECT account_id FROM audit_heads"
+                " UNION SELECT DISTINCT account_id FROM audit_events"
+            )
+        ]
+    )
+    breaks = []
+    for acc in sorted(accounts):
+        found = await _verify_one(conn, acc)
+        if found:
+            breaks.append(found)
+    return breaks
+
+
+async def _verify_one(conn: asyncpg.Connection, account_id: str) -> Break | None:
+    expected_seq, prev = 1, GENESIS
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for r in conn.cursor(
+            f"SELECT {_COLS} FROM audit_events WHERE account_id = $1 ORDER BY seq", account_id
+        ):
+            e = _event(r)
+            if e.seq != expected_seq:
+                return Break(account_id, expected_seq, "row missing")
+            if e.prev_hash != prev:
+                return Break(account_id, e.seq, "previous hash does not match")
+            recomputed = hashlib.sha256(
+                canonical(
+                    account_id=e.account_id,
+                    seq=e.seq,
+                    at=e.at,
+                    actor=e.actor,
+                    action=e.action,
+                    subject=e.subject,
+                    details=e.details,
+                    prev_hash=e.prev_hash,
+                )
+            ).digest()
+            if recomputed != e.hash:
+                return Break(account_id, e.seq, "content does not match its hash")
+            expected_seq, prev = e.seq + 1, e.hash
+        head = await conn.fetchrow(
+            "SELECT seq, hash FROM audit_heads WHERE account_id = $1", account_id
+        )
+    if head is not None and (head["seq"] != expected_seq - 1 or bytes(head["hash"]) != prev):
+        return Break(account_id, expected_seq, "newest rows missing")
+    return None

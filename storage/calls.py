@@ -1,0 +1,141 @@
+"""Plain SQL for calls and their counterparts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from storage.errors import NotFound
+
+_CALL_COLS = (
+    "id, account_id, direction, from_number, to_number, status, created_by, created_at,"
+    " ended_at, media_token_expires_at"
+)
+_CP_COLS = "id, call_id, label, number, added_at"
+
+
+@dataclass(frozen=True)
+class Call:
+    id: str
+    account_id: str
+    direction: str
+    from_number: str
+    to_number: str
+    status: str
+    created_by: str | None
+    created_at: datetime
+    ended_at: datetime | None
+    media_token_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Counterpart:
+    id: str
+    call_id: str
+    label: str
+    number: str
+    added_at: datetime
+
+
+async def insert_call(
+    conn: asyncpg.Connection,
+    *,
+    id: str,
+    account_id: str,
+    direction: str,
+    from_number: str,
+    to_number: str,
+    created_by: str,
+    media_token_hash: bytes,
+    media_token_expires_at: datetime,
+    now: datetime,
+) -> Call:
+    row = await conn.fetchrow(
+        f"""INSERT INTO calls (id, account_id, direction, from_number, to_number, status,
+                               created_by, created_at, media_token_hash, media_token_expires_at)
+            VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9) RETURNING {_CALL_COLS}""",
+        id,
+        account_id,
+        direction,
+        from_number,
+        to_number,
+        created_by,
+        now,
+        media_token_hash,
+        media_token_expires_at,
+    )
+    return Call(**row)
+
+
+async def get_call(
+    conn: asyncpg.Connection, call_id: str, *, account_id: str | None, lock: bool = False
+) -> Call:
+    """The call; with `account_id`, only that account's (another's answers NotFound).
+
+    `lock` takes the row lock that serialises the recording gate and every
+    consent change of this call (R2: no interleaving).
+    """
+    suffix = " FOR UPDATE" if lock else ""
+    row = await conn.fetchrow(
+        f"""SELECT {_CALL_COLS} FROM calls
+            WHERE id = $1 AND ($2::text IS NULL OR account_id = $2){suffix}""",
+        call_id,
+        account_id,
+    )
+    if row is None:
+        raise NotFound("no such call")
+    return Call(**row)
+
+
+async def list_calls(
+    conn: asyncpg.Connection, account_id: str, *, after: tuple[datetime, str] | None, limit: int
+) -> list[Call]:
+    rows = await conn.fetch(
+        f"""SELECT {_CALL_COLS} FROM calls
+            WHERE account_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+            ORDER BY created_at, id LIMIT $4""",
+        account_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [Call(**r) for r in rows]
+
+
+async def end_call(conn: asyncpg.Connection, call_id: str, now: datetime) -> Call:
+    row = await conn.fetchrow(
+        f"UPDATE calls SET status = 'ended', ended_at = $2 WHERE id = $1 RETURNING {_CALL_COLS}",
+        call_id,
+        now,
+    )
+    return Call(**row)
+
+
+async def insert_counterpart(
+    conn: asyncpg.Connection, *, id: str, call_id: str, label: str, number: str, now: datetime
+) -> Counterpart:
+    row = await conn.fetchrow(
+        f"""INSERT INTO counterparts (id, call_id, label, number, added_at)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {_CP_COLS}""",
+        id,
+        call_id,
+        label,
+        number,
+        now,
+    )
+    return Counterpart(**row)
+
+
+async def list_counterparts(
+    conn: asyncpg.Connection, call_ids: list[str]
+) -> dict[str, list[Counterpart]]:
+    rows = await conn.fetch(
+        f"SELECT {_CP_COLS} FROM counterparts WHERE call_id = ANY($1) ORDER BY added_at, id",
+        call_ids,
+    )
+    out: dict[str, list[Counterpart]] = {c: [] for c in call_ids}
+    for r in rows:
+        out[r["call_id"]].append(Counterpart(**r))
+    return out

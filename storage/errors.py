@@ -140,3 +140,13 @@ class ProcessingRestricted(Conflict):
 class InvalidTransition(Conflict):
     code = "invalid-state"
     title = "The recording is not in a state that allows this"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    code = "idempotency-key-reused"
+    title = "The Idempotency-Key was used for a different request"
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency-in-progress"
+    title = "A request with this Idempotency-Key is still running"

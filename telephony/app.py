@@ -22,6 +22,7 @@ from storage.securitylog import AccessEntry
 from telephony import workers
 from telephony.api import accounts, audit, calls, ops, recordings, security, support
 from telephony.api.auth import principal_id
+from telephony.api.idempotency import honour_idempotency_key
 from telephony.api.openapi import build as build_openapi
 from telephony.api.problems import from_http_exception, from_service_error, internal_error
 from telephony.api.spec import Route
@@ -117,7 +118,9 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     """The service. `settings.database_url` must be set (the CLI starts the embedded cluster)."""
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[observe, honour_idempotency_key], client_max_size=settings.max_body_bytes
+    )
     app[SETTINGS] = settings
     registry = CollectorRegistry()
     app[REGISTRY] = registry

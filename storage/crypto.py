@@ -1,4 +1,4 @@
-"""The only module that touches `cryptography.hazmat`: passwords now, keys and chunks later.
+"""The only module that touches `cryptography.hazmat`: passwords, key wrapping, chunk cipher.
 
 Password hashes (S1) are Argon2id PHC strings
 (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`): the salt is random per password and
@@ -8,11 +8,17 @@ the cost travels with the hash, so raising the cost later needs no migration
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import struct
+from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidKey
+from cryptography.exceptions import InvalidKey, InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from storage.errors import IntegrityFailure
 
 SALT_BYTES = 16
 HASH_BYTES = 32
@@ -46,3 +52,135 @@ def needs_rehash(phc: str, *, memory_kib: int, iterations: int, lanes: int) -> b
         return True
     m, t, p = (int(g) for g in match.groups())
     return m < memory_kib or t < iterations or p != lanes
+
+
+# -- envelope keys ---------------------------------------------------------------
+#
+# master key -> account key (KEK) -> recording data key. Each wrap is AES-256-GCM
+# with the owner's id in the associated data, so a wrapped key moved to another
+# row does not unwrap. Layout: version (1) | nonce (12) | ciphertext+tag (48).
+
+KEY_BYTES = 32
+WRAP_VERSION = 1
+_NONCE_BYTES = 12
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def _wrap_ad(owner_id: str) -> bytes:
+    return b"telephony/wrap/v1\0" + owner_id.encode("utf-8")
+
+
+def wrap_key(kek: bytes, key: bytes, owner_id: str) -> bytes:
+    nonce = os.urandom(_NONCE_BYTES)
+    sealed = AESGCM(kek).encrypt(nonce, key, _wrap_ad(owner_id))
+    return bytes([WRAP_VERSION]) + nonce + sealed
+
+
+def unwrap_key(kek: bytes, wrapped: bytes, owner_id: str) -> bytes:
+    """The key, or IntegrityFailure: wrong master key, wrong owner, or altered bytes alike."""
+    if len(wrapped) != 1 + _NONCE_BYTES + KEY_BYTES + 16 or wrapped[0] != WRAP_VERSION:
+        raise IntegrityFailure("a stored key failed its integrity check")
+    try:
+        return AESGCM(kek).decrypt(wrapped[1:13], wrapped[13:], _wrap_ad(owner_id))
+    except InvalidTag:
+        raise IntegrityFailure("a stored key failed its integrity check") from None
+
+
+def key_id(key: bytes) -> str:
+    """A public name for a key (which master key wrapped a row), revealing nothing of it."""
+    return hashlib.sha256(b"telephony/key-id\0" + key).hexdigest()[:16]
+
+
+# -- the chunk cipher ------------------------------------------------------------
+#
+# Audio is sealed in chunks with the STREAM construction (Hoang, Reyhanitabar,
+# Rogaway, Vizár 2015): nonce = per-recording random prefix (7 bytes) |
+# chunk counter (4 bytes, big-endian) | final flag (1 byte). The associated
+# data binds the format version, recording id, track and chunk index, so a
+# chunk that is reordered, dropped, swapped in from another recording or
+# flipped fails to open, and a stream cut short lacks its final chunk.
+#
+# On-disk record of one sealed chunk (all integers big-endian):
+#   version (1) = 0x01 | flags (1): bit 0 = final | index (4) | length (4) | ciphertext+tag (length)
+
+CHUNK_VERSION = 1
+NONCE_PREFIX_BYTES = 7
+CHUNK_HEADER = struct.Struct(">BBII")
+TAG_BYTES = 16
+_FINAL = 0x01
+
+
+def new_nonce_prefix() -> bytes:
+    return os.urandom(NONCE_PREFIX_BYTES)
+
+
+@dataclass(frozen=True)
+class ChunkCipher:
+    """Seals and opens one recording's chunk stream under its data key."""
+
+    data_key: bytes
+    nonce_prefix: bytes
+    recording_id: str
+
+    def __post_init__(self) -> None:
+        if len(self.data_key) != KEY_BYTES or len(self.nonce_prefix) != NONCE_PREFIX_BYTES:
+            raise ValueError("a chunk cipher needs a 32-byte key and a 7-byte nonce prefix")
+
+    def _nonce(self, index: int, final: bool) -> bytes:
+        return self.nonce_prefix + struct.pack(">IB", index, 1 if final else 0)
+
+    def _ad(self, track: str, index: int, final: bool) -> bytes:
+        return b"\0".join(
+            [
+                b"telephony/chunk/v1",
+                self.recording_id.encode("utf-8"),
+                track.encode("utf-8"),
+                str(index).encode("ascii"),
+                b"final" if final else b"more",
+            ]
+        )
+
+    def seal(self, track: str, index: int, plaintext: bytes, *, final: bool = False) -> bytes:
+        """The on-disk record for chunk `index` of `track`."""
+        if not 0 <= index < 2**32:
+            raise ValueError("chunk index out of range")
+        sealed = AESGCM(self.data_key).encrypt(
+            self._nonce(index, final), plaintext, self._ad(track, index, final)
+        )
+        flags = _FINAL if final else 0
+        return CHUNK_HEADER.pack(CHUNK_VERSION, flags, index, len(sealed)) + sealed
+
+    def open(self, track: str, expected_index: int, record: bytes) -> tuple[bytes, bool]:
+        """(plaintext, final) of the record for chunk `expected_index`, or IntegrityFailure.
+
+        One opaque error for every failure, so the message is no oracle.
+        """
+        try:
+            version, flags, index, length = CHUNK_HEADER.unpack_from(record)
+        except struct.error:
+            raise IntegrityFailure("an audio chunk failed its integrity check") from None
+        body = record[CHUNK_HEADER.size :]
+        if (
+            version != CHUNK_VERSION
+            or flags & ~_FINAL
+            or index != expected_index
+            or length != len(body)
+        ):
+            raise IntegrityFailure("an audio chunk failed its integrity check")
+        final = bool(flags & _FINAL)
+        try:
+            plaintext = AESGCM(self.data_key).decrypt(
+                self._nonce(index, final), body, self._ad(track, index, final)
+            )
+        except InvalidTag:
+            raise IntegrityFailure("an audio chunk failed its integrity check") from None
+        return plaintext, final
+
+
+def record_length(header: bytes) -> int:
+    """Total length of the record whose first CHUNK_HEADER.size bytes are `header`."""
+    _, _, _, length = CHUNK_HEADER.unpack(header)
+    return CHUNK_HEADER.size + length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -51,12 +52,15 @@ async def insert(
     pause_behavior: str,
     started_by_type: str,
     started_by_id: str,
+    wrapped_key: bytes,
+    nonce_prefix: bytes,
     now: datetime,
 ) -> None:
     await conn.execute(
         """INSERT INTO recordings (id, call_id, account_id, status, channels, pause_behavior,
-                                   started_at, started_by_type, started_by_id)
-           VALUES ($1, $2, $3, 'recording', $4, $5, $6, $7, $8)""",
+                                   started_at, started_by_type, started_by_id, wrapped_key,
+                                   nonce_prefix)
+           VALUES ($1, $2, $3, 'recording', $4, $5, $6, $7, $8, $9, $10)""",
         id,
         call_id,
         account_id,
@@ -65,6 +69,8 @@ async def insert(
         now,
         started_by_type,
         started_by_id,
+        wrapped_key,
+        nonce_prefix,
     )
     await open_segment(conn, id, now)
 
@@ -179,3 +185,86 @@ async def list_for_account(
         call_id,
     )
     return await _with_segments(conn, list(rows))
+
+
+CONTROL_CHANNEL = "recording_control"
+
+
+async def notify_control(
+    conn: asyncpg.Connection, call_id: str, recording_id: str, action: str, at: datetime
+) -> None:
+    """Tell the node holding the call's media socket; delivered when the transaction commits."""
+    payload = json.dumps(
+        {"call_id": call_id, "recording_id": recording_id, "action": action, "at": at.isoformat()}
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload)
+
+
+async def has_media_stream(conn: asyncpg.Connection, call_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM media_streams WHERE call_id = $1", call_id))
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What a media node needs to seal a recording's audio."""
+
+    wrapped_key: bytes | None
+    nonce_prefix: bytes | None
+    next_index: int
+    blob_offset: int
+    out_samples: int
+
+
+async def writer_state(conn: asyncpg.Connection, recording_id: str) -> Secrets:
+    row = await conn.fetchrow(
+        """SELECT r.wrapped_key, r.nonce_prefix,
+                  coalesce(max(c.idx) + 1, 0) AS next_index,
+                  coalesce(sum(c.record_bytes), 0) AS blob_offset,
+                  coalesce(sum(c.samples), 0) AS out_samples
+           FROM recordings r LEFT JOIN recording_chunks c ON c.recording_id = r.id
+           WHERE r.id = $1 GROUP BY r.id""",
+        recording_id,
+    )
+    if row is None:
+        raise NotFound("no such recording")
+    return Secrets(
+        bytes(row["wrapped_key"]) if row["wrapped_key"] is not None else None,
+        bytes(row["nonce_prefix"]) if row["nonce_prefix"] is not None else None,
+        int(row["next_index"]),
+        int(row["blob_offset"]),
+        int(row["out_samples"]),
+    )
+
+
+async def segments_of(conn: asyncpg.Connection, recording_id: str) -> list[Segment]:
+    rows = await conn.fetch(
+        """SELECT started_at, ended_at, ended_by FROM recording_segments
+           WHERE recording_id = $1 ORDER BY id""",
+        recording_id,
+    )
+    return [Segment(r["started_at"], r["ended_at"], r["ended_by"]) for r in rows]
+
+
+async def set_format(
+    conn: asyncpg.Connection,
+    recording_id: str,
+    encoding: str,
+    sample_rate_hz: int,
+    tracks: list[str],
+) -> None:
+    await conn.execute(
+        """UPDATE recordings SET encoding = $2, sample_rate_hz = $3, track_names = $4
+           WHERE id = $1 AND encoding IS NULL""",
+        recording_id,
+        encoding,
+        sample_rate_hz,
+        tracks,
+    )
+
+
+async def complete_if_stopped(conn: asyncpg.Connection, recording_id: str) -> bool:
+    status = await conn.execute(
+        "UPDATE recordings SET status = 'completed' WHERE id = $1 AND status = 'stopped'",
+        recording_id,
+    )
+    return status.endswith(" 1")

@@ -16,20 +16,32 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from storage.blobs import FilesystemBlobStore
 from storage.db import create_pool
 from storage.errors import ServiceError
 from storage.securitylog import AccessEntry
 from telephony import workers
-from telephony.api import accounts, audit, calls, ops, recordings, security, support
+from telephony.api import accounts, audit, calls, media_ws, ops, recordings, security, support
 from telephony.api.auth import principal_id
 from telephony.api.idempotency import honour_idempotency_key
 from telephony.api.openapi import build as build_openapi
 from telephony.api.problems import from_http_exception, from_service_error, internal_error
 from telephony.api.spec import Route
-from telephony.appkeys import ACCESS_QUEUE, BACKGROUND, METRICS, POOL, REGISTRY, SETTINGS
+from telephony.appkeys import (
+    ACCESS_QUEUE,
+    BACKGROUND,
+    BLOBS,
+    HUB,
+    MASTER_KEYS,
+    METRICS,
+    POOL,
+    REGISTRY,
+    SETTINGS,
+)
+from telephony.hub import MediaHub, default_node_id
 from telephony.logs import request_id_var
 from telephony.metrics import Metrics
-from telephony.settings import Settings
+from telephony.settings import Settings, master_keys
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,7 @@ def all_routes() -> list[Route]:
         *recordings.ROUTES,
         *audit.ROUTES,
         *support.ROUTES,
+        *media_ws.ROUTES,
         *security.ROUTES,
     ]
 
@@ -126,11 +139,14 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app[REGISTRY] = registry
     app[METRICS] = Metrics.create(registry)
     app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
+    app[MASTER_KEYS] = master_keys(settings)
+    app[BLOBS] = FilesystemBlobStore(settings.data_dir / "blobs")
     routes = all_routes()
     app[ops.OPENAPI] = build_openapi(routes)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_media)
     if run_workers:
         app.cleanup_ctx.append(_background)
     return app
@@ -143,6 +159,25 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     yield
     await workers.flush_access_log(app[POOL], app[ACCESS_QUEUE])
     await app[POOL].close()
+
+
+async def _media(app: web.Application) -> AsyncIterator[None]:
+    """The media hub: recover what a dead process left, then follow control messages."""
+    settings = app[SETTINGS]
+    hub = MediaHub(
+        app[POOL],
+        app[BLOBS],
+        app[MASTER_KEYS],
+        settings.node_id or default_node_id(settings.port),
+    )
+    app[HUB] = hub
+    await hub.recover()
+    listener = asyncio.create_task(hub.run_listener(), name="media-control-listener")
+    yield
+    await hub.close()
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

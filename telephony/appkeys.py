@@ -8,7 +8,10 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from storage.blobs import BlobStore
+from storage.keys import MasterKeys
 from storage.securitylog import AccessEntry
+from telephony.hub import MediaHub
 from telephony.metrics import Metrics
 from telephony.roles import Principal
 from telephony.settings import Settings
@@ -19,6 +22,9 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 ACCESS_QUEUE = web.AppKey("access_queue", asyncio.Queue[AccessEntry])
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+MASTER_KEYS = web.AppKey("master_keys", MasterKeys)
+BLOBS = web.AppKey("blobs", BlobStore)
+HUB = web.AppKey("hub", MediaHub)
 
 # Per-request state.
 PRINCIPAL = web.RequestKey("principal", Principal)

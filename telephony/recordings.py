@@ -29,6 +29,7 @@ class Reason(StrEnum):
     CONSENT_REFUSED = "consent_refused"
     STOP = "stop"
     CALL_ENDED = "call_ended"
+    STREAM_ENDED = "stream_ended"
 
 
 LIVE = frozenset({Status.RECORDING, Status.PAUSED})

@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from storage import accounts, audit, calls, consents, recordings
+from storage import accounts, audit, calls, consents, keys, recordings
+from storage.crypto import new_nonce_prefix
 from storage.errors import CallNotActive, InvalidInput
 from storage.ids import new_id, new_token
 from telephony.consent import (
@@ -315,6 +316,7 @@ async def start_recording(
     *,
     channels: str,
     pause_behavior: str,
+    master: keys.MasterKeys,
     clock: Clock = utc_now,
 ) -> recordings.Recording:
     """R1: only this explicit request starts a recording; R2: only with every consent."""
@@ -323,6 +325,8 @@ async def start_recording(
         now = clock()
         check_can_record(await _facts(conn, call))
         recording_id = new_id("rec")
+        kek = await keys.account_key(conn, master, call.account_id, now)
+        _, wrapped = keys.new_data_key(kek, recording_id)
         await recordings.insert(
             conn,
             id=recording_id,
@@ -332,8 +336,11 @@ async def start_recording(
             pause_behavior=pause_behavior,
             started_by_type=principal.actor["type"] or "",
             started_by_id=principal.id,
+            wrapped_key=wrapped,
+            nonce_prefix=new_nonce_prefix(),
             now=now,
         )
+        await recordings.notify_control(conn, call.id, recording_id, "start", now)
         await _audit(
             conn,
             call.account_id,
@@ -399,6 +406,7 @@ async def _pause(
 ) -> None:
     await recordings.close_segment(conn, rec.id, now, reason)
     await recordings.set_state(conn, rec.id, status=Status.PAUSED, pause_reason=reason)
+    await recordings.notify_control(conn, rec.call_id, rec.id, "pause", now)
     await _audit(
         conn,
         rec.account_id,
@@ -419,6 +427,7 @@ async def _resume(
 ) -> None:
     await recordings.open_segment(conn, rec.id, now)
     await recordings.set_state(conn, rec.id, status=Status.RECORDING)
+    await recordings.notify_control(conn, rec.call_id, rec.id, "resume", now)
     await _audit(
         conn,
         rec.account_id,
@@ -440,6 +449,7 @@ async def _finish(
 ) -> None:
     await recordings.close_segment(conn, rec.id, now, reason)
     await recordings.set_state(conn, rec.id, status=status, stop_reason=reason, ended_at=now)
+    await recordings.notify_control(conn, rec.call_id, rec.id, "stop", now)
     action = "recording.completed" if status == Status.COMPLETED else "recording.stopped"
     await _audit(
         conn,
@@ -472,3 +482,18 @@ async def support_view(
             staff_id=staff.id,
         )
     return view
+
+
+async def stop_for_stream_end(
+    pool: asyncpg.Pool, recording_id: str, node_id: str, clock: Clock = utc_now
+) -> datetime:
+    """The media stream of a recorded call ended: stop the recording, audited as the system."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await recordings.get(conn, recording_id, account_id=None)
+        await calls.get_call(conn, found.call_id, account_id=None, lock=True)
+        rec = await recordings.get(conn, recording_id, account_id=None, lock=True)
+        now = clock()
+        if rec.status in (Status.RECORDING, Status.PAUSED):
+            actor = {"type": "system", "id": node_id, "role": None}
+            await _finish(conn, rec, actor, Status.STOPPED, Reason.STREAM_ENDED, now)
+        return now

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.keys import MasterKeys, decode_master_key, load_or_create_dev_key
+
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
@@ -72,6 +74,10 @@ class Settings:
     trust_forwarded_for: bool = False
     media_token_ttl_s: int = 3600  # a call's media stream must connect within this time
     public_url: str | None = None  # base URL clients reach us at; default: the request's host
+    # Base64 master keys (DESIGN "Keys"); None: a generated development key under data_dir.
+    master_key: str | None = dataclasses.field(default=None, repr=False)
+    previous_master_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    node_id: str | None = None  # names this process among nodes sharing the database
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,7 +106,24 @@ class Settings:
                 env, "TELEPHONY_MEDIA_TOKEN_TTL_S", default.media_token_ttl_s, 10
             ),
             public_url=(env.get("TELEPHONY_PUBLIC_URL") or "").rstrip("/") or None,
+            master_key=env.get("TELEPHONY_MASTER_KEY") or None,
+            previous_master_keys=tuple(
+                k for k in (env.get("TELEPHONY_MASTER_KEY_PREVIOUS") or "").split(",") if k.strip()
+            ),
+            node_id=env.get("TELEPHONY_NODE_ID") or None,
         )
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def master_keys(settings: Settings) -> MasterKeys:
+    """The configured master keys, or the development key file (created when missing)."""
+    if settings.master_key is None:
+        current = load_or_create_dev_key(settings.data_dir / "master.key")
+    else:
+        current = decode_master_key(settings.master_key)
+    previous = tuple(
+        decode_master_key(k, "TELEPHONY_MASTER_KEY_PREVIOUS") for k in settings.previous_master_keys
+    )
+    return MasterKeys(current, previous)

@@ -3,6 +3,7 @@ one fresh database with the production migrations, clean tables per test."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -87,6 +88,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         argon2=FAST_ARGON2,
         access_log_to_db=False,
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        node_id="test-node",
     )
 
 

@@ -10,7 +10,7 @@ from storage.recordings import Recording
 from telephony import sessions
 from telephony.api.auth import require_scope
 from telephony.api.spec import Body, Route, iso, page_of, read_body, read_page
-from telephony.appkeys import POOL
+from telephony.appkeys import MASTER_KEYS, POOL
 from telephony.roles import Scope
 
 
@@ -58,6 +58,7 @@ async def start_recording(request: web.Request) -> web.Response:
         request.match_info["id"],
         channels=body.channels,
         pause_behavior=body.pause_behavior,
+        master=request.app[MASTER_KEYS],
     )
     return web.json_response(render_recording(rec), status=201)
 

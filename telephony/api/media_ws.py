@@ -1,0 +1,174 @@
+"""`GET /v1/media/{dialect}`: live call audio over a WebSocket (API.md "Media streams").
+
+Once upgraded, no middleware can answer: this handler closes the socket with
+a code and a reason itself. 1008 for anything about the token or the call
+(before any audio is read), 1003/1007 for a malformed frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import web
+
+from storage.errors import NotFound
+from storage.ids import token_hash
+from telephony.api.spec import Route
+from telephony.appkeys import HUB, POOL
+from telephony.hub import LiveStream
+from telephony.media import DIALECTS, parser_for
+from telephony.media.events import Audio, MediaEvent, ProtocolViolation, StreamStart, StreamStop
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 256 * 1024  # a 1 MiB frame is refused by aiohttp with 1009
+AUTH_TIMEOUT_S = 10.0  # a peer must show its token (URL or first frames) this fast
+POLICY = aiohttp.WSCloseCode.POLICY_VIOLATION  # 1008
+
+
+class Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _claim_call(request: web.Request, token: str) -> tuple[str, str]:
+    """(call id, account id) for a valid token, registering this socket as the call's stream."""
+    hub = request.app[HUB]
+    now = datetime.now(UTC)
+    async with request.app[POOL].acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, account_id, status, media_token_expires_at FROM calls"
+            " WHERE media_token_hash = $1",
+            token_hash(token),
+        )
+        if row is None:
+            raise Refused("unknown media token")
+        if row["media_token_expires_at"] <= now:
+            raise Refused("media token expired")
+        if row["status"] != "active":
+            raise Refused("the call has ended")
+        claimed = await conn.fetchval(
+            """INSERT INTO media_streams (call_id, node_id, dialect, connected_at)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+            row["id"],
+            hub.node_id,
+            request.match_info["dialect"],
+            now,
+        )
+        if not claimed:
+            raise Refused("a media stream of this call is already live")
+    return row["id"], row["account_id"]
+
+
+async def media(request: web.Request) -> web.StreamResponse:
+    dialect = request.match_info["dialect"]
+    if dialect not in DIALECTS:
+        raise NotFound(f"unknown media dialect; use one of {', '.join(DIALECTS)}")
+    parser = parser_for(dialect)
+    ws = web.WebSocketResponse(
+        protocols=parser.subprotocols, max_msg_size=MAX_MESSAGE_BYTES, heartbeat=10.0
+    )
+    await ws.prepare(request)
+    hub = request.app[HUB]
+    stream: LiveStream | None = None
+    ended_by_peer = False
+    try:
+        early: list[MediaEvent] = []
+        token = request.query.get("token")
+        if token is None:
+            token, early = await _token_from_metadata(ws, parser)
+        call_id, account_id = await _claim_call(request, token)
+        stream = LiveStream(call_id, account_id)
+        ended_by_peer = await _pump(ws, parser, hub, stream, early)
+    except Refused as exc:
+        await ws.close(code=POLICY, message=exc.reason.encode()[:123])
+    except ProtocolViolation as exc:
+        await ws.close(code=exc.close_code, message=exc.reason.encode()[:123])
+    except TimeoutError:
+        await ws.close(code=POLICY, message=b"no media token in time")
+    finally:
+        if stream is not None:
+            await asyncio.shield(hub.detach(stream, final=True))
+        if not ws.closed:
+            await ws.close()
+    log.info("media stream closed", extra={"dialect": dialect, "ended_by_peer": ended_by_peer})
+    return ws
+
+
+async def _token_from_metadata(
+    ws: web.WebSocketResponse, parser: object
+) -> tuple[str, list[MediaEvent]]:
+    """Read frames until the start event carries a token; no audio is accepted before it."""
+    events: list[MediaEvent] = []
+    async with asyncio.timeout(AUTH_TIMEOUT_S):
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                new = parser.feed_text(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                new = parser.feed_binary(msg.data)  # type: ignore[attr-defined]
+            else:
+                raise Refused("closed before showing a media token")
+            for event in new:
+                if isinstance(event, Audio):
+                    raise Refused("audio before the media token")
+                events.append(event)
+                if isinstance(event, StreamStart):
+                    if not event.token:
+                        raise Refused("missing media token")
+                    return event.token, events
+
+
+async def _pump(
+    ws: web.WebSocketResponse,
+    parser: object,
+    hub: object,
+    stream: LiveStream,
+    early: list[MediaEvent],
+) -> bool:
+    """Feed frames to the stream until the peer stops; True when it ended the stream itself."""
+    if await _handle(hub, stream, early):
+        return True
+    async for msg in ws:
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            events = parser.feed_text(msg.data)  # type: ignore[attr-defined]
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            events = parser.feed_binary(msg.data)  # type: ignore[attr-defined]
+        else:
+            break
+        if await _handle(hub, stream, events):
+            return True
+    await _handle(hub, stream, parser.finish())  # type: ignore[attr-defined]
+    return False
+
+
+async def _handle(hub: object, stream: LiveStream, events: list[MediaEvent]) -> bool:
+    for event in events:
+        if isinstance(event, Audio):
+            writer = stream.writer
+            if writer is not None:
+                writer.offer(event, datetime.now(UTC))
+        elif isinstance(event, StreamStart):
+            await hub.attach(stream, event)  # type: ignore[attr-defined]
+        elif isinstance(event, StreamStop):
+            return True
+    return False
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/media/{dialect}",
+        media,
+        "Live call audio over a WebSocket (twilio, telnyx, jambonz, audiofork dialects)",
+        "media token",
+        None,
+        {101: "switching protocols", 404: "not-found (unknown dialect)"},
+        "media",
+        query=(("token", "the call's media token (or in the dialect's metadata slot)"),),
+    ),
+]

@@ -1,0 +1,228 @@
+"""Live media on this node: which calls stream here, and their recording writers.
+
+Control calls (start, pause, resume, stop, revocation) may be served by any
+node. They commit a state change and a NOTIFY on `recording_control`; every
+node LISTENs, and the one holding the call's media socket applies it to the
+writer. The database stays the judge of the window (see recorder.py), so a
+late notification can delay a pause by milliseconds but never store audio
+outside a recorded segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from storage import keys, recordings
+from storage.blobs import BlobStore
+from storage.crypto import ChunkCipher
+from storage.errors import IntegrityFailure, NotFound
+from telephony import sessions
+from telephony.media.events import StreamStart
+from telephony.recorder import AudioFormat, RecordingWriter, Window
+
+log = logging.getLogger(__name__)
+
+
+def default_node_id(port: int | None = None) -> str:
+    return f"{socket.gethostname()}:{port or 0}"
+
+
+@dataclass
+class LiveStream:
+    """One connected media socket of a call."""
+
+    call_id: str
+    account_id: str
+    fmt: AudioFormat | None = None
+    writer: RecordingWriter | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class MediaHub:
+    pool: asyncpg.Pool
+    blobs: BlobStore
+    master: keys.MasterKeys
+    node_id: str
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    streams: dict[str, LiveStream] = field(default_factory=dict)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run_listener(self) -> None:
+        """LISTEN for control messages until cancelled (owned by the app's cleanup context)."""
+        conn = await self.pool.acquire()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
+            queue.put_nowait(payload)
+
+        try:
+            await conn.add_listener(recordings.CONTROL_CHANNEL, on_notify)
+            while True:
+                payload = await queue.get()
+                try:
+                    await self.apply(json.loads(payload))
+                except (ValueError, KeyError, asyncpg.PostgresError, OSError):
+                    log.exception("control message failed")
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(recordings.CONTROL_CHANNEL, on_notify)
+            await self.pool.release(conn)
+
+    async def recover(self) -> int:
+        """At start-up: what this node held when it died is interrupted; its chunks stay."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """UPDATE recordings r
+                   SET status = 'interrupted', ended_at = coalesce(ended_at, now()),
+                       stop_reason = coalesce(stop_reason, 'process_died')
+                   WHERE r.node_id = $1 AND r.status IN ('recording', 'paused', 'stopped')
+                   RETURNING id""",
+                self.node_id,
+            )
+            for row in rows:
+                await conn.execute(
+                    """UPDATE recording_segments SET ended_at = now(), ended_by = 'interrupted'
+                       WHERE recording_id = $1 AND ended_at IS NULL""",
+                    row["id"],
+                )
+                await trim_to_blob(conn, self.blobs, row["id"])
+            await conn.execute("DELETE FROM media_streams WHERE node_id = $1", self.node_id)
+        if rows:
+            log.warning("recordings interrupted by a previous crash", extra={"count": len(rows)})
+        return len(rows)
+
+    async def close(self) -> None:
+        for stream in list(self.streams.values()):
+            await self.detach(stream, final=False)
+
+    # -- streams -----------------------------------------------------------------
+
+    async def attach(self, stream: LiveStream, start: StreamStart) -> None:
+        """A media socket started: pick up the call's live recording, if any."""
+        tracks = tuple(t for t in ("inbound", "outbound") if t in start.tracks) or ("inbound",)
+        stream.fmt = AudioFormat(start.encoding, start.sample_rate_hz, tracks)
+        self.streams[stream.call_id] = stream
+        async with self.pool.acquire() as conn:
+            live = await recordings.find_live(conn, stream.call_id)
+        if live is not None:
+            await self._open_writer(stream, live.id)
+
+    async def detach(self, stream: LiveStream, *, final: bool) -> None:
+        """The socket closed: the stream's end finalizes its recording (`final`),
+        a shutdown of this node only seals what is left."""
+        async with stream.lock:
+            writer, stream.writer = stream.writer, None
+            if writer is not None:
+                if final:
+                    # Close the segment first, so nothing after the stream's end is kept.
+                    at = await sessions.stop_for_stream_end(
+                        self.pool, writer.recording_id, self.node_id, self.clock
+                    )
+                    writer.pause(at)
+                await writer.close(final=final)
+                if final:
+                    async with self.pool.acquire() as conn:
+                        await recordings.complete_if_stopped(conn, writer.recording_id)
+        self.streams.pop(stream.call_id, None)
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM media_streams WHERE call_id = $1 AND node_id = $2",
+                stream.call_id,
+                self.node_id,
+            )
+
+    async def apply(self, message: dict[str, str]) -> None:
+        stream = self.streams.get(message["call_id"])
+        if stream is None or stream.fmt is None:
+            return
+        at = datetime.fromisoformat(message["at"])
+        action = message["action"]
+        async with stream.lock:
+            writer = stream.writer
+            if action == "start" and writer is None:
+                await self._open_writer(stream, message["recording_id"], locked=True)
+            elif writer is None or writer.recording_id != message["recording_id"]:
+                return
+            elif action == "pause":
+                writer.pause(at)
+            elif action == "resume":
+                writer.resume(at)
+            elif action == "stop":
+                writer.pause(at)
+                stream.writer = None
+                await writer.close(final=True)
+                async with self.pool.acquire() as conn:
+                    await recordings.complete_if_stopped(conn, writer.recording_id)
+
+    async def _open_writer(
+        self, stream: LiveStream, recording_id: str, locked: bool = False
+    ) -> None:
+        assert stream.fmt is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            rec = await recordings.get(conn, recording_id, account_id=stream.account_id)
+            if rec.status not in recordings.LIVE:
+                return
+            state = await recordings.writer_state(conn, recording_id)
+            kek = await keys.account_key(conn, self.master, stream.account_id, self.clock())
+            try:
+                data_key = keys.open_data_key(kek, state.wrapped_key, recording_id)
+            except IntegrityFailure:
+                log.exception("recording key unusable", extra={"recording_id": recording_id})
+                return
+            await recordings.set_format(
+                conn,
+                recording_id,
+                stream.fmt.encoding,
+                stream.fmt.sample_rate_hz,
+                list(stream.fmt.tracks),
+            )
+            await conn.execute(
+                "UPDATE recordings SET node_id = $2 WHERE id = $1", recording_id, self.node_id
+            )
+            segments = await recordings.segments_of(conn, recording_id)
+        assert state.nonce_prefix is not None
+        writer = RecordingWriter(
+            recording_id=recording_id,
+            pause_behavior=rec.pause_behavior,
+            fmt=stream.fmt,
+            cipher=ChunkCipher(data_key, state.nonce_prefix, recording_id),
+            pool=self.pool,
+            blobs=self.blobs,
+            windows=[Window(s.started_at, s.ended_at) for s in segments],
+            next_index=state.next_index,
+            blob_offset=state.blob_offset,
+            out_samples=state.out_samples,
+            clock=self.clock,
+        )
+        writer.start()
+        stream.writer = writer
+
+
+async def trim_to_blob(conn: asyncpg.Connection, blobs: BlobStore, recording_id: str) -> None:
+    """Drop chunk rows whose bytes never reached the blob (a crash between row and append)."""
+    try:
+        size = await blobs.size(f"recordings/{recording_id}/audio")
+    except NotFound:
+        size = 0
+    await conn.execute(
+        "DELETE FROM recording_chunks WHERE recording_id = $1 AND blob_offset + record_bytes > $2",
+        recording_id,
+        size,
+    )
+    await conn.execute(
+        """UPDATE recordings SET size_bytes = (SELECT coalesce(sum(record_bytes), 0)
+                                               FROM recording_chunks WHERE recording_id = $1)
+           WHERE id = $1""",
+        recording_id,
+    )

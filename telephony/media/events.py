@@ -1,0 +1,67 @@
+"""The one internal event type every wire dialect is parsed into: the recorder knows no dialect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Encoding = Literal["mulaw", "alaw", "l16le", "l16be"]
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    token: str | None  # the media token from the dialect's metadata slot, if present
+    tracks: tuple[str, ...]  # ("inbound",) or ("inbound", "outbound")
+    encoding: Encoding
+    sample_rate_hz: int
+    stream_id: str | None
+
+
+@dataclass(frozen=True)
+class Audio:
+    track: str  # "inbound" (the counterparts) or "outbound" (the customer's side)
+    payload: bytes  # codec bytes as received, whole samples only
+    timestamp_ms: int | None  # since stream start; None: right after this track's previous audio
+    sequence: int | None
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    digit: str
+    track: str | None
+
+
+@dataclass(frozen=True)
+class Mark:
+    name: str
+
+
+@dataclass(frozen=True)
+class StreamStop:
+    reason: str | None
+
+
+MediaEvent = StreamStart | Audio | Dtmf | Mark | StreamStop
+
+
+class ProtocolViolation(Exception):
+    """The peer broke the wire format; the socket closes with `close_code` and `reason`.
+
+    1003: text where binary is expected, or the reverse. 1007: a payload that
+    is not what the dialect promises (not JSON, bad base64, wrong types,
+    media before start, a second start, an unknown encoding).
+    """
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason[:123]  # a close frame's reason is at most 123 bytes
+
+
+class Parser(Protocol):
+    dialect: str
+    subprotocols: tuple[str, ...]
+
+    def feed_text(self, text: str) -> list[MediaEvent]: ...
+    def feed_binary(self, data: bytes) -> list[MediaEvent]: ...
+    def finish(self) -> list[MediaEvent]: ...

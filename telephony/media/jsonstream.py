@@ -1,0 +1,165 @@
+"""JSON media streams (PROTOCOLS.md §1 camelCase, §2 snake_case): one parser, two spellings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from telephony.media.events import (
+    Audio,
+    Dtmf,
+    Encoding,
+    Mark,
+    MediaEvent,
+    ProtocolViolation,
+    StreamStart,
+    StreamStop,
+)
+
+_ENCODINGS: dict[str, Encoding] = {
+    "audio/x-mulaw": "mulaw",
+    "pcmu": "mulaw",
+    "audio/x-alaw": "alaw",
+    "pcma": "alaw",
+    "l16": "l16be",  # RTP's L16 is big-endian
+    "audio/l16": "l16be",
+}
+
+
+@dataclass(frozen=True)
+class Spelling:
+    stream_id: str
+    media_format: str
+    sample_rate: str
+    custom: str
+
+
+CAMEL = Spelling("streamSid", "mediaFormat", "sampleRate", "customParameters")
+SNAKE = Spelling("stream_id", "media_format", "sample_rate", "custom_parameters")
+
+
+def _invalid(reason: str) -> ProtocolViolation:
+    return ProtocolViolation(1007, reason)
+
+
+def _int(value: Any, name: str) -> int:
+    """Counters arrive as JSON strings ("5") or numbers; both must be whole and >= 0."""
+    if isinstance(value, bool):
+        raise _invalid(f"{name} is not an integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isdigit():
+        number = int(value)
+    else:
+        raise _invalid(f"{name} is not an integer")
+    if number < 0:
+        raise _invalid(f"{name} is negative")
+    return number
+
+
+def _track(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _invalid("track is not a string")
+    return value.removesuffix("_track")
+
+
+class JsonStreamParser:
+    subprotocols: tuple[str, ...] = ()
+
+    def __init__(self, dialect: str, spelling: Spelling) -> None:
+        self.dialect = dialect
+        self.spelling = spelling
+        self.started = False
+        self.last_error: dict[str, Any] | None = None
+
+    def feed_binary(self, data: bytes) -> list[MediaEvent]:
+        raise ProtocolViolation(1003, "this dialect sends JSON text frames")
+
+    def finish(self) -> list[MediaEvent]:
+        return []
+
+    def feed_text(self, text: str) -> list[MediaEvent]:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise _invalid("frame is not JSON") from None
+        if not isinstance(message, dict):
+            raise _invalid("frame is not a JSON object")
+        event = message.get("event")
+        if event == "media":
+            return self._media(message.get("media"))
+        if event == "start":
+            return [self._start(message)]
+        if event == "dtmf":
+            dtmf = message.get("dtmf")
+            if not isinstance(dtmf, dict) or not isinstance(dtmf.get("digit"), str):
+                raise _invalid("dtmf without a digit")
+            track = dtmf.get("track")
+            return [Dtmf(dtmf["digit"], _track(track) if track is not None else None)]
+        if event == "mark":
+            mark = message.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
+            return [Mark(name if isinstance(name, str) else "")]
+        if event == "stop":
+            return [StreamStop("stop")]
+        if event == "error":
+            payload = message.get("payload")
+            self.last_error = payload if isinstance(payload, dict) else {"detail": str(payload)}
+        return []  # connected, error and events vendors add later
+
+    def _start(self, message: dict[str, Any]) -> StreamStart:
+        if self.started:
+            raise _invalid("a second start event")
+        start = message.get("start")
+        if not isinstance(start, dict):
+            raise _invalid("start without its start object")
+        fmt = start.get(self.spelling.media_format, {})
+        if not isinstance(fmt, dict):
+            raise _invalid("media format is not an object")
+        raw_encoding = fmt.get("encoding", "audio/x-mulaw")
+        encoding = _ENCODINGS.get(str(raw_encoding).lower())
+        if encoding is None:
+            raise _invalid(f"unsupported encoding {str(raw_encoding)[:40]}")
+        rate = _int(fmt.get(self.spelling.sample_rate, 8000), "sample rate")
+        if not 8000 <= rate <= 48000:
+            raise _invalid("sample rate out of range")
+        tracks_raw = start.get("tracks", ["inbound"])
+        if not isinstance(tracks_raw, list) or not tracks_raw:
+            raise _invalid("tracks is not a list")
+        tracks = tuple(dict.fromkeys(_track(t) for t in tracks_raw))
+        custom = start.get(self.spelling.custom)
+        token = custom.get("token") if isinstance(custom, dict) else None
+        stream_id = message.get(self.spelling.stream_id) or start.get(self.spelling.stream_id)
+        self.started = True
+        return StreamStart(
+            token if isinstance(token, str) else None,
+            tracks,
+            encoding,
+            rate,
+            stream_id if isinstance(stream_id, str) else None,
+        )
+
+    def _media(self, media: Any) -> list[MediaEvent]:
+        if not self.started:
+            raise _invalid("media before start")
+        if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
+            raise _invalid("media without a payload")
+        try:
+            payload = base64.b64decode(media["payload"], validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid("payload is not base64") from None
+        if not payload:
+            return []
+        timestamp = media.get("timestamp")
+        chunk = media.get("chunk")
+        return [
+            Audio(
+                _track(media.get("track", "inbound")),
+                payload,
+                _int(timestamp, "timestamp") if timestamp is not None else None,
+                _int(chunk, "chunk") if chunk is not None else None,
+            )
+        ]

@@ -1,0 +1,426 @@
+"""Frames in, sealed chunks out: one interleaving writer per live recording.
+
+Why one writer per recording rather than one per track: a download needs the
+tracks aligned sample by sample, so the writer aligns them once, as audio
+arrives, and seals interleaved frames (channel 0 = the counterparts'
+`inbound` track, channel 1 = the customer's `outbound` track). Each chunk is
+then a ready stretch of a two-channel (or one-channel) stream in the codec's
+own bytes: μ-law stays μ-law, L16 stays L16.
+
+The window rule (R2): a frame is kept only if it *arrived* inside a segment
+the database recorded for this recording. The writer tracks segments from
+control messages, and the database re-checks every chunk in the same
+statement that records it, before its bytes are sealed or written. Frames
+outside the window are dropped in memory.
+
+The media socket never waits for disk or database: `offer` only appends to a
+bounded queue; when it overflows the frame is dropped and the loss lands in
+the recording's `gaps`.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from storage.blobs import BlobStore
+from storage.crypto import CHUNK_HEADER, TAG_BYTES, ChunkCipher
+from telephony.media.events import Audio
+
+log = logging.getLogger(__name__)
+
+TRACKS = ("inbound", "outbound")
+SILENCE = {"mulaw": b"\xff", "alaw": b"\xd5", "l16le": b"\x00\x00", "l16be": b"\x00\x00"}
+SEAL_INTERVAL_S = 0.8  # with the jitter allowance, a crash loses under one second
+JITTER_S = 0.1  # late frames within this much are still placed
+MAX_CHUNK_BYTES = 16 * 1024
+MAX_GAP_S = 10.0  # a timestamp jump beyond this is a discontinuity, not silence
+MAX_SILENCE_FILL_S = 600.0
+QUEUE_FRAMES = 500  # ten seconds of 20 ms frames per track
+
+
+def blob_key(recording_id: str) -> str:
+    return f"recordings/{recording_id}/audio"
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    encoding: str
+    sample_rate_hz: int
+    tracks: tuple[str, ...]  # channel order of the stored audio
+
+    @property
+    def sample_bytes(self) -> int:
+        return 2 if self.encoding.startswith("l16") else 1
+
+
+@dataclass
+class Frame:
+    channel: int
+    position: int  # in samples of the stream timeline
+    payload: bytes
+    arrival: datetime
+
+
+@dataclass
+class Window:
+    """A recorded segment, in arrival time: [start, end)."""
+
+    start: datetime
+    end: datetime | None = None
+
+    def contains(self, at: datetime) -> bool:
+        return self.start <= at and (self.end is None or at < self.end)
+
+
+@dataclass
+class WriterStats:
+    frames_in: int = 0
+    frames_dropped_window: int = 0
+    frames_dropped_overflow: int = 0
+    frames_late: int = 0
+    chunks: int = 0
+    chunks_refused: int = 0
+
+
+@dataclass
+class RecordingWriter:
+    recording_id: str
+    pause_behavior: str
+    fmt: AudioFormat
+    cipher: ChunkCipher
+    pool: asyncpg.Pool
+    blobs: BlobStore
+    windows: list[Window]
+    next_index: int = 0
+    blob_offset: int = 0
+    out_samples: int = 0
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    stats: WriterStats = field(default_factory=WriterStats)
+
+    def __post_init__(self) -> None:
+        self._queue: asyncio.Queue[Frame] = asyncio.Queue(
+            maxsize=QUEUE_FRAMES * len(self.fmt.tracks)
+        )
+        self._pending: list[Frame] = []
+        self._pending_bytes = 0
+        self._next_pos = [0] * len(self.fmt.tracks)
+        self._shift: int | None = None  # stream position of out_samples; None: realign next seal
+        self._window = 0  # the segment the last stored audio belongs to
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._overflow_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the media socket's side: never blocks ------------------------------------
+
+    @property
+    def recording(self) -> bool:
+        return bool(self.windows) and self.windows[-1].end is None
+
+    def offer(self, audio: Audio, arrival: datetime) -> None:
+        """Hand over one frame; dropped at once outside the window or when the queue is full."""
+        self.stats.frames_in += 1
+        if not self.recording or self._closed:
+            self.stats.frames_dropped_window += 1
+            return
+        try:
+            channel = self.fmt.tracks.index(audio.track)
+        except ValueError:
+            return  # a track the recording does not store
+        if audio.timestamp_ms is not None:
+            position = audio.timestamp_ms * self.fmt.sample_rate_hz // 1000
+        else:
+            position = self._next_pos[channel]
+        self._next_pos[channel] = position + len(audio.payload) // self.fmt.sample_bytes
+        try:
+            self._queue.put_nowait(Frame(channel, position, audio.payload, arrival))
+        except asyncio.QueueFull:
+            self.stats.frames_dropped_overflow += 1
+            if self._overflow_since is None:
+                self._overflow_since = time.monotonic()
+                log.error(
+                    "recording queue full: dropping audio",
+                    extra={"recording_id": self.recording_id},
+                )
+
+    # -- control -------------------------------------------------------------------
+
+    def pause(self, at: datetime) -> None:
+        if self.recording:
+            self.windows[-1].end = at
+            self._wake.set()
+
+    def resume(self, at: datetime) -> None:
+        if not self.recording:
+            self.windows.append(Window(at))
+
+    # -- the writer task -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"writer-{self.recording_id}")
+
+    async def close(self, *, final: bool) -> None:
+        """Seal what is left (and the final chunk when the recording ended), then stop."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._drain_queue()
+        await self._seal(final=final)
+
+    async def _run(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SEAL_INTERVAL_S)
+            self._wake.clear()
+            self._drain_queue()
+            try:
+                await self._seal(final=False, keep_jitter=not self._closed)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.exception("sealing a chunk failed", extra={"recording_id": self.recording_id})
+            await self._record_overflow()
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                frame = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            self._pending.append(frame)
+            self._pending_bytes += len(frame.payload)
+            if self._pending_bytes >= MAX_CHUNK_BYTES:
+                self._wake.set()
+
+    async def _record_overflow(self) -> None:
+        if self._overflow_since is None:
+            return
+        lost_s = time.monotonic() - self._overflow_since
+        self._overflow_since = None
+        gap = {
+            "at_ms": self.out_samples * 1000 // self.fmt.sample_rate_hz,
+            "duration_ms": round(lost_s * 1000),
+            "reason": "overload",
+        }
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE recordings SET gaps = gaps || $2::jsonb WHERE id = $1",
+                self.recording_id,
+                json.dumps([gap]),
+            )
+
+    # -- sealing -------------------------------------------------------------------
+
+    def _window_of(self, at: datetime) -> int | None:
+        return next((i for i, w in enumerate(self.windows) if w.contains(at)), None)
+
+    def _by_window(self, frames: list[Frame]) -> dict[int, list[Frame]]:
+        """Frames grouped by the segment they arrived in; frames outside every segment dropped."""
+        groups: dict[int, list[Frame]] = {}
+        for f in frames:
+            index = self._window_of(f.arrival)
+            if index is None:
+                self.stats.frames_dropped_window += 1
+            else:
+                groups.setdefault(index, []).append(f)
+        return groups
+
+    async def _seal(self, *, final: bool, keep_jitter: bool = False) -> None:
+        pending, self._pending = self._pending, []
+        for index, frames in sorted(self._by_window(pending).items()):
+            is_open = index == len(self.windows) - 1 and self.windows[index].end is None
+            ready, held = self._split_jitter(frames, keep_jitter and is_open)
+            self._pending.extend(held)
+            if ready:
+                await self._store(index, ready)
+        self._pending_bytes = sum(len(f.payload) for f in self._pending)
+        if final:
+            await self._write(b"", 0, None, None, final=True)
+
+    async def _store(self, window: int, frames: list[Frame]) -> None:
+        """Write one segment's frames: a chunk never spans two segments (the database checks)."""
+        if window > self._window:
+            self._window = window
+            if self.pause_behavior == "skip":
+                self._shift = None  # leave the pause out
+        if await self._write_frames(frames):
+            return
+        # The database knows of a pause or stop we were not told of yet: learn the
+        # segments, keep only the frames inside them, and try once more.
+        await self._refresh_windows()
+        for index, kept in sorted(self._by_window(frames).items()):
+            if index > self._window:
+                self._window = index
+                if self.pause_behavior == "skip":
+                    self._shift = None
+            if not await self._write_frames(kept):
+                log.warning(
+                    "audio outside the recorded window dropped",
+                    extra={"recording_id": self.recording_id},
+                )
+
+    async def _write_frames(self, frames: list[Frame]) -> bool:
+        """Seal and store frames; False (and nothing stored) when the window check refuses."""
+        snapshot = (self.out_samples, self._shift)
+        arrivals = (min(f.arrival for f in frames), max(f.arrival for f in frames))
+        for number, (piece, samples) in enumerate(self._interleave(frames)):
+            if not await self._write(piece, samples, *arrivals, final=False):
+                if number == 0:
+                    self.out_samples, self._shift = snapshot
+                    return False
+                break  # cannot happen: every piece has the same arrival bounds
+        return True
+
+    async def _refresh_windows(self) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT started_at, ended_at FROM recording_segments
+                   WHERE recording_id = $1 ORDER BY id""",
+                self.recording_id,
+            )
+        self.windows = [Window(r["started_at"], r["ended_at"]) for r in rows]
+
+    def _split_jitter(
+        self, frames: list[Frame], keep_jitter: bool
+    ) -> tuple[list[Frame], list[Frame]]:
+        """Frames ready to seal, and the newest ones held back for late companions."""
+        if not keep_jitter:
+            return frames, []
+        width = self.fmt.sample_bytes
+        horizon = max(f.position + len(f.payload) // width for f in frames) - int(
+            JITTER_S * self.fmt.sample_rate_hz
+        )
+        ready = [f for f in frames if f.position + len(f.payload) // width <= horizon]
+        held = [f for f in frames if f.position + len(f.payload) // width > horizon]
+        return ready, held
+
+    def _interleave(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
+        """Place frames on the output timeline; return sealed-size pieces (bytes, samples)."""
+        rate, width = self.fmt.sample_rate_hz, self.fmt.sample_bytes
+        first = min(f.position for f in frames)
+        if self._shift is None:  # first audio, or first after a resume in skip mode
+            self._shift = first - self.out_samples
+        start = self.out_samples + self._shift
+        gap = first - start
+        fill_limit = (MAX_SILENCE_FILL_S if self.pause_behavior == "silence" else MAX_GAP_S) * rate
+        if gap > fill_limit:
+            # A jump (an hour, a clock reset): continue after it without filling it.
+            log.warning(
+                "timestamp discontinuity",
+                extra={"recording_id": self.recording_id, "gap_ms": gap * 1000 // rate},
+            )
+            self._shift += gap
+            start += gap
+        end = max(f.position + len(f.payload) // width for f in frames)
+        if end <= start:
+            self.stats.frames_late += len(frames)
+            return []
+        count = end - start
+        silence = SILENCE[self.fmt.encoding]
+        channels = []
+        for channel in range(len(self.fmt.tracks)):
+            buf = bytearray(silence * count)
+            for f in frames:
+                if f.channel != channel:
+                    continue
+                offset, data = f.position - start, f.payload
+                if offset < 0:  # overlaps what was sealed already: keep only the new part
+                    self.stats.frames_late += 1
+                    data = data[-offset * width :]
+                    offset = 0
+                data = data[: (count - offset) * width]
+                buf[offset * width : offset * width + len(data)] = data
+            channels.append(buf)
+        mixed = _interleave_channels(channels, width, count)
+        self.out_samples += count
+        frame_bytes = width * len(channels)
+        step = max(frame_bytes, MAX_CHUNK_BYTES // frame_bytes * frame_bytes)
+        return [
+            (mixed[i : i + step], len(mixed[i : i + step]) // frame_bytes)
+            for i in range(0, len(mixed), step)
+        ]
+
+    async def _write(
+        self,
+        plaintext: bytes,
+        samples: int,
+        first_arrival: datetime | None,
+        last_arrival: datetime | None,
+        *,
+        final: bool,
+    ) -> bool:
+        """Record the chunk (only inside a segment), then seal it and append it.
+
+        The database row comes first: a chunk the window check refuses is
+        never sealed and never written; a crash between the row and the
+        append leaves a row past the blob's end, which recovery trims.
+        """
+        index = self.next_index
+        record_bytes = CHUNK_HEADER.size + len(plaintext) + TAG_BYTES
+        first_sample = self.out_samples - samples if samples else self.out_samples
+        async with self.pool.acquire() as conn:
+            accepted = await conn.fetchval(
+                _INSERT_CHUNK,
+                self.recording_id,
+                index,
+                self.blob_offset,
+                record_bytes,
+                first_sample,
+                samples,
+                first_arrival or self.clock(),
+                last_arrival or self.clock(),
+                final,
+                first_arrival is None,  # an empty final chunk holds no audio to check
+            )
+        if not accepted:
+            self.stats.chunks_refused += 1
+            return False
+        record = self.cipher.seal("mix", index, plaintext, final=final)
+        offset = await self.blobs.append(blob_key(self.recording_id), record)
+        if offset != self.blob_offset:
+            log.error("blob offset mismatch", extra={"recording_id": self.recording_id})
+        self.blob_offset += len(record)
+        self.next_index += 1
+        self.stats.chunks += 1
+        return True
+
+
+def _interleave_channels(channels: list[bytearray], width: int, count: int) -> bytes:
+    if len(channels) == 1:
+        return bytes(channels[0])
+    if width == 1:
+        out = bytearray(count * 2)
+        out[0::2], out[1::2] = channels[0], channels[1]
+        return bytes(out)
+    left, right = array.array("h", bytes(channels[0])), array.array("h", bytes(channels[1]))
+    both = array.array("h", bytes(count * 4))
+    both[0::2], both[1::2] = left, right
+    return both.tobytes()
+
+
+# One statement, one round trip: the window check, the row, and the size.
+_INSERT_CHUNK = """
+WITH ok AS (
+    SELECT 1 FROM recording_segments s
+    WHERE s.recording_id = $1
+      AND ($10 OR (s.started_at <= $7 AND coalesce(s.ended_at, 'infinity') >= $8))
+    LIMIT 1
+), ins AS (
+    INSERT INTO recording_chunks (recording_id, idx, blob_offset, record_bytes, first_sample,
+                                  samples, first_arrival, last_arrival, final)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM ok
+    RETURNING record_bytes
+)
+UPDATE recordings SET size_bytes = size_bytes + (SELECT record_bytes FROM ins)
+WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)
+RETURNING true
+"""

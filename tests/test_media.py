@@ -1,0 +1,334 @@
+"""Live media ingest over real WebSockets: the window rule (R2), sealing, close codes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from storage.pgcluster import find_bindir
+from telephony.appkeys import BLOBS, HUB, MASTER_KEYS, POOL
+from telephony.playback import iter_audio
+from telephony.settings import Settings
+from tests.conftest import Customer, consented_call, decide, new_call, start_recording
+
+# 160 bytes of μ-law that no codec, silence fill or header will produce by chance.
+MARKER = (b"\x13\x37MARKER\xde\xad\xbe\xef" * 12)[:160]
+VOICE = bytes(range(0x20, 0x20 + 160))  # stands for speech: distinct, and not the marker
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+class TwilioPeer:
+    """A telephony engine speaking the camelCase JSON dialect."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seq = 0
+        self.ts_ms = {"inbound": 0, "outbound": 0}
+
+    async def start(self, tracks: tuple[str, ...] = ("inbound", "outbound")) -> None:
+        await self.ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        await self.ws.send_json(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": "MZ1",
+                "start": {
+                    "streamSid": "MZ1",
+                    "callSid": "CA1",
+                    "tracks": list(tracks),
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": {},
+                },
+            }
+        )
+
+    async def media(self, payload: bytes, track: str = "inbound", frames: int = 1) -> None:
+        for _ in range(frames):
+            self.seq += 1
+            await self.ws.send_json(
+                {
+                    "event": "media",
+                    "sequenceNumber": str(self.seq),
+                    "streamSid": "MZ1",
+                    "media": {
+                        "track": track,
+                        "chunk": str(self.seq),
+                        "timestamp": str(self.ts_ms[track]),
+                        "payload": base64.b64encode(payload).decode(),
+                    },
+                }
+            )
+            self.ts_ms[track] += len(payload) // 8
+
+    async def stop(self) -> None:
+        await self.ws.send_json({"event": "stop", "sequenceNumber": "999", "streamSid": "MZ1"})
+        await self.ws.close()
+
+
+async def connect(client: TestClient, call: dict[str, Any], dialect: str = "twilio") -> TwilioPeer:
+    ws = await client.ws_connect(f"/v1/media/{dialect}?token={call['media']['token']}")
+    return TwilioPeer(ws)
+
+
+def writer_of(client: TestClient, call_id: str) -> Any:
+    stream = client.app[HUB].streams.get(call_id)
+    return stream.writer if stream else None
+
+
+async def stored_audio(client: TestClient, recording_id: str) -> bytes:
+    app = client.app
+    parts = [
+        piece
+        async for piece in iter_audio(app[POOL], app[BLOBS], app[MASTER_KEYS], recording_id, None)
+    ]
+    return b"".join(parts)
+
+
+async def status_of(pool: asyncpg.Pool, recording_id: str) -> str:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT status FROM recordings WHERE id = $1", recording_id)
+
+
+def channel(interleaved: bytes, index: int) -> bytes:
+    return interleaved[index::2]
+
+
+async def test_recorded_audio_is_stored_encrypted_and_reads_back(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    call = await consented_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start()
+    rec = await start_recording(client, owner, call["id"])
+    await until(lambda: writer_of(client, call["id"]) is not None)
+
+    for _ in range(25):  # half a second on both tracks
+        await peer.media(VOICE, "inbound")
+        await peer.media(VOICE[::-1], "outbound")
+    await peer.stop()
+    await until(lambda: _is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    assert channel(audio, 0) == VOICE * 25
+    assert channel(audio, 1) == VOICE[::-1] * 25
+    raw = await asyncio.to_thread(read_tree, settings.data_dir / "blobs")
+    assert VOICE not in raw  # encrypted at rest
+    got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
+    assert got["status"] == "completed"
+    assert got["stop_reason"] == "stream_ended"
+    assert got["size_bytes"] == len(raw)
+
+
+async def _is(pool: asyncpg.Pool, recording_id: str, status: str) -> bool:
+    return await status_of(pool, recording_id) == status
+
+
+async def test_marker_audio_outside_the_window_touches_no_disk(
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """R2: before consent, during a pause and after a revocation, audio is dropped in memory."""
+    caplog.set_level(logging.DEBUG)
+    call = await new_call(client, owner)
+    party = call["counterparts"][0]["id"]
+    peer = await connect(client, call)
+    await peer.start()
+    await peer.media(MARKER, frames=10)  # before consent and before any recording
+    await decide(client, owner, call["id"], party, "granted")
+    await peer.media(MARKER, frames=10)  # consented, but no recording started (R1)
+    rec = await start_recording(client, owner, call["id"])
+    await until(lambda: writer_of(client, call["id"]) is not None)
+    await peer.media(VOICE, frames=50)
+    await asyncio.sleep(0.2)
+    await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
+    await peer.media(MARKER, frames=50)  # paused: sent right after the pause answered
+    await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
+    await until(lambda: writer_of(client, call["id"]).recording)
+    await peer.media(VOICE, frames=50)
+    await asyncio.sleep(0.2)
+    await decide(client, owner, call["id"], party, "revoked")
+    await peer.media(MARKER, frames=50)  # after the revocation answered
+    await peer.stop()
+    await until(lambda: _is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    inbound = channel(audio, 0)
+    assert inbound == VOICE * 100  # both consented stretches, skip mode: no gap
+    assert MARKER[:16] not in audio
+    assert await asyncio.to_thread(read_tree, settings.data_dir), "the recording wrote blobs"
+    assert await asyncio.to_thread(files_containing, settings.data_dir, MARKER[:16]) == []
+    assert await asyncio.to_thread(files_containing, Path(tempfile.gettempdir()), MARKER[:16]) == []
+    dump = await asyncio.to_thread(_pg_dump, database_url)
+    assert MARKER[:16] not in dump
+    encoded = base64.b64encode(MARKER)[:20]
+    assert encoded not in dump
+    for record in caplog.records:
+        text = record.getMessage() + repr(record.__dict__)
+        assert "MARKER" not in text and encoded.decode() not in text
+
+
+def read_tree(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    """Every readable regular file under root (not following links) holding `needle`."""
+    found = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def _pg_dump(url: str) -> bytes:
+    command = [str(find_bindir() / "pg_dump"), "--data-only", "--dbname", url]
+    return subprocess.run(command, check=True, capture_output=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        ("unknown", b"unknown media token"),
+        ("ended", b"the call has ended"),
+        ("expired", b"media token expired"),
+    ],
+)
+async def test_bad_tokens_close_with_1008(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, mutate: str, reason: bytes
+) -> None:
+    call = await new_call(client, owner)
+    token = call["media"]["token"]
+    if mutate == "unknown":
+        token = "mt_" + "x" * 43
+    elif mutate == "ended":
+        await client.post(f"/v1/calls/{call['id']}/end", headers=owner.auth)
+    else:
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE calls SET media_token_expires_at = now() - interval '1 s'")
+
+    ws = await client.ws_connect(f"/v1/media/twilio?token={token}")
+    msg = await ws.receive()
+
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == 1008
+    assert msg.extra.encode() == reason
+
+
+async def test_a_second_stream_of_a_live_call_is_refused(
+    client: TestClient, owner: Customer
+) -> None:
+    call = await new_call(client, owner)
+    first = await connect(client, call)
+    await first.start()
+    await until(lambda: call["id"] in client.app[HUB].streams)
+
+    second = await client.ws_connect(f"/v1/media/telnyx?token={call['media']['token']}")
+    msg = await second.receive()
+
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1008)
+    await first.stop()
+
+
+async def test_token_in_the_start_message_is_accepted(client: TestClient, owner: Customer) -> None:
+    call = await consented_call(client, owner)
+    ws = await client.ws_connect("/v1/media/twilio")
+    await ws.send_json({"event": "connected"})
+    await ws.send_json(
+        {
+            "event": "start",
+            "start": {
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": {"token": call["media"]["token"]},
+            },
+        }
+    )
+
+    await until(lambda: call["id"] in client.app[HUB].streams)
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("started", "frame", "code"),
+    [
+        (False, "{not json", 1007),
+        (False, "[1, 2]", 1007),
+        (False, b"\x00\x01", 1003),
+        (False, '{"event": "media", "media": {"track": "inbound", "payload": "AAAA"}}', 1007),
+        (True, '{"event": "media", "media": {"track": "inbound", "payload": "!!nope!!"}}', 1007),
+        (True, '{"event": "start", "start": {"tracks": ["inbound"]}}', 1007),
+    ],
+    ids=[
+        "invalid-json",
+        "not-an-object",
+        "binary",
+        "media-before-start",
+        "bad-base64",
+        "second-start",
+    ],
+)
+async def test_malformed_frames_close_with_a_reason(
+    client: TestClient, owner: Customer, started: bool, frame: str | bytes, code: int
+) -> None:
+    call = await new_call(client, owner)
+    peer = await connect(client, call)
+    if started:
+        await peer.start()
+
+    if isinstance(frame, bytes):
+        await peer.ws.send_bytes(frame)
+    else:
+        await peer.ws.send_str(frame)
+    msg = await peer.ws.receive()
+
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == code
+    assert msg.extra
+
+
+async def test_a_one_mebibyte_frame_is_refused(client: TestClient, owner: Customer) -> None:
+    call = await new_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start()
+
+    await peer.ws.send_str("x" * (1024 * 1024))
+    msg = await peer.ws.receive()
+
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == 1009
+
+
+async def test_unknown_dialect_is_a_404(client: TestClient) -> None:
+    resp = await client.get("/v1/media/skype")
+
+    assert resp.status == 404

@@ -81,26 +81,14 @@ class MediaHub:
 
     async def recover(self) -> int:
         """At start-up: what this node held when it died is interrupted; its chunks stay."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """UPDATE recordings r
-                   SET status = 'interrupted', ended_at = coalesce(ended_at, now()),
-                       stop_reason = coalesce(stop_reason, 'process_died')
-                   WHERE r.node_id = $1 AND r.status IN ('recording', 'paused', 'stopped')
-                   RETURNING id""",
-                self.node_id,
+        interrupted = await sessions.interrupt_dead_node(
+            self.pool, self.node_id, lambda conn, rid: trim_to_blob(conn, self.blobs, rid)
+        )
+        if interrupted:
+            log.warning(
+                "recordings interrupted by a previous crash", extra={"count": len(interrupted)}
             )
-            for row in rows:
-                await conn.execute(
-                    """UPDATE recording_segments SET ended_at = now(), ended_by = 'interrupted'
-                       WHERE recording_id = $1 AND ended_at IS NULL""",
-                    row["id"],
-                )
-                await trim_to_blob(conn, self.blobs, row["id"])
-            await conn.execute("DELETE FROM media_streams WHERE node_id = $1", self.node_id)
-        if rows:
-            log.warning("recordings interrupted by a previous crash", extra={"count": len(rows)})
-        return len(rows)
+        return len(interrupted)
 
     async def close(self) -> None:
         for stream in list(self.streams.values()):
@@ -132,8 +120,9 @@ class MediaHub:
                     writer.pause(at)
                 await writer.close(final=final)
                 if final:
-                    async with self.pool.acquire() as conn:
-                        await recordings.complete_if_stopped(conn, writer.recording_id)
+                    await sessions.complete_after_sealing(
+                        self.pool, writer.recording_id, self.node_id
+                    )
         self.streams.pop(stream.call_id, None)
         async with self.pool.acquire() as conn:
             await conn.execute(
@@ -162,8 +151,7 @@ class MediaHub:
                 writer.pause(at)
                 stream.writer = None
                 await writer.close(final=True)
-                async with self.pool.acquire() as conn:
-                    await recordings.complete_if_stopped(conn, writer.recording_id)
+                await sessions.complete_after_sealing(self.pool, writer.recording_id, self.node_id)
 
     async def _open_writer(
         self, stream: LiveStream, recording_id: str, locked: bool = False

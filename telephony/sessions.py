@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from storage import accounts, audit, calls, consents, keys, recordings
+from storage import accounts, audit, calls, consents, keys, recordings, webhooks
 from storage.crypto import new_nonce_prefix
 from storage.errors import CallNotActive, InvalidInput
 from storage.ids import new_id, new_token
@@ -115,6 +115,13 @@ async def _audit(
         subject=subject,
         details=details,
     )
+
+
+async def _event(
+    conn: asyncpg.Connection, account_id: str, type: str, now: datetime, **data: Any
+) -> None:
+    """A customer webhook event (API.md), in the same transaction as the change."""
+    await webhooks.enqueue(conn, account_id, type, data, now)
 
 
 # -- calls ------------------------------------------------------------------------
@@ -226,6 +233,7 @@ async def end_call(
         await _audit(
             conn, call.account_id, principal.actor, "call.ended", {"call_id": call.id}, now
         )
+        await _event(conn, call.account_id, "call.ended", now, call_id=call.id)
         return (await _views(conn, [call]))[0]
 
 
@@ -281,6 +289,16 @@ async def record_consent(
             now,
             decision=decision,
             method=method,
+        )
+        await _event(
+            conn,
+            call.account_id,
+            "consent.recorded",
+            now,
+            call_id=call.id,
+            counterpart_id=counterpart_id,
+            consent_event_id=event.id,
+            decision=decision,
         )
         live = await recordings.find_live(conn, call.id)
         if live is not None and decision != Consent.GRANTED:
@@ -340,13 +358,13 @@ async def start_recording(
             nonce_prefix=new_nonce_prefix(),
             now=now,
         )
-        await recordings.notify_control(conn, call.id, recording_id, "start", now)
-        await _audit(
+        await _announce(
             conn,
             call.account_id,
+            call.id,
+            recording_id,
             principal.actor,
             "recording.started",
-            {"call_id": call.id, "recording_id": recording_id},
             now,
             channels=channels,
             pause_behavior=pause_behavior,
@@ -397,6 +415,25 @@ async def get_recording(
 # -- state changes, each audited --------------------------------------------------
 
 
+async def _announce(
+    conn: asyncpg.Connection,
+    account_id: str,
+    call_id: str,
+    recording_id: str,
+    actor: dict[str, Any],
+    action: str,
+    now: datetime,
+    **details: Any,
+) -> None:
+    """Every recording state change: tell the media node, the audit trail and the customer."""
+    control = action.removeprefix("recording.")
+    control = {"started": "start", "paused": "pause", "resumed": "resume"}.get(control, "stop")
+    await recordings.notify_control(conn, call_id, recording_id, control, now)
+    subject = {"call_id": call_id, "recording_id": recording_id}
+    await _audit(conn, account_id, actor, action, subject, now, **details)
+    await _event(conn, account_id, action, now, **subject, **details)
+
+
 async def _pause(
     conn: asyncpg.Connection,
     rec: recordings.Recording,
@@ -406,15 +443,8 @@ async def _pause(
 ) -> None:
     await recordings.close_segment(conn, rec.id, now, reason)
     await recordings.set_state(conn, rec.id, status=Status.PAUSED, pause_reason=reason)
-    await recordings.notify_control(conn, rec.call_id, rec.id, "pause", now)
-    await _audit(
-        conn,
-        rec.account_id,
-        actor,
-        "recording.paused",
-        {"call_id": rec.call_id, "recording_id": rec.id},
-        now,
-        reason=reason,
+    await _announce(
+        conn, rec.account_id, rec.call_id, rec.id, actor, "recording.paused", now, reason=reason
     )
 
 
@@ -427,15 +457,8 @@ async def _resume(
 ) -> None:
     await recordings.open_segment(conn, rec.id, now)
     await recordings.set_state(conn, rec.id, status=Status.RECORDING)
-    await recordings.notify_control(conn, rec.call_id, rec.id, "resume", now)
-    await _audit(
-        conn,
-        rec.account_id,
-        actor,
-        "recording.resumed",
-        {"call_id": rec.call_id, "recording_id": rec.id},
-        now,
-        reason=reason,
+    await _announce(
+        conn, rec.account_id, rec.call_id, rec.id, actor, "recording.resumed", now, reason=reason
     )
 
 
@@ -449,17 +472,8 @@ async def _finish(
 ) -> None:
     await recordings.close_segment(conn, rec.id, now, reason)
     await recordings.set_state(conn, rec.id, status=status, stop_reason=reason, ended_at=now)
-    await recordings.notify_control(conn, rec.call_id, rec.id, "stop", now)
     action = "recording.completed" if status == Status.COMPLETED else "recording.stopped"
-    await _audit(
-        conn,
-        rec.account_id,
-        actor,
-        action,
-        {"call_id": rec.call_id, "recording_id": rec.id},
-        now,
-        reason=reason,
-    )
+    await _announce(conn, rec.account_id, rec.call_id, rec.id, actor, action, now, reason=reason)
 
 
 # -- support (S5) -----------------------------------------------------------------
@@ -497,3 +511,52 @@ async def stop_for_stream_end(
             actor = {"type": "system", "id": node_id, "role": None}
             await _finish(conn, rec, actor, Status.STOPPED, Reason.STREAM_ENDED, now)
         return now
+
+
+async def complete_after_sealing(pool: asyncpg.Pool, recording_id: str, node_id: str) -> bool:
+    """The media node sealed the last chunk of a stopped recording: it is complete."""
+    actor = {"type": "system", "id": node_id, "role": None}
+    async with pool.acquire() as conn, conn.transaction():
+        if not await recordings.complete_if_stopped(conn, recording_id):
+            return False
+        rec = await recordings.get(conn, recording_id, account_id=None)
+        now = utc_now()
+        subject = {"call_id": rec.call_id, "recording_id": rec.id}
+        await _audit(conn, rec.account_id, actor, "recording.completed", subject, now)
+        await _event(
+            conn,
+            rec.account_id,
+            "recording.completed",
+            now,
+            **subject,
+            size_bytes=rec.size_bytes,
+            stop_reason=rec.stop_reason,
+        )
+    return True
+
+
+async def interrupt_dead_node(pool: asyncpg.Pool, node_id: str, trim: Any) -> list[str]:
+    """At start-up: recordings this node held when its process died become `interrupted`.
+
+    Every sealed chunk stays; `trim(conn, recording_id)` drops chunk rows whose
+    bytes never reached the blob store.
+    """
+    actor = {"type": "system", "id": node_id, "role": None}
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """UPDATE recordings
+               SET status = 'interrupted', ended_at = coalesce(ended_at, now()),
+                   stop_reason = coalesce(stop_reason, 'process_died')
+               WHERE node_id = $1 AND status IN ('recording', 'paused', 'stopped')
+               RETURNING id, call_id, account_id""",
+            node_id,
+        )
+        now = utc_now()
+        for row in rows:
+            await recordings.close_segment(conn, row["id"], now, "interrupted")
+            await trim(conn, row["id"])
+            subject = {"call_id": row["call_id"], "recording_id": row["id"]}
+            await _audit(conn, row["account_id"], actor, "recording.interrupted", subject, now)
+            await _event(conn, row["account_id"], "recording.interrupted", now, **subject)
+        await conn.execute("DELETE FROM media_streams WHERE node_id = $1", node_id)
+    return [r["id"] for r in rows]

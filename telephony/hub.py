@@ -59,17 +59,33 @@ class MediaHub:
     # -- lifecycle -------------------------------------------------------------
 
     async def run_listener(self) -> None:
-        """LISTEN for control messages until cancelled (owned by the app's cleanup context)."""
+        """LISTEN for control messages until cancelled; reconnect when the connection drops.
+
+        While disconnected, the database's window check on every chunk still
+        keeps audio outside a segment off the disk; only the in-memory drop
+        is late.
+        """
+        while True:
+            try:
+                await self._listen_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("control listener lost its connection; reconnecting")
+            await asyncio.sleep(1.0)
+
+    async def _listen_once(self) -> None:
         conn = await self.pool.acquire()
-        queue: asyncio.Queue[str] = asyncio.Queue()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
 
         def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
             queue.put_nowait(payload)
 
+        def on_lost(_c: object) -> None:
+            queue.put_nowait(None)
+
         try:
+            conn.add_termination_listener(on_lost)
             await conn.add_listener(recordings.CONTROL_CHANNEL, on_notify)
-            while True:
-                payload = await queue.get()
+            while (payload := await queue.get()) is not None:
                 try:
                     await self.apply(json.loads(payload))
                 except (ValueError, KeyError, asyncpg.PostgresError, OSError):
@@ -77,7 +93,8 @@ class MediaHub:
         finally:
             with contextlib.suppress(Exception):
                 await conn.remove_listener(recordings.CONTROL_CHANNEL, on_notify)
-            await self.pool.release(conn)
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
     async def recover(self) -> int:
         """At start-up: what this node held when it died is interrupted; its chunks stay."""

@@ -16,16 +16,17 @@ from datetime import UTC, datetime
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from storage import securitylog
+from storage import audit, keys, securitylog
 from storage.db import create_pool, ensure_database, redact_dsn
 from storage.errors import ServiceError
+from storage.keys import MasterKeyError
 from storage.migrate import apply_pending
 from storage.pgcluster import ClusterError, LocalCluster
 from telephony import identity, logs, workers
 from telephony.api.accounts import Email, Password
 from telephony.app import create_app
 from telephony.roles import StaffRole
-from telephony.settings import Settings, SettingsError
+from telephony.settings import Settings, SettingsError, master_keys
 
 log = logging.getLogger("telephony")
 
@@ -188,6 +189,48 @@ async def cmd_purge(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> None:
+    async with database(settings) as ready:
+        assert ready.database_url is not None
+        pool = await create_pool(ready.database_url, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                breaks = await audit.verify(conn, args.account)
+        finally:
+            await pool.close()
+    for b in breaks:
+        print(
+            json.dumps({"account_id": b.account_id, "first_broken_seq": b.seq, "reason": b.reason})
+        )
+    if breaks:
+        raise CliError(f"audit chain broken in {len(breaks)} account(s)")
+    print(json.dumps({"verified": True, "account": args.account}))
+
+
+async def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        master = master_keys(settings)
+    except MasterKeyError as exc:
+        raise CliError(str(exc)) from None
+    async with database(settings) as ready:
+        assert ready.database_url is not None
+        await migrate(ready)
+        pool = await create_pool(ready.database_url, max_size=2)
+        try:
+            result = await keys.rotate(pool, master, datetime.now(UTC))
+        finally:
+            await pool.close()
+    print(
+        json.dumps(
+            {
+                "rewrapped": result.rewrapped,
+                "remaining": result.remaining,
+                "master_key_id": master.current_id,
+            }
+        )
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="telephony", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -218,6 +261,22 @@ def parser() -> argparse.ArgumentParser:
     seclog.add_argument("--limit", type=int, default=100)
     seclog.set_defaults(run=cmd_security_log)
 
+    audit_cmd = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit_cmd.add_parser("verify", help="recompute the hash chains; exit 1 when broken")
+    verify.add_argument("--account", help="only this account")
+    verify.set_defaults(run=cmd_audit_verify)
+
+    keys_cmd = sub.add_parser("keys", help="the key hierarchy").add_subparsers(
+        dest="keys_command", required=True
+    )
+    keys_cmd.add_parser(
+        "rotate",
+        help="re-wrap account keys under TELEPHONY_MASTER_KEY; keep the old key in "
+        "TELEPHONY_MASTER_KEY_PREVIOUS until it reports remaining: 0",
+    ).set_defaults(run=cmd_keys_rotate)
+
     purge = sub.add_parser("purge", help="delete log rows past retention (S3)")
     purge.add_argument("--days", type=int, help="retention in days (default 60)")
     purge.set_defaults(run=cmd_purge)
@@ -226,11 +285,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logs.configure()
+    logs.configure(stream=sys.stdout if args.command == "serve" else sys.stderr)
     try:
         settings = Settings.from_env()
         asyncio.run(args.run(settings, args))
-    except (CliError, SettingsError, ServiceError) as exc:
+    except (CliError, SettingsError, ServiceError, MasterKeyError) as exc:
         print(f"telephony: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -41,8 +42,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def configure(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """JSON lines to `stream` (stdout for the server; the CLI keeps stdout for its output)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -152,7 +151,7 @@ async def test_purge_deletes_only_rows_past_retention(
         for days in (61, 59, 1):
             await conn.execute(
                 """INSERT INTO security_log (at, event, outcome, email)
-                   VALUES (now() - make_interval(days => $1), 'login', 'failure', 'x@example.com')""",
+                   VALUES (now() - make_interval(days => $1), 'login', 'failure', 'x@ex.com')""",
                 days,
             )
             await conn.execute(
@@ -177,7 +176,8 @@ async def test_security_log_command_prints_json_lines(
 ) -> None:
     async with pool.acquire() as conn:
         await conn.execute(
-            "INSERT INTO security_log (event, outcome, email) VALUES ('login', 'failure', 'a@example.com')"
+            "INSERT INTO security_log (event, outcome, email)"
+            " VALUES ('login', 'failure', 'a@example.com')"
         )
 
     result = await asyncio.to_thread(run, ["security-log", "--email", "a@example.com"], cli_env)
@@ -238,7 +238,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def embedded_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    data = Path(f"/tmp/telephony-cli-{secrets.token_hex(4)}")  # noqa: S108 - short socket path
+    data = Path(f"/tmp/telephony-cli-{secrets.token_hex(4)}")
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),

@@ -83,8 +83,8 @@ async def mark_failed(
     await conn.execute(
         """UPDATE staff_notifications
            SET attempts = attempts + 1, last_error = $2,
-               next_attempt_at = coalesce($3, next_attempt_at),
-               given_up_at = CASE WHEN $3::timestamptz IS NULL THEN $4 ELSE NULL END
+               next_attempt_at = coalesce($3::timestamptz, next_attempt_at),
+               given_up_at = CASE WHEN $3::timestamptz IS NULL THEN $4::timestamptz END
            WHERE id = $1""",
         note_id,
         error[:500],

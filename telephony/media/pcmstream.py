@@ -7,6 +7,7 @@ stereo pair anywhere: the remainder waits for the next frame.
 
 from __future__ import annotations
 
+import array
 import json
 from typing import Any
 
@@ -77,8 +78,8 @@ class PcmStreamParser:
         whole = data[:usable]
         if len(self.start.tracks) == 1:
             return [Audio("inbound", whole, None, None)]
-        left = b"".join(whole[i : i + 2] for i in range(0, usable, 4))
-        right = b"".join(whole[i + 2 : i + 4] for i in range(0, usable, 4))
+        pairs = array.array("h", whole)  # 2-byte units; byte order is kept as it is
+        left, right = pairs[0::2].tobytes(), pairs[1::2].tobytes()
         return [Audio("inbound", left, None, None), Audio("outbound", right, None, None)]
 
     def finish(self) -> list[MediaEvent]:

@@ -116,6 +116,7 @@ class RecordingWriter:
         self._next_pos = [0] * len(self.fmt.tracks)
         self._shift: int | None = None  # stream position of out_samples; None: realign next seal
         self._window = 0  # the segment the last stored audio belongs to
+        self._fill_pause = False  # the next run follows a pause in silence mode
         self._wake = asyncio.Event()
         self._closed = False
         self._overflow_since: float | None = None
@@ -248,34 +249,37 @@ class RecordingWriter:
 
     async def _store(self, window: int, frames: list[Frame]) -> None:
         """Write one segment's frames: a chunk never spans two segments (the database checks)."""
-        if window > self._window:
-            self._window = window
-            if self.pause_behavior == "skip":
-                self._shift = None  # leave the pause out
+        self._enter(window)
         if await self._write_frames(frames):
             return
         # The database knows of a pause or stop we were not told of yet: learn the
         # segments, keep only the frames inside them, and try once more.
         await self._refresh_windows()
         for index, kept in sorted(self._by_window(frames).items()):
-            if index > self._window:
-                self._window = index
-                if self.pause_behavior == "skip":
-                    self._shift = None
+            self._enter(index)
             if not await self._write_frames(kept):
                 log.warning(
                     "audio outside the recorded window dropped",
                     extra={"recording_id": self.recording_id},
                 )
 
+    def _enter(self, window: int) -> None:
+        """Audio of a later segment: a pause lies behind; skip leaves it out, silence fills it."""
+        if window > self._window:
+            self._window = window
+            if self.pause_behavior == "skip":
+                self._shift = None
+            else:
+                self._fill_pause = True
+
     async def _write_frames(self, frames: list[Frame]) -> bool:
         """Seal and store frames; False (and nothing stored) when the window check refuses."""
-        snapshot = (self.out_samples, self._shift)
+        snapshot = (self.out_samples, self._shift, self._fill_pause)
         arrivals = (min(f.arrival for f in frames), max(f.arrival for f in frames))
         for number, (piece, samples) in enumerate(self._interleave(frames)):
             if not await self._write(piece, samples, *arrivals, final=False):
                 if number == 0:
-                    self.out_samples, self._shift = snapshot
+                    self.out_samples, self._shift, self._fill_pause = snapshot
                     return False
                 break  # cannot happen: every piece has the same arrival bounds
         return True
@@ -304,16 +308,36 @@ class RecordingWriter:
         return ready, held
 
     def _interleave(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
-        """Place frames on the output timeline; return sealed-size pieces (bytes, samples)."""
+        """Place frames on the output timeline; return sealed-size pieces (bytes, samples).
+
+        Frames are split into runs at every jump larger than a gap worth filling
+        (an hour, a clock reset), so no run ever asks for a flood of silence.
+        """
+        width, rate = self.fmt.sample_bytes, self.fmt.sample_rate_hz
+        ordered = sorted(frames, key=lambda f: f.position)
+        runs: list[list[Frame]] = [[ordered[0]]]
+        reach = ordered[0].position + len(ordered[0].payload) // width
+        for f in ordered[1:]:
+            if f.position - reach > MAX_GAP_S * rate:
+                runs.append([])
+            runs[-1].append(f)
+            reach = max(reach, f.position + len(f.payload) // width)
+        pieces = []
+        for run in runs:
+            pieces.extend(self._interleave_run(run))
+        return pieces
+
+    def _interleave_run(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
         rate, width = self.fmt.sample_rate_hz, self.fmt.sample_bytes
-        first = min(f.position for f in frames)
+        first = frames[0].position
         if self._shift is None:  # first audio, or first after a resume in skip mode
             self._shift = first - self.out_samples
         start = self.out_samples + self._shift
         gap = first - start
-        fill_limit = (MAX_SILENCE_FILL_S if self.pause_behavior == "silence" else MAX_GAP_S) * rate
-        if gap > fill_limit:
-            # A jump (an hour, a clock reset): continue after it without filling it.
+        # Silence fills a pause in `silence` mode; elsewhere only short holes are filled.
+        limit_s = MAX_SILENCE_FILL_S if self._fill_pause else MAX_GAP_S
+        self._fill_pause = False
+        if gap > limit_s * rate:
             log.warning(
                 "timestamp discontinuity",
                 extra={"recording_id": self.recording_id, "gap_ms": gap * 1000 // rate},
@@ -327,9 +351,12 @@ class RecordingWriter:
         count = end - start
         silence = SILENCE[self.fmt.encoding]
         channels = []
+        # Where frames overlap (a repeated or backwards timestamp), the first to arrive wins:
+        # write in reverse arrival order so earlier frames land last.
+        by_arrival = sorted(frames, key=lambda f: f.arrival, reverse=True)
         for channel in range(len(self.fmt.tracks)):
             buf = bytearray(silence * count)
-            for f in frames:
+            for f in by_arrival:
                 if f.channel != channel:
                     continue
                 offset, data = f.position - start, f.payload

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -25,26 +26,49 @@ log = logging.getLogger(__name__)
 
 ACCESS_BATCH = 500
 ACCESS_FLUSH_S = 1.0
+NOTIFY_BATCH = 20
 
 
 async def access_log_writer(pool: asyncpg.Pool, queue: asyncio.Queue[AccessEntry]) -> None:
-    """Drain the access-log queue into PostgreSQL in batches (S3), off the request path."""
+    """Drain the access-log queue into PostgreSQL in batches (S3), off the request path.
+
+    Entries already taken off the queue are written even when the task is
+    cancelled at shutdown; what is still queued is left to `flush_access_log`.
+    """
     while True:
-        batch = [await queue.get()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ACCESS_FLUSH_S
-        while len(batch) < ACCESS_BATCH:
-            timeout = deadline - loop.time()
-            if timeout <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), timeout))
-            except TimeoutError:
-                break
+        batch: list[AccessEntry] = []
         try:
-            await _write_access(pool, batch)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.exception("access log batch lost", extra={"entries": len(batch)})
+            await _collect(queue, batch)
+        finally:
+            if batch:
+                await _write_to_end(pool, batch)
+
+
+async def _collect(queue: asyncio.Queue[AccessEntry], batch: list[AccessEntry]) -> None:
+    """Append the next entry, then whatever arrives within ACCESS_FLUSH_S, to `batch`."""
+    batch.append(await queue.get())
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(ACCESS_FLUSH_S):
+            while len(batch) < ACCESS_BATCH:
+                batch.append(await queue.get())
+
+
+async def _write_to_end(pool: asyncpg.Pool, batch: list[AccessEntry]) -> None:
+    """Write `batch`; a cancellation meanwhile waits for the write, then propagates."""
+    write = asyncio.ensure_future(_write_access_logged(pool, batch))
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        await write
+        raise
+
+
+async def _write_access_logged(pool: asyncpg.Pool, batch: list[AccessEntry]) -> None:
+    try:
+        await _write_access(pool, batch)
+    except Exception:
+        # Never take the worker down: the next batch may well succeed.
+        log.exception("access log batch lost", extra={"entries": len(batch)})
 
 
 async def _write_access(pool: asyncpg.Pool, batch: list[AccessEntry]) -> None:
@@ -54,7 +78,7 @@ async def _write_access(pool: asyncpg.Pool, batch: list[AccessEntry]) -> None:
 
 async def flush_access_log(pool: asyncpg.Pool, queue: asyncio.Queue[AccessEntry]) -> None:
     """Write whatever is queued (shutdown, and tests that read the table)."""
-    batch = []
+    batch: list[AccessEntry] = []
     while not queue.empty():
         batch.append(queue.get_nowait())
     if batch:
@@ -75,11 +99,19 @@ async def deliver_due_notifications(
     settings: Settings,
     now: datetime | None = None,
 ) -> int:
-    """One pass over due notifications; returns how many were delivered."""
-    now = now or datetime.now(UTC)
+    """One pass over due notifications; returns how many were delivered (S4)."""
+    _claimed, delivered = await _deliver_pass(pool, http, settings, now or datetime.now(UTC))
+    return delivered
+
+
+async def _deliver_pass(
+    pool: asyncpg.Pool, http: aiohttp.ClientSession, settings: Settings, now: datetime
+) -> tuple[int, int]:
+    """Claim up to NOTIFY_BATCH due rows and try each once; (claimed, delivered)."""
     delivered = 0
     async with pool.acquire() as conn, conn.transaction():
-        for note in await outbox.claim_due(conn, now):
+        due = await outbox.claim_due(conn, now, limit=NOTIFY_BATCH)
+        for note in due:
             log.info(
                 "staff notification",
                 extra={"notification_id": note.id, "event": note.event, "payload": note.payload},
@@ -91,7 +123,8 @@ async def deliver_due_notifications(
                 continue
             error = await _post(http, settings, note.id, note.event, note.payload)
             if error is None:
-                await outbox.mark_delivered(conn, note.id, datetime.now(UTC))
+                # The pass's time when it was passed in (tests), else the real time of delivery.
+                await outbox.mark_delivered(conn, note.id, max(now, datetime.now(UTC)))
                 delivered += 1
                 continue
             attempts = note.attempts + 1
@@ -112,11 +145,15 @@ async def deliver_due_notifications(
                 next_attempt_at=None if give_up else now + backoff(attempts),
                 now=now,
             )
-    return delivered
+    return len(due), delivered
 
 
 async def _post(
-    http: aiohttp.ClientSession, settings: Settings, note_id: int, event: str, payload: dict
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    note_id: int,
+    event: str,
+    payload: dict[str, Any],
 ) -> str | None:
     """POST one notification; None on a 2xx, else a short reason."""
     assert settings.staff_webhook_url is not None
@@ -132,7 +169,10 @@ async def _post(
             if 200 <= response.status < 300:
                 return None
             return f"HTTP {response.status}"
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except TimeoutError:
+        # A receiver that hangs is one failed attempt, bounded by the timeout.
+        return f"timeout after {settings.staff_webhook_timeout_s:g} s"
+    except aiohttp.ClientError as exc:
         return type(exc).__name__
 
 
@@ -149,19 +189,19 @@ async def notification_worker(
     try:
         await listener.add_listener(outbox.CHANNEL, on_notify)
         while True:
+            wake.clear()
             try:
-                await deliver_due_notifications(pool, http, settings)
+                # A full batch may hide more due rows behind it: go on until one is short.
+                claimed = NOTIFY_BATCH
+                while claimed == NOTIFY_BATCH:
+                    claimed, _ = await _deliver_pass(pool, http, settings, datetime.now(UTC))
                 async with pool.acquire() as conn:
-                    pending = await conn.fetchval(
-                        "SELECT count(*) FROM staff_notifications"
-                        " WHERE delivered_at IS NULL AND given_up_at IS NULL"
-                    )
-                metrics.outbox_pending.set(pending)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    metrics.outbox_pending.set(await outbox.count_pending(conn))
+            except Exception:
+                # Never let one bad pass end delivery for the life of the process.
                 log.exception("staff notification pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), settings.outbox_poll_s)
-            wake.clear()
     finally:
         with contextlib.suppress(Exception):
             await listener.remove_listener(outbox.CHANNEL, on_notify)
@@ -172,6 +212,7 @@ async def notification_worker(
 
 
 async def purge_logs(pool: asyncpg.Pool, settings: Settings, now: datetime) -> PurgeResult:
+    """Delete log rows older than `settings.log_retention_days` before `now` (S3)."""
     cutoff = now - timedelta(days=settings.log_retention_days)
     async with pool.acquire() as conn, conn.transaction():
         result = await securitylog.purge_older_than(conn, cutoff)
@@ -192,6 +233,6 @@ async def purge_worker(pool: asyncpg.Pool, settings: Settings) -> None:
     while True:
         try:
             await purge_logs(pool, settings, datetime.now(UTC))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except Exception:
             log.exception("log retention purge failed")
         await asyncio.sleep(settings.purge_interval_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import subprocess
 import tempfile
@@ -23,7 +24,8 @@ from telephony.settings import Settings
 from tests.conftest import Customer, consented_call, decide, new_call, start_recording
 
 # 160 bytes of μ-law that no codec, silence fill or header will produce by chance.
-MARKER = (b"\x13\x37MARKER\xde\xad\xbe\xef" * 12)[:160]
+MARKER = (b"\x13\x37MARKER\xde\xad\xbe\xef" * 14)[:160]
+assert len(MARKER) == 160
 VOICE = bytes(range(0x20, 0x20 + 160))  # stands for speech: distinct, and not the marker
 
 
@@ -332,3 +334,137 @@ async def test_unknown_dialect_is_a_404(client: TestClient) -> None:
     resp = await client.get("/v1/media/skype")
 
     assert resp.status == 404
+
+
+async def record_with(
+    client: TestClient, owner: Customer, pause_behavior: str = "skip"
+) -> tuple[dict, dict, TwilioPeer]:
+    call = await consented_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start(tracks=("inbound",))
+    resp = await client.post(
+        f"/v1/calls/{call['id']}/recordings",
+        json={"pause_behavior": pause_behavior, "channels": "mono"},
+        headers=owner.auth,
+    )
+    assert resp.status == 201
+    rec = await resp.json()
+    await until(lambda: writer_of(client, call["id"]) is not None)
+    return call, rec, peer
+
+
+async def finish(client: TestClient, pool: asyncpg.Pool, peer: TwilioPeer, rec: dict) -> bytes:
+    await peer.stop()
+    await until(lambda: _is(pool, rec["id"], "completed"))
+    return await stored_audio(client, rec["id"])
+
+
+async def test_silence_mode_fills_a_pause_with_silence(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    _, rec, peer = await record_with(client, owner, "silence")
+    await peer.media(VOICE, frames=25)
+    await asyncio.sleep(0.1)
+    await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
+    await until(lambda: not writer_of(client, rec["call_id"]).recording)
+    await peer.media(MARKER, frames=50)  # one second of stream time while paused
+    await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
+    await until(lambda: writer_of(client, rec["call_id"]).recording)
+    await peer.media(VOICE, frames=25)
+
+    audio = await finish(client, pool, peer, rec)
+
+    assert audio == VOICE * 25 + b"\xff" * 160 * 50 + VOICE * 25
+
+
+async def test_timestamps_going_backwards_keep_only_new_audio(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    _, rec, peer = await record_with(client, owner)
+    await peer.media(VOICE, frames=50)
+    peer.ts_ms["inbound"] -= 500  # the engine repeats half a second
+    await peer.media(MARKER[::-1], frames=25)
+    await peer.media(VOICE, frames=25)
+
+    audio = await finish(client, pool, peer, rec)
+
+    assert audio[: 160 * 50] == VOICE * 50
+    assert len(audio) == 160 * 75  # the repeated stretch did not grow the recording
+
+
+async def test_a_timestamp_jump_of_an_hour_is_not_filled(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    _, rec, peer = await record_with(client, owner)
+    await peer.media(VOICE, frames=25)
+    await asyncio.sleep(0.9)  # the first stretch is sealed
+    peer.ts_ms["inbound"] += 3_600_000
+    await peer.media(VOICE, frames=25)
+
+    audio = await finish(client, pool, peer, rec)
+
+    assert audio == VOICE * 50  # no hour of silence, no lost audio
+    got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
+    assert got["size_bytes"] < 100_000
+
+
+async def test_a_flood_of_frames_is_bounded_and_the_call_survives(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """10,000 frames as fast as the socket takes them: bounded queue, no disconnect."""
+    call, rec, peer = await record_with(client, owner)
+    writer = writer_of(client, call["id"])
+    bound = writer._queue.maxsize
+    peak = 0
+
+    for _ in range(100):
+        await peer.media(VOICE, frames=100)
+        peak = max(peak, writer._queue.qsize())
+    audio = await finish(client, pool, peer, rec)
+
+    assert peak <= bound
+    assert writer.stats.frames_in == 10_000
+    stored_frames = len(audio) // 160
+    dropped = writer.stats.frames_dropped_overflow
+    assert stored_frames + dropped >= 10_000 - 10  # every frame is either stored or counted lost
+    async with pool.acquire() as conn:
+        gaps = await conn.fetchval("SELECT gaps FROM recordings WHERE id = $1", rec["id"])
+    assert (dropped > 0) == bool(gaps)
+
+
+async def test_a_client_that_vanishes_without_a_close_frame_finalizes(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    _, rec, peer = await record_with(client, owner)
+    await peer.media(VOICE, frames=25)
+    await asyncio.sleep(0.1)
+
+    transport = peer.ws._response.connection.transport  # type: ignore[union-attr]
+    transport.abort()  # the engine's host died: no close frame, no FIN handshake
+
+    await until(lambda: _is(pool, rec["id"], "completed"), timeout_s=15)
+    assert await stored_audio(client, rec["id"]) == VOICE * 25
+
+
+async def test_jambonz_stereo_stream_is_recorded_in_two_channels(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    call = await consented_call(client, owner)
+    ws = await client.ws_connect(
+        f"/v1/media/jambonz?token={call['media']['token']}", protocols=("audio.jambonz.org",)
+    )
+    await ws.send_str(json.dumps({"sampleRate": 8000, "mixType": "stereo", "callSid": "c"}))
+    await until(lambda: call["id"] in client.app[HUB].streams)
+    rec = await start_recording(client, owner, call["id"])
+    await until(lambda: writer_of(client, call["id"]) is not None)
+    left, right = b"\x01\x00" * 800, b"\x02\x00" * 800
+    interleaved = b"".join(left[i : i + 2] + right[i : i + 2] for i in range(0, 1600, 2))
+
+    for i in range(0, len(interleaved), 321):  # odd sizes: pairs split across frames
+        await ws.send_bytes(interleaved[i : i + 321])
+    await ws.close()
+    await until(lambda: _is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    assert ws.protocol == "audio.jambonz.org"
+    assert audio == interleaved  # L16 kept as received, channel 0 = inbound

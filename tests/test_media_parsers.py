@@ -256,3 +256,12 @@ def test_audiofork_graceful_shutdown_is_a_zero_length_frame() -> None:
 def test_sample_rates_out_of_range_are_refused(rate: object) -> None:
     with pytest.raises(ProtocolViolation):
         parser_for("audiofork").feed_text(json.dumps({"token": "t", "sampleRate": rate}))
+
+
+@pytest.mark.parametrize("dialect", ["jambonz", "audiofork"])
+def test_a_json_stream_peer_on_a_binary_path_is_told_so(dialect: str) -> None:
+    with pytest.raises(ProtocolViolation) as info:
+        parser_for(dialect).feed_text(json.dumps({"event": "connected", "protocol": "Call"}))
+
+    assert info.value.close_code == 1007
+    assert "twilio" in info.value.reason

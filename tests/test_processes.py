@@ -29,7 +29,7 @@ from telephony.playback import iter_audio
 from tests.conftest import PASSWORD, signup_body
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
-MARKER = (b"\x13\x37MARKER\xde\xad\xbe\xef" * 12)[:FRAME_BYTES]
+MARKER = (b"\x13\x37MARKER\xde\xad\xbe\xef" * 14)[:FRAME_BYTES]
 
 
 def free_port() -> int:

@@ -41,6 +41,9 @@ class PcmStreamParser:
         if self.start is None:
             if not isinstance(message, dict):
                 raise ProtocolViolation(1007, "the first frame must be JSON metadata")
+            if "event" in message:
+                # A JSON media-stream peer on the wrong path: say so rather than record nothing.
+                raise ProtocolViolation(1007, "JSON media-stream events belong on /v1/media/twilio")
             self.start = self._metadata(message)
             return [self.start]
         if isinstance(message, dict) and message.get("event") == "dtmf":

@@ -15,6 +15,8 @@ class Metrics:
     outbox_pending: Gauge
     db_pool_size: Gauge
     db_pool_idle: Gauge
+    media_frames: Counter
+    media_lag: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -46,5 +48,14 @@ class Metrics:
             ),
             db_pool_idle=Gauge(
                 "db_pool_idle_connections", "Idle database connections (S7)", registry=registry
+            ),
+            media_frames=Counter(
+                "media_frames_total", "Audio frames received on media sockets", registry=registry
+            ),
+            media_lag=Histogram(
+                "media_ingest_lag_seconds",
+                "Arrival of an audio frame after its place in real time (stream start + timestamp)",
+                buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
+                registry=registry,
             ),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 import aiohttp
@@ -17,10 +18,18 @@ from aiohttp import web
 from storage.errors import NotFound
 from storage.ids import token_hash
 from telephony.api.spec import Route
-from telephony.appkeys import HUB, POOL
-from telephony.hub import LiveStream
+from telephony.appkeys import HUB, METRICS, POOL
+from telephony.hub import LiveStream, MediaHub
 from telephony.media import DIALECTS, parser_for
-from telephony.media.events import Audio, MediaEvent, ProtocolViolation, StreamStart, StreamStop
+from telephony.media.events import (
+    Audio,
+    MediaEvent,
+    Parser,
+    ProtocolViolation,
+    StreamStart,
+    StreamStop,
+)
+from telephony.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +92,7 @@ async def media(request: web.Request) -> web.StreamResponse:
             token, early = await _token_from_metadata(ws, parser)
         call_id, account_id = await _claim_call(request, token)
         stream = LiveStream(call_id, account_id)
-        ended_by_peer = await _pump(ws, parser, hub, stream, early)
+        ended_by_peer = await _pump(ws, parser, hub, request.app[METRICS], stream, early)
     except Refused as exc:
         await ws.close(code=POLICY, message=exc.reason.encode()[:123])
     except ProtocolViolation as exc:
@@ -100,7 +109,7 @@ async def media(request: web.Request) -> web.StreamResponse:
 
 
 async def _token_from_metadata(
-    ws: web.WebSocketResponse, parser: object
+    ws: web.WebSocketResponse, parser: Parser
 ) -> tuple[str, list[MediaEvent]]:
     """Read frames until the start event carries a token; no audio is accepted before it."""
     events: list[MediaEvent] = []
@@ -108,9 +117,9 @@ async def _token_from_metadata(
         while True:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
-                new = parser.feed_text(msg.data)  # type: ignore[attr-defined]
+                new = parser.feed_text(msg.data)
             elif msg.type == aiohttp.WSMsgType.BINARY:
-                new = parser.feed_binary(msg.data)  # type: ignore[attr-defined]
+                new = parser.feed_binary(msg.data)
             else:
                 raise Refused("closed before showing a media token")
             for event in new:
@@ -125,35 +134,43 @@ async def _token_from_metadata(
 
 async def _pump(
     ws: web.WebSocketResponse,
-    parser: object,
-    hub: object,
+    parser: Parser,
+    hub: MediaHub,
+    metrics: Metrics,
     stream: LiveStream,
     early: list[MediaEvent],
 ) -> bool:
     """Feed frames to the stream until the peer stops; True when it ended the stream itself."""
-    if await _handle(hub, stream, early):
+    if await _handle(hub, metrics, stream, early):
         return True
     async for msg in ws:
         if msg.type == aiohttp.WSMsgType.TEXT:
-            events = parser.feed_text(msg.data)  # type: ignore[attr-defined]
+            events = parser.feed_text(msg.data)
         elif msg.type == aiohttp.WSMsgType.BINARY:
-            events = parser.feed_binary(msg.data)  # type: ignore[attr-defined]
+            events = parser.feed_binary(msg.data)
         else:
             break
-        if await _handle(hub, stream, events):
+        if await _handle(hub, metrics, stream, events):
             return True
-    await _handle(hub, stream, parser.finish())  # type: ignore[attr-defined]
+    await _handle(hub, metrics, stream, parser.finish())
     return False
 
 
-async def _handle(hub: object, stream: LiveStream, events: list[MediaEvent]) -> bool:
+async def _handle(
+    hub: MediaHub, metrics: Metrics, stream: LiveStream, events: list[MediaEvent]
+) -> bool:
     for event in events:
         if isinstance(event, Audio):
+            now = time.monotonic()
+            metrics.media_frames.inc()
+            if event.timestamp_ms is not None and stream.started_mono is not None:
+                metrics.media_lag.observe(now - stream.started_mono - event.timestamp_ms / 1000)
             writer = stream.writer
             if writer is not None:
                 writer.offer(event, datetime.now(UTC))
         elif isinstance(event, StreamStart):
-            await hub.attach(stream, event)  # type: ignore[attr-defined]
+            stream.started_mono = time.monotonic()
+            await hub.attach(stream, event)
         elif isinstance(event, StreamStop):
             return True
     return False

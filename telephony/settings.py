@@ -39,6 +39,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be true or false")
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Argon2Params:
     """Argon2id cost (S1). Stored with every hash, so raising them later is safe."""
@@ -78,6 +85,7 @@ class Settings:
     master_key: str | None = dataclasses.field(default=None, repr=False)
     previous_master_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     node_id: str | None = None  # names this process among nodes sharing the database
+    event_loop: str = "uvloop"  # "uvloop" or "asyncio": the loop `serve` runs on
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +119,7 @@ class Settings:
                 k for k in (env.get("TELEPHONY_MASTER_KEY_PREVIOUS") or "").split(",") if k.strip()
             ),
             node_id=env.get("TELEPHONY_NODE_ID") or None,
+            event_loop=_choice(env, "TELEPHONY_EVENT_LOOP", ("uvloop", "asyncio"), "uvloop"),
         )
 
     def replace(self, **changes: object) -> Settings:

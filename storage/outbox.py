@@ -96,3 +96,13 @@ async def mark_failed(
 async def list_all(conn: asyncpg.Connection) -> list[StaffNotification]:
     rows = await conn.fetch(f"SELECT {_COLS} FROM staff_notifications ORDER BY id")
     return [StaffNotification(**r) for r in rows]
+
+
+async def count_pending(conn: asyncpg.Connection) -> int:
+    """Notifications neither delivered nor given up (the outbox_pending gauge)."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM staff_notifications
+               WHERE delivered_at IS NULL AND given_up_at IS NULL"""
+        )
+    )

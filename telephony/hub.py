@@ -44,7 +44,7 @@ class LiveStream:
     account_id: str
     fmt: AudioFormat | None = None
     writer: RecordingWriter | None = None
-    started_mono: float | None = None  # when the start event arrived, for lag metrics
+    started_mono: float | None = None  # monotonic time of timestamp 0, from the first frame
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 

@@ -163,13 +163,14 @@ async def _handle(
         if isinstance(event, Audio):
             now = time.monotonic()
             metrics.media_frames.inc()
-            if event.timestamp_ms is not None and stream.started_mono is not None:
+            if event.timestamp_ms is not None:
+                if stream.started_mono is None:  # the first frame sets the stream's clock
+                    stream.started_mono = now - event.timestamp_ms / 1000
                 metrics.media_lag.observe(now - stream.started_mono - event.timestamp_ms / 1000)
             writer = stream.writer
             if writer is not None:
                 writer.offer(event, datetime.now(UTC))
         elif isinstance(event, StreamStart):
-            stream.started_mono = time.monotonic()
             await hub.attach(stream, event)
         elif isinstance(event, StreamStop):
             return True

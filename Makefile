@@ -25,6 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Benchmarks: each prints its figures and the ratio to its baseline, measured in the same run.
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 

@@ -1,0 +1,467 @@
+"""Media ingest benchmark: paced call legs against a real server process, and a bare baseline.
+
+    .venv/bin/python bench/ingest.py            # or: make bench
+
+N concurrent legs, each its own call with a recording running, send 160-byte
+μ-law frames at real-time pace (50 per second) in the JSON dialect. N steps
+up while every frame is stored, none is lost, and the server's p99 ingest lag
+stays under 200 ms; the largest N that held is then run for HOLD_S seconds,
+measuring the server process's CPU fraction and RSS. The same client then
+drives a bare aiohttp WebSocket server that only parses and discards frames,
+at the same N, in the same run. Figures printed: CPU fraction, legs per fully
+used core (N ÷ CPU fraction), RSS per leg, and our legs-per-core as a ratio
+of the bare server's on the same loop.
+
+PostgreSQL's own CPU is printed separately: it is the database, not the
+server process, though each leg costs it one chunk row a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from storage.pgcluster import LocalCluster  # noqa: E402
+
+FRAME = bytes(range(0x20, 0x20 + 160))
+PAYLOAD = base64.b64encode(FRAME).decode()
+TICK_S = 0.02
+LAG_LIMIT_S = 0.2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+BARE_SERVER = textwrap.dedent(
+    """
+    import asyncio, base64, json, sys
+    from aiohttp import web
+
+    async def media(request):
+        ws = web.WebSocketResponse(max_msg_size=256 * 1024)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == web.WSMsgType.TEXT:
+                event = json.loads(msg.data)
+                if event.get("event") == "media":
+                    base64.b64decode(event["media"]["payload"])
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/media/twilio", media)
+    app.router.add_get("/healthz", lambda r: web.json_response({"status": "ok"}))
+    loop = sys.argv[2]
+    if loop == "uvloop":
+        import uvloop
+        uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def cpu_seconds_of(pids: list[int]) -> float:
+    """Summed CPU of processes that still exist (a PostgreSQL backend may have exited)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) * 1024 if match else 0
+
+
+def postgres_pids(cluster: LocalCluster) -> list[int]:
+    try:
+        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == postmaster:
+                pids.append(int(entry.name))
+    return pids
+
+
+@dataclass
+class Measure:
+    legs: int
+    seconds: float
+    cpu_fraction: float
+    rss_bytes: int
+    rss_before: int
+    p99_lag_s: float | None
+    frames_sent: int
+    frames_stored: int | None
+    pg_cpu_fraction: float = 0.0
+
+    @property
+    def legs_per_core(self) -> float:
+        return self.legs / self.cpu_fraction if self.cpu_fraction else float("inf")
+
+    @property
+    def rss_per_leg_kib(self) -> float:
+        return (self.rss_bytes - self.rss_before) / self.legs / 1024
+
+
+class Leg:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, recording_id: str | None) -> None:
+        self.ws = ws
+        self.recording_id = recording_id
+        self.sent = 0
+
+
+async def pace(legs: list[Leg], seconds: float) -> int:
+    """Send one frame per leg every 20 ms for `seconds`; returns frames sent."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    ticks = int(seconds / TICK_S)
+    sent = 0
+    for tick in range(ticks):
+        ts = str(tick * 20)
+        frame = (
+            '{"event":"media","media":{"track":"inbound","timestamp":"'
+            + ts
+            + '","payload":"'
+            + PAYLOAD
+            + '"}}'
+        )
+        for leg in legs:
+            if leg.ws.closed:
+                raise RuntimeError("a leg's socket closed during the run")
+            await leg.ws.send_str(frame)
+            leg.sent += 1
+        sent += len(legs)
+        delay = start + (tick + 1) * TICK_S - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    return sent
+
+
+def p99_from_metrics(
+    text: str, before: dict[float, float]
+) -> tuple[float | None, dict[float, float]]:
+    """p99 of media_ingest_lag_seconds observed since `before` (bucket upper bound)."""
+    buckets: dict[float, float] = {}
+    for match in re.finditer(r'media_ingest_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text):
+        le = float("inf") if match.group(1) == "+Inf" else float(match.group(1))
+        buckets[le] = float(match.group(2))
+    delta = {le: count - before.get(le, 0.0) for le, count in buckets.items()}
+    total = delta.get(float("inf"), 0.0)
+    if not total:
+        return None, buckets
+    for le in sorted(delta):
+        if delta[le] >= 0.99 * total:
+            return le, buckets
+    return float("inf"), buckets
+
+
+class OurServer:
+    def __init__(self, data: Path, loop: str) -> None:
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cluster = LocalCluster(data / "postgres")
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(data),
+            "LANG": "C.UTF-8",
+            "TELEPHONY_DATA_DIR": str(data),
+            "TELEPHONY_MASTER_KEY": key,
+            "TELEPHONY_EVENT_LOOP": loop,
+            "TELEPHONY_ARGON2_MEMORY_KIB": "8192",
+            "TELEPHONY_ARGON2_ITERATIONS": "1",
+            "TELEPHONY_ARGON2_LANES": "1",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        log = open(self.data / "server.log", "ab")  # noqa: SIM115, ASYNC230 - the child owns it
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - once, before measuring
+            [sys.executable, "-m", "telephony", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        await wait_ready(f"{self.url}/healthz", self.process)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            if process.poll() is not None:
+                raise RuntimeError("server exited during start-up")
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+async def open_legs(http: aiohttp.ClientSession, base: str, token: str, n: int) -> list[Leg]:
+    """n calls, each consented, streaming and recording."""
+    headers = {"Authorization": f"Bearer {token}"}
+    sem = asyncio.Semaphore(32)
+
+    async def one(i: int) -> Leg:
+        async with sem:
+            async with http.post(
+                f"{base}/v1/calls",
+                headers=headers,
+                json={
+                    "direction": "inbound",
+                    "from": "+48601234567",
+                    "to": "+48221234567",
+                    "counterparts": [{"label": "caller", "number": "+48601234567"}],
+                },
+            ) as resp:
+                call = await resp.json()
+            async with http.post(
+                f"{base}/v1/calls/{call['id']}/consents",
+                headers=headers,
+                json={
+                    "counterpart_id": call["counterparts"][0]["id"],
+                    "decision": "granted",
+                    "method": "announcement",
+                },
+            ) as resp:
+                assert resp.status == 201
+            ws = await http.ws_connect(
+                f"{base.replace('http', 'ws')}/v1/media/twilio?token={call['media']['token']}",
+                max_msg_size=0,
+            )
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "start": {
+                            "tracks": ["inbound"],
+                            "mediaFormat": {
+                                "encoding": "audio/x-mulaw",
+                                "sampleRate": 8000,
+                                "channels": 1,
+                            },
+                        },
+                    }
+                )
+            )
+            async with http.post(
+                f"{base}/v1/calls/{call['id']}/recordings",
+                headers=headers,
+                json={"channels": "mono"},
+            ) as resp:
+                rec = await resp.json()
+                assert resp.status == 201, rec
+            return Leg(ws, rec["id"])
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def stored_frames(dsn: str, legs: list[Leg]) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        samples = await conn.fetchval(
+            "SELECT coalesce(sum(samples), 0) FROM recording_chunks WHERE recording_id = ANY($1)",
+            [leg.recording_id for leg in legs],
+        )
+    finally:
+        await conn.close()
+    return int(samples) // len(FRAME)
+
+
+async def run_ours(
+    n: int, seconds: float, server: OurServer, http: aiohttp.ClientSession, token: str
+) -> Measure:
+    assert server.process is not None
+    pid = server.process.pid
+    legs = await open_legs(http, server.url, token, n)
+    await asyncio.sleep(1.0)  # writers are attached
+    async with http.get(f"{server.url}/metrics") as resp:
+        _, buckets = p99_from_metrics(await resp.text(), {})
+    pg = postgres_pids(server.cluster)
+    rss_before = rss_bytes(pid)
+    cpu0, pg0, t0 = cpu_seconds(pid), cpu_seconds_of(pg), time.monotonic()
+    sent = await pace(legs, seconds)
+    elapsed = time.monotonic() - t0
+    cpu1, pg1 = cpu_seconds(pid), cpu_seconds_of(pg)
+    rss = rss_bytes(pid)
+    async with http.get(f"{server.url}/metrics") as resp:
+        p99, _ = p99_from_metrics(await resp.text(), buckets)
+    for leg in legs:
+        await leg.ws.send_str('{"event":"stop"}')
+        await leg.ws.close()
+    await asyncio.sleep(2.0)  # the writers seal their last chunks
+    stored = await stored_frames(server.cluster.dsn(), legs)
+    return Measure(
+        n,
+        elapsed,
+        (cpu1 - cpu0) / elapsed,
+        rss,
+        rss_before,
+        p99,
+        sent,
+        stored,
+        (pg1 - pg0) / elapsed,
+    )
+
+
+async def run_bare(n: int, seconds: float, loop_name: str) -> Measure:
+    port = free_port()
+    process = subprocess.Popen(  # noqa: ASYNC220 - once, before measuring
+        [sys.executable, "-c", BARE_SERVER, str(port), loop_name],
+        cwd=ROOT,
+    )
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        async with aiohttp.ClientSession() as http:
+            legs = []
+            for _ in range(n):
+                ws = await http.ws_connect(f"ws://127.0.0.1:{port}/v1/media/twilio")
+                legs.append(Leg(ws, None))
+            rss_before = rss_bytes(process.pid)
+            cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
+            sent = await pace(legs, seconds)
+            elapsed = time.monotonic() - t0
+            cpu1, rss = cpu_seconds(process.pid), rss_bytes(process.pid)
+            for leg in legs:
+                await leg.ws.close()
+        return Measure(n, elapsed, (cpu1 - cpu0) / elapsed, rss, rss_before, None, sent, None)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def held(m: Measure) -> bool:
+    return (
+        m.frames_stored is not None
+        and m.frames_stored >= m.frames_sent
+        and m.p99_lag_s is not None
+        and m.p99_lag_s <= LAG_LIMIT_S
+    )
+
+
+def show(label: str, m: Measure) -> None:
+    lag = "n/a" if m.p99_lag_s is None else f"{m.p99_lag_s * 1000:.0f} ms"
+    stored = "" if m.frames_stored is None else f", stored {m.frames_stored}/{m.frames_sent}"
+    pg = f", postgres CPU {m.pg_cpu_fraction:.2f}" if m.pg_cpu_fraction else ""
+    print(
+        f"{label:>10} N={m.legs:5d}: CPU {m.cpu_fraction:.2f} of a core, "
+        f"{m.legs_per_core:,.0f} legs/core, RSS {m.rss_bytes / 2**20:.0f} MiB "
+        f"({m.rss_per_leg_kib:.1f} KiB/leg), p99 lag {lag}{stored}{pg}",
+        flush=True,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", default="50,100,200,400,600,800,1000,1200")
+    parser.add_argument("--step-seconds", type=float, default=10.0)
+    parser.add_argument("--hold-seconds", type=float, default=60.0)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    args = parser.parse_args()
+    steps = [int(s) for s in args.steps.split(",")]
+
+    data = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir="/tmp"))
+    server = OurServer(data, args.loop)
+    print(f"ingest benchmark on {os.cpu_count()} cores, server loop: {args.loop}", flush=True)
+    try:
+        await server.start()
+        async with aiohttp.ClientSession() as http:
+            email = f"bench-{secrets.token_hex(4)}@example.com"
+            await http.post(
+                f"{server.url}/v1/signup",
+                json={
+                    "account_name": "bench",
+                    "name": "Bench",
+                    "email": email,
+                    "password": "benchmark passphrase",
+                    "postal_address": "x",
+                    "accept_terms": True,
+                    "age_confirmed": True,
+                },
+            )
+            async with http.post(
+                f"{server.url}/v1/sessions",
+                json={"email": email, "password": "benchmark passphrase"},
+            ) as resp:
+                token = (await resp.json())["token"]
+            best = 0
+            for n in steps:
+                m = await run_ours(n, args.step_seconds, server, http, token)
+                show("step", m)
+                if not held(m):
+                    break
+                best = n
+            if not best:
+                print("no step held; nothing to hold for long")
+                return
+            ours = await run_ours(best, args.hold_seconds, server, http, token)
+            show("ours", ours)
+        bare = await run_bare(best, args.hold_seconds, args.loop)
+        show("bare", bare)
+        ratio = ours.legs_per_core / bare.legs_per_core
+        print(
+            f"\nlargest N held: {best} legs for {args.hold_seconds:.0f} s "
+            f"({'held' if held(ours) else 'NOT held'} in the long run)\n"
+            f"ours: {ours.legs_per_core:,.0f} legs per fully used core, "
+            f"{ours.rss_per_leg_kib:.1f} KiB RSS per leg\n"
+            f"bare: {bare.legs_per_core:,.0f} legs per fully used core\n"
+            f"ratio ours/bare on {args.loop}: {ratio:.2f}",
+            flush=True,
+        )
+    finally:
+        server.stop()
+        server.cluster.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -17,7 +17,7 @@ import asyncpg
 
 from storage import accounts, audit, calls, consents, keys, recordings, webhooks
 from storage.crypto import new_nonce_prefix
-from storage.errors import CallNotActive, InvalidInput
+from storage.errors import AccountTerminated, CallNotActive, InvalidInput
 from storage.ids import new_id, new_token
 from telephony.consent import (
     CallFacts,
@@ -142,6 +142,9 @@ async def create_call(
     token, digest = new_token(MEDIA_TOKEN_PREFIX)
     now = clock()
     async with pool.acquire() as conn, conn.transaction():
+        account = await accounts.get_account(conn, principal.account_id)
+        if account.terminated_at is not None:
+            raise AccountTerminated("the account has been terminated; no new calls")
         call = await calls.insert_call(
             conn,
             id=new_id("call"),
@@ -223,18 +226,37 @@ async def end_call(
 ) -> CallView:
     async with pool.acquire() as conn, conn.transaction():
         call = await calls.get_call(conn, call_id, account_id=principal.account_id, lock=True)
-        now = clock()
-        if call.status != "active":
-            raise CallNotActive("the call has already ended")
-        live = await recordings.find_live(conn, call.id)
-        if live is not None:
-            await _finish(conn, live, principal.actor, Status.COMPLETED, Reason.CALL_ENDED, now)
-        call = await calls.end_call(conn, call.id, now)
-        await _audit(
-            conn, call.account_id, principal.actor, "call.ended", {"call_id": call.id}, now
-        )
-        await _event(conn, call.account_id, "call.ended", now, call_id=call.id)
+        call = await _end(conn, call, principal.actor, clock())
         return (await _views(conn, [call]))[0]
+
+
+async def end_active_calls(
+    conn: asyncpg.Connection, account_id: str, actor: dict[str, Any], now: datetime
+) -> int:
+    """Account termination: every active call ends, its recording completes."""
+    ids = await conn.fetch(
+        "SELECT id FROM calls WHERE account_id = $1 AND status = 'active' ORDER BY id",
+        account_id,
+    )
+    for row in ids:
+        await _end(
+            conn, await calls.get_call(conn, row["id"], account_id=None, lock=True), actor, now
+        )
+    return len(ids)
+
+
+async def _end(
+    conn: asyncpg.Connection, call: calls.Call, actor: dict[str, Any], now: datetime
+) -> calls.Call:
+    if call.status != "active":
+        raise CallNotActive("the call has already ended")
+    live = await recordings.find_live(conn, call.id)
+    if live is not None:
+        await _finish(conn, live, actor, Reason.CALL_ENDED, now)
+    call = await calls.end_call(conn, call.id, now)
+    await _audit(conn, call.account_id, actor, "call.ended", {"call_id": call.id}, now)
+    await _event(conn, call.account_id, "call.ended", now, call_id=call.id)
+    return call
 
 
 # -- consent ----------------------------------------------------------------------
@@ -305,7 +327,7 @@ async def record_consent(
             reason = (
                 Reason.CONSENT_REVOKED if decision == Consent.REVOKED else Reason.CONSENT_REFUSED
             )
-            await _finish(conn, live, principal.actor, Status.STOPPED, reason, now)
+            await _finish(conn, live, principal.actor, reason, now)
         elif (
             live is not None
             and live.pause_reason == Reason.NEW_COUNTERPART
@@ -388,7 +410,7 @@ async def change_recording(
             check_can_resume(await _facts(conn, call))
             await _resume(conn, rec, principal.actor, now, reason="customer")
         else:
-            await _finish(conn, rec, principal.actor, Status.STOPPED, Reason.STOP, now)
+            await _finish(conn, rec, principal.actor, Reason.STOP, now)
         return await recordings.get(conn, recording_id, account_id=principal.account_id)
 
 
@@ -466,10 +488,13 @@ async def _finish(
     conn: asyncpg.Connection,
     rec: recordings.Recording,
     actor: dict[str, Any],
-    status: Status,
     reason: Reason,
     now: datetime,
 ) -> None:
+    """End a recording. With a media socket attached it is `stopped` until that node has
+    sealed the final chunk (`complete_after_sealing`); with none, nothing is left to seal."""
+    streaming = await recordings.has_media_stream(conn, rec.call_id)
+    status = Status.STOPPED if streaming else Status.COMPLETED
     await recordings.close_segment(conn, rec.id, now, reason)
     await recordings.set_state(conn, rec.id, status=status, stop_reason=reason, ended_at=now)
     action = "recording.completed" if status == Status.COMPLETED else "recording.stopped"
@@ -509,7 +534,7 @@ async def stop_for_stream_end(
         now = clock()
         if rec.status in (Status.RECORDING, Status.PAUSED):
             actor = {"type": "system", "id": node_id, "role": None}
-            await _finish(conn, rec, actor, Status.STOPPED, Reason.STREAM_ENDED, now)
+            await _finish(conn, rec, actor, Reason.STREAM_ENDED, now)
         return now
 
 

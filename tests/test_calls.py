@@ -269,7 +269,8 @@ async def test_revocation_stops_running_recording(client: TestClient, owner: Cus
     await decide(client, owner, call["id"], call["counterparts"][0]["id"], "revoked")
 
     after = await recording_of(client, owner, rec["id"])
-    assert after["status"] == "stopped"
+    # No media socket holds it, so nothing is left to seal: complete at once.
+    assert after["status"] == "completed"
     assert after["stop_reason"] == "consent_revoked"
     assert after["segments"][-1]["ended_by"] == "consent_revoked"
     assert after["ended_at"] is not None
@@ -320,7 +321,7 @@ async def test_pause_resume_and_stop_follow_the_state_machine(
     assert (await pause_again.json())["code"] == "invalid-state"
     assert (await resumed.json())["status"] == "recording"
     final = await stopped.json()
-    assert final["status"] == "stopped"
+    assert final["status"] == "completed"  # no media socket: nothing left to seal
     assert final["stop_reason"] == "stop"
     assert [s["ended_by"] for s in final["segments"]] == ["pause", "stop"]
     assert pause_stopped.status == resume_stopped.status == 409
@@ -337,7 +338,7 @@ async def test_resume_without_consent_is_refused(client: TestClient, owner: Cust
 
     assert resp.status == 409
     after = await recording_of(client, owner, rec["id"])
-    assert after["status"] == "stopped"
+    assert after["status"] == "completed"
     assert after["stop_reason"] == "consent_refused"
 
 

@@ -84,6 +84,17 @@ class PayloadTooLarge(ServiceError):
     title = "The request body is too large"
 
 
+class RangeNotSatisfiable(ServiceError):
+    """RFC 9110 §15.5.17: the answer names the representation's size (`size_bytes`)."""
+
+    code = "range-not-satisfiable"
+    title = "The requested range is outside the recording"
+
+    def __init__(self, detail: str = "", *, size_bytes: int) -> None:
+        super().__init__(detail, size_bytes=size_bytes)
+        self.size_bytes = size_bytes
+
+
 # Leaves ----------------------------------------------------------------
 
 
@@ -150,3 +161,25 @@ class IdempotencyKeyReused(InvalidInput):
 class IdempotencyInProgress(Conflict):
     code = "idempotency-in-progress"
     title = "A request with this Idempotency-Key is still running"
+
+
+class ErasureRequiresTermination(Conflict):
+    code = "erasure-requires-termination"
+    title = "Erasing an account owner's data means ending the service"
+
+
+class PrivacyRequestState(Conflict):
+    code = "invalid-state"
+    title = "The privacy request is not in a state that allows this"
+
+
+class AccountTerminated(Conflict):
+    code = "account-terminated"
+    title = "The account has been terminated"
+
+
+class UnsafeWebhookUrl(InvalidInput):
+    """A webhook URL that is not http(s) or reaches a non-public address (SSRF guard)."""
+
+    code = "validation-failed"
+    title = "The webhook URL must be http(s) and reach a public address"

@@ -268,3 +268,114 @@ async def complete_if_stopped(conn: asyncpg.Connection, recording_id: str) -> bo
         recording_id,
     )
     return status.endswith(" 1")
+
+
+# -- reading back (R4) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    idx: int
+    blob_offset: int
+    record_bytes: int
+    samples: int  # per channel
+    final: bool
+
+
+@dataclass(frozen=True)
+class StoredFormat:
+    """What the recorder wrote; encoding is None while no audio has arrived."""
+
+    encoding: str | None
+    sample_rate_hz: int | None
+    tracks: tuple[str, ...]
+
+
+async def stored_format(conn: asyncpg.Connection, recording_id: str) -> StoredFormat:
+    row = await conn.fetchrow(
+        "SELECT encoding, sample_rate_hz, track_names FROM recordings WHERE id = $1",
+        recording_id,
+    )
+    if row is None:
+        raise NotFound("no such recording")
+    return StoredFormat(row["encoding"], row["sample_rate_hz"], tuple(row["track_names"] or ()))
+
+
+async def chunks_of(conn: asyncpg.Connection, recording_id: str) -> list[Chunk]:
+    rows = await conn.fetch(
+        """SELECT idx, blob_offset, record_bytes, samples, final FROM recording_chunks
+           WHERE recording_id = $1 ORDER BY idx""",
+        recording_id,
+    )
+    return [Chunk(**r) for r in rows]
+
+
+# -- deletion by crypto-shredding (R3) and retention --------------------------------
+
+
+@dataclass(frozen=True)
+class DeletionTarget:
+    id: str
+    call_id: str
+    account_id: str
+    status: str
+
+
+async def find_for_deletion(
+    conn: asyncpg.Connection, recording_id: str, account_id: str | None
+) -> DeletionTarget | None:
+    """The recording, deleted ones included (DELETE is idempotent), locked."""
+    row = await conn.fetchrow(
+        """SELECT id, call_id, account_id, status FROM recordings
+           WHERE id = $1 AND ($2::text IS NULL OR account_id = $2) FOR UPDATE""",
+        recording_id,
+        account_id,
+    )
+    return DeletionTarget(**row) if row else None
+
+
+async def shred(conn: asyncpg.Connection, recording_id: str, now: datetime) -> None:
+    """Destroy the wrapped data key: from this commit on the audio is unreadable everywhere.
+
+    The chunk rows go too (they map a blob that is about to go); the blobs
+    themselves are removed after the commit by `delete_blobs`.
+    """
+    await conn.execute(
+        """UPDATE recordings SET status = 'deleted', wrapped_key = NULL, nonce_prefix = NULL,
+                  deleted_at = $2
+           WHERE id = $1""",
+        recording_id,
+        now,
+    )
+    await conn.execute("DELETE FROM recording_chunks WHERE recording_id = $1", recording_id)
+
+
+async def blobs_pending_deletion(conn: asyncpg.Connection, limit: int) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT id FROM recordings WHERE status = 'deleted' AND blobs_deleted_at IS NULL
+           ORDER BY deleted_at LIMIT $1""",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def mark_blobs_deleted(conn: asyncpg.Connection, recording_id: str, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE recordings SET blobs_deleted_at = $2 WHERE id = $1", recording_id, now
+    )
+
+
+async def due_for_deletion(conn: asyncpg.Connection, now: datetime, limit: int) -> list[str]:
+    """Finished recordings past their account's retention, or of a terminated account whose
+    grace period is over (termination ended the live ones)."""
+    rows = await conn.fetch(
+        """SELECT r.id FROM recordings r JOIN accounts a ON a.id = r.account_id
+           WHERE r.status IN ('completed', 'interrupted') AND (
+                 (a.recording_retention_days IS NOT NULL
+                  AND r.ended_at < $1 - make_interval(days => a.recording_retention_days))
+              OR a.recordings_purge_after <= $1)
+           ORDER BY r.ended_at NULLS LAST, r.id LIMIT $2""",
+        now,
+        limit,
+    )
+    return [r["id"] for r in rows]

@@ -15,6 +15,7 @@ from storage.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     ServiceError,
     TooManyRequests,
     Unauthenticated,
@@ -34,6 +35,7 @@ _STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidInput: 422,
+    RangeNotSatisfiable: 416,
     TooManyRequests: 429,
     IntegrityFailure: 500,
     Unavailable: 503,
@@ -88,6 +90,8 @@ def from_service_error(exc: ServiceError) -> web.Response:
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if isinstance(exc, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size_bytes}"
     return problem(status_of(exc), exc.code, exc.title, exc.detail, headers, extra)
 
 

@@ -1,4 +1,5 @@
-"""The `telephony` command: serve, migrate, staff, security-log, purge."""
+"""The `telephony` command: serve, migrate, staff, security-log, purge, audit, keys, account,
+export."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from storage import audit, keys, securitylog
+from storage.blobs import FilesystemBlobStore
 from storage.db import create_pool, ensure_database, redact_dsn
 from storage.errors import ServiceError
 from storage.keys import MasterKeyError
 from storage.migrate import apply_pending
 from storage.pgcluster import ClusterError, LocalCluster
-from telephony import identity, logs, workers
+from telephony import export, identity, logs, retention, workers
 from telephony.api.accounts import Email, Password
 from telephony.app import create_app
 from telephony.roles import StaffRole
@@ -231,6 +235,73 @@ async def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+@contextlib.asynccontextmanager
+async def _pool(settings: Settings, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
+    """A migrated database's pool, the embedded cluster started when needed."""
+    async with database(settings) as ready:
+        assert ready.database_url is not None
+        await migrate(ready)
+        pool = await create_pool(ready.database_url, max_size=max_size)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+
+
+async def cmd_account_terminate(settings: Settings, args: argparse.Namespace) -> None:
+    grace = settings.termination_grace_days if args.grace_days is None else args.grace_days
+    if grace < 0:
+        raise CliError("--grace-days must be 0 or more")
+    async with _pool(settings) as pool:
+        done = await retention.terminate_account(
+            pool, args.account_id, datetime.now(UTC), grace_days=grace
+        )
+    print(
+        json.dumps(
+            {
+                "account_id": done.account_id,
+                "terminated_at": done.terminated_at.isoformat(),
+                "recordings_purge_after": done.recordings_purge_after.isoformat()
+                if done.recordings_purge_after
+                else None,
+            }
+        )
+    )
+
+
+async def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        master = master_keys(settings)
+    except MasterKeyError as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.out)
+    if await asyncio.to_thread(out.exists):
+        raise CliError(f"{out} exists; choose a new file")
+    async with _pool(settings) as pool:
+        result = await export.export_account(
+            pool,
+            FilesystemBlobStore(settings.data_dir / "blobs"),
+            master,
+            args.account,
+            out,
+            datetime.now(UTC),
+            export.text_progress(sys.stderr),
+        )
+    print(
+        json.dumps(
+            {
+                "out": str(result.path),
+                "recordings": result.recordings,
+                "damaged": result.damaged,
+                "calls": result.calls,
+                "audit_events": result.audit_events,
+            }
+        )
+    )
+    if result.damaged:
+        raise CliError(f"{len(result.damaged)} recording(s) failed their integrity check")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="telephony", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -276,6 +347,27 @@ def parser() -> argparse.ArgumentParser:
         help="re-wrap account keys under TELEPHONY_MASTER_KEY; keep the old key in "
         "TELEPHONY_MASTER_KEY_PREVIOUS until it reports remaining: 0",
     ).set_defaults(run=cmd_keys_rotate)
+
+    account_cmd = sub.add_parser("account", help="customer accounts").add_subparsers(
+        dest="account_command", required=True
+    )
+    terminate = account_cmd.add_parser(
+        "terminate",
+        help="end the contract: calls end, API keys stop, recordings go after the grace period, "
+        "personal data five years later (D4)",
+    )
+    terminate.add_argument("account_id")
+    terminate.add_argument(
+        "--grace-days", type=int, help="days to export before recordings go (default 30)"
+    )
+    terminate.set_defaults(run=cmd_account_terminate)
+
+    export_cmd = sub.add_parser(
+        "export", help="write an account's recordings (WAV) and a JSON manifest to a ZIP"
+    )
+    export_cmd.add_argument("--account", required=True)
+    export_cmd.add_argument("--out", required=True, help="the archive to create")
+    export_cmd.set_defaults(run=cmd_export)
 
     purge = sub.add_parser("purge", help="delete log rows past retention (S3)")
     purge.add_argument("--days", type=int, help="retention in days (default 60)")

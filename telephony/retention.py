@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -140,7 +141,10 @@ async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) ->
 
 
 async def retention_worker(
-    pool: asyncpg.Pool, blobs: BlobStore, interval_s: float, clock: Any
+    pool: asyncpg.Pool,
+    blobs: BlobStore,
+    interval_s: float,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
     """Run a pass at start-up and every `interval_s`; a failed pass is retried next time."""
     while True:

@@ -71,11 +71,18 @@ class Settings:
     login_max_failures_per_address: int = 30
     log_retention_days: int = 60  # S3
     purge_interval_s: int = 24 * 3600
+    # Recording retention, blob removal and D4: how often the retention pass runs.
+    retention_interval_s: int = 3600
+    termination_grace_days: int = 30  # after termination, recordings stay this long for export
     staff_webhook_url: str | None = None
     staff_webhook_timeout_s: float = 10.0
     outbox_poll_s: float = 5.0
     outbox_max_attempts: int = 20
     webhook_allow_private: bool = False
+    # Customer webhooks: one attempt's time limit, how long retries go on, accounts at once.
+    webhook_timeout_s: float = 10.0
+    webhook_retry_window_s: int = 24 * 3600
+    webhook_concurrency: int = 8
     max_body_bytes: int = 64 * 1024
     access_log_to_db: bool = True
     trust_forwarded_for: bool = False
@@ -107,8 +114,23 @@ class Settings:
             log_retention_days=_int(
                 env, "TELEPHONY_LOG_RETENTION_DAYS", default.log_retention_days, 1
             ),
+            retention_interval_s=_int(
+                env, "TELEPHONY_RETENTION_INTERVAL_S", default.retention_interval_s, 10
+            ),
+            termination_grace_days=_int(
+                env, "TELEPHONY_TERMINATION_GRACE_DAYS", default.termination_grace_days, 0
+            ),
             staff_webhook_url=env.get("TELEPHONY_STAFF_WEBHOOK_URL") or None,
             webhook_allow_private=_bool(env, "TELEPHONY_WEBHOOK_ALLOW_PRIVATE"),
+            webhook_timeout_s=_int(
+                env, "TELEPHONY_WEBHOOK_TIMEOUT_S", int(default.webhook_timeout_s), 1
+            ),
+            webhook_retry_window_s=_int(
+                env, "TELEPHONY_WEBHOOK_RETRY_WINDOW_S", default.webhook_retry_window_s, 60
+            ),
+            webhook_concurrency=_int(
+                env, "TELEPHONY_WEBHOOK_CONCURRENCY", default.webhook_concurrency, 1
+            ),
             trust_forwarded_for=_bool(env, "TELEPHONY_TRUST_FORWARDED_FOR"),
             media_token_ttl_s=_int(
                 env, "TELEPHONY_MEDIA_TOKEN_TTL_S", default.media_token_ttl_s, 10

@@ -53,7 +53,7 @@ def _actor(principal: Principal | None) -> dict[str, Any]:
     return principal.actor if principal else {"type": "anonymous"}
 
 
-async def _notify(
+async def notify_admin_change(
     conn: asyncpg.Connection,
     event: str,
     *,
@@ -132,7 +132,7 @@ async def signup(
             age_confirmed=True,
             now=now,
         )
-        await _notify(
+        await notify_admin_change(
             conn,
             "user.created",
             now=now,
@@ -216,7 +216,7 @@ async def login(
                 details={"reason": "bad_password" if user else "unknown_email"},
             )
             if user is not None and user.account_id is not None:
-                await _audit_login(conn, user, "login.failed", client, now)
+                await _audit_login(conn, user, "login.failed", now)
             failed = True
         else:
             failed = False
@@ -243,7 +243,7 @@ async def login(
                 user_agent=client.user_agent,
             )
             if user.account_id is not None:
-                await _audit_login(conn, user, "login.succeeded", client, now)
+                await _audit_login(conn, user, "login.succeeded", now)
     if failed or user is None:
         raise InvalidCredentials("e-mail or password is wrong")
 
@@ -260,8 +260,14 @@ async def login(
 
 
 async def _audit_login(
-    conn: asyncpg.Connection, user: accounts.User, action: str, client: Client, now: datetime
+    conn: asyncpg.Connection, user: accounts.User, action: str, now: datetime
 ) -> None:
+    """The login in the account's trail, by opaque user id only.
+
+    No source address: audit rows are hash-chained and cannot be changed, so
+    they must hold nothing an erasure would have to remove (D2). The address
+    stays in the security log for its 60 days (S2, S3).
+    """
     assert user.account_id is not None
     await audit.append(
         conn,
@@ -270,7 +276,7 @@ async def _audit_login(
         actor={"type": "user", "id": user.id, "role": user.role},
         action=action,
         subject={"type": "user", "id": user.id},
-        details={"source_address": client.address},
+        details={},
     )
 
 
@@ -300,7 +306,7 @@ async def update_profile(
     """D2 rectification by the user themselves."""
     async with pool.acquire() as conn, conn.transaction():
         user = await accounts.update_user(conn, principal.id, changes, now)
-        await _notify(
+        await notify_admin_change(
             conn,
             "user.updated",
             now=now,
@@ -318,7 +324,7 @@ async def update_account(
     assert principal.account_id is not None
     async with pool.acquire() as conn, conn.transaction():
         account = await accounts.update_account(conn, principal.account_id, changes)
-        await _notify(
+        await notify_admin_change(
             conn,
             "account.updated",
             now=now,
@@ -367,7 +373,7 @@ async def invite_user(
             invitation_expires_at=expires_at,
             now=now,
         )
-        await _notify(
+        await notify_admin_change(
             conn,
             "user.created",
             now=now,
@@ -387,7 +393,7 @@ async def accept_invitation(
         user = await accounts.accept_invitation(conn, token_hash(token), password_hash, now)
         if user is None:
             raise InvitationInvalid("the invitation is unknown, used or expired")
-        await _notify(
+        await notify_admin_change(
             conn,
             "user.activated",
             now=now,
@@ -413,7 +419,7 @@ async def change_user(
             if "role" in changes and changes["role"] != before.role
             else "user.updated"
         )
-        await _notify(
+        await notify_admin_change(
             conn,
             event,
             now=now,
@@ -433,7 +439,7 @@ async def remove_user(pool: asyncpg.Pool, owner: Principal, user_id: str, now: d
             if await accounts.count_owners(conn, owner.account_id) <= 1:
                 raise LastOwner("an account needs at least one owner")
         await accounts.delete_user(conn, user.id)
-        await _notify(
+        await notify_admin_change(
             conn,
             "user.deleted",
             now=now,
@@ -470,7 +476,7 @@ async def create_api_key(
             created_by=owner.id,
             now=now,
         )
-        await _notify(
+        await notify_admin_change(
             conn,
             "api_key.created",
             now=now,
@@ -489,7 +495,7 @@ async def revoke_api_key(pool: asyncpg.Pool, owner: Principal, key_id: str, now:
             key = await accounts.revoke_api_key(conn, key_id, owner.account_id, now)
         except NotFound:
             raise NotFound("no such API key") from None
-        await _notify(
+        await notify_admin_change(
             conn,
             "api_key.deleted",
             now=now,
@@ -525,7 +531,7 @@ async def create_staff(
             password_hash=password_hash,
             now=now,
         )
-        await _notify(
+        await notify_admin_change(
             conn,
             "staff.created",
             now=now,

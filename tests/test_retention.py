@@ -140,6 +140,12 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
     client: TestClient, owner: Customer, pool: asyncpg.Pool
 ) -> None:
     await record(client, owner, pool, frames=10)
+    filed = await client.post(
+        "/v1/privacy-requests",
+        json={"kind": "access", "details": "Ada Owner, ul. Prosta 1"},
+        headers=owner.auth,
+    )
+    assert filed.status == 201
     now = datetime.now(UTC)
     await retention.terminate_account(pool, owner.account_id, now, grace_days=30)
     blobs = client.app[BLOBS]
@@ -169,10 +175,14 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
             owner.account_id,
         )
         breaks = await audit.verify(conn, owner.account_id)
+        request_text = await conn.fetchval(
+            "SELECT details FROM privacy_requests WHERE account_id = $1", owner.account_id
+        )
     assert dict(account) == {"name": "terminated account", "postal_address": "", "vat_number": None}
     assert [u["email"].startswith("erased-") for u in users] == [True]
     assert all(u["name"] == "" and u["password_hash"] is None for u in users)
     assert leftovers == 0
+    assert request_text == ""
     assert breaks == []  # the audit trail survives, pseudonymous and intact
 
 

@@ -372,7 +372,8 @@ async def due_for_deletion(conn: asyncpg.Connection, now: datetime, limit: int) 
         """SELECT r.id FROM recordings r JOIN accounts a ON a.id = r.account_id
            WHERE r.status IN ('completed', 'interrupted') AND (
                  (a.recording_retention_days IS NOT NULL
-                  AND r.ended_at < $1::timestamptz - make_interval(days => a.recording_retention_days))
+                  AND r.ended_at
+                      < $1::timestamptz - make_interval(days => a.recording_retention_days))
               OR a.recordings_purge_after <= $1)
            ORDER BY r.ended_at NULLS LAST, r.id LIMIT $2""",
         now,

@@ -20,8 +20,19 @@ from storage.blobs import FilesystemBlobStore
 from storage.db import create_pool
 from storage.errors import ServiceError
 from storage.securitylog import AccessEntry
-from telephony import workers
-from telephony.api import accounts, audit, calls, media_ws, ops, recordings, security, support
+from telephony import retention, workers
+from telephony.api import (
+    accounts,
+    audit,
+    calls,
+    media_ws,
+    ops,
+    privacy,
+    recordings,
+    security,
+    support,
+    webhooks,
+)
 from telephony.api.auth import principal_id
 from telephony.api.idempotency import honour_idempotency_key
 from telephony.api.openapi import build as build_openapi
@@ -42,6 +53,7 @@ from telephony.hub import MediaHub, default_node_id
 from telephony.logs import request_id_var
 from telephony.metrics import Metrics
 from telephony.settings import Settings, master_keys
+from telephony.webhooks import delivery_worker
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +70,10 @@ def all_routes() -> list[Route]:
         *recordings.ROUTES,
         *audit.ROUTES,
         *support.ROUTES,
+        *privacy.ROUTES,
         *media_ws.ROUTES,
         *security.ROUTES,
+        *webhooks.ROUTES,
     ]
 
 
@@ -187,6 +201,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         workers.access_log_writer(pool, app[ACCESS_QUEUE]),
         workers.notification_worker(pool, http, settings, app[METRICS]),
         workers.purge_worker(pool, settings),
+        retention.retention_worker(pool, app[BLOBS], settings.retention_interval_s),
+        delivery_worker(pool, settings, app[MASTER_KEYS]),
     ]
     app[BACKGROUND] = [asyncio.create_task(job) for job in jobs]
     yield

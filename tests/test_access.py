@@ -47,6 +47,9 @@ BODIES: dict[tuple[str, str], dict] = {
         "method": "verbal",
     },
     ("POST", "/v1/calls/{id}/recordings"): {},
+    ("POST", "/v1/privacy-requests"): {"kind": "access", "details": "x"},
+    ("POST", "/v1/support/privacy-requests/{id}/complete"): {"resolution": "done"},
+    ("POST", "/v1/support/privacy-requests/{id}/reject"): {"resolution": "no"},
 }
 
 # What {id} names in each path.
@@ -62,10 +65,22 @@ ID_KIND = {
     "/v1/recordings/{id}/pause": "recording",
     "/v1/recordings/{id}/resume": "recording",
     "/v1/recordings/{id}/stop": "recording",
+    "/v1/recordings/{id}/audio": "recording",
     "/v1/support/calls/{id}/consent": "call",
+    "/v1/webhook-events/{id}": "webhook_event",
+    "/v1/privacy-requests/{id}": "privacy_request",
+    "/v1/support/privacy-requests/{id}/start": "privacy_request",
+    "/v1/support/privacy-requests/{id}/complete": "privacy_request",
+    "/v1/support/privacy-requests/{id}/reject": "privacy_request",
 }
 
-SUPPORT_ROUTES = {("GET", "/v1/support/calls/{id}/consent")}
+SUPPORT_ROUTES = {
+    ("GET", "/v1/support/calls/{id}/consent"),
+    ("GET", "/v1/support/privacy-requests"),
+    ("POST", "/v1/support/privacy-requests/{id}/start"),
+    ("POST", "/v1/support/privacy-requests/{id}/complete"),
+    ("POST", "/v1/support/privacy-requests/{id}/reject"),
+}
 # Any signed-in person may end their own session, staff included.
 EVERYONE_SIGNED_IN = {("DELETE", "/v1/sessions/current")}
 
@@ -90,12 +105,19 @@ async def world(client: TestClient, customer: Customer) -> dict[str, str]:
     key = await client.post(
         "/v1/api-keys", json={"name": "k", "scopes": ["calls"]}, headers=customer.auth
     )
+    privacy_request = await client.post(
+        "/v1/privacy-requests", json={"kind": "access"}, headers=customer.auth
+    )
+    # The consent and the recording above each wrote a customer webhook event.
+    webhook_events = await client.get("/v1/webhook-events", headers=customer.auth)
     return {
+        "webhook_event": (await webhook_events.json())["items"][0]["id"],
         "call": call["id"],
         "counterpart": call["counterparts"][0]["id"],
         "recording": rec["id"],
         "user": (await member.json())["id"],
         "key": (await key.json())["id"],
+        "privacy_request": (await privacy_request.json())["id"],
     }
 
 

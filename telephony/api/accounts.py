@@ -20,6 +20,7 @@ from telephony.api.auth import (
 from telephony.api.spec import Body, Route, iso, page_of, read_body, read_page
 from telephony.appkeys import POOL, SETTINGS
 from telephony.roles import CustomerRole, Scope
+from telephony.ssrf import check_webhook_url
 
 # Field types. Lengths bound every string: 254 is RFC 5321's limit for an address.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -211,6 +212,10 @@ async def patch_account(request: web.Request) -> web.Response:
     changes = _changes(body, nullable={"recording_retention_days", "webhook_url"})
     if changes.get("webhook_url") is not None:
         changes["webhook_url"] = str(changes["webhook_url"])
+        # SSRF guard at registration; delivery checks again (telephony/webhooks.py).
+        await check_webhook_url(
+            changes["webhook_url"], allow_private=request.app[SETTINGS].webhook_allow_private
+        )
     account = await identity.update_account(request.app[POOL], principal, changes, _now())
     return _json(render_account(account))
 
@@ -401,7 +406,7 @@ ROUTES = [
         "Change the account",
         "owner",
         AccountPatch,
-        {200: "account"},
+        {200: "account", 422: "validation-failed (webhook_url not a public http(s) address)"},
         "accounts",
     ),
     Route(

@@ -15,8 +15,10 @@ import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidKey, InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from storage.errors import IntegrityFailure
 
@@ -92,6 +94,46 @@ def unwrap_key(kek: bytes, wrapped: bytes, owner_id: str) -> bytes:
 def key_id(key: bytes) -> str:
     """A public name for a key (which master key wrapped a row), revealing nothing of it."""
     return hashlib.sha256(b"telephony/key-id\0" + key).hexdigest()[:16]
+
+
+# -- sealed records: small data at rest under a purpose key ----------------------
+#
+# For what must be stored for a while and read back by the service, such as an
+# idempotent reply that carries a token shown once. The master key never
+# encrypts data itself: HKDF (RFC 5869) derives one key per purpose.
+# Layout: version (1) | nonce (12) | ciphertext+tag.
+
+SEAL_VERSION = 1
+
+
+def derive_key(master: bytes, purpose: str) -> bytes:
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=KEY_BYTES,
+        salt=None,
+        info=b"telephony/purpose/" + purpose.encode("utf-8"),
+    )
+    return hkdf.derive(master)
+
+
+def _seal_ad(context: str) -> bytes:
+    return b"telephony/seal/v1\0" + context.encode("utf-8", "surrogatepass")
+
+
+def seal(key: bytes, plaintext: bytes, context: str) -> bytes:
+    """Encrypt `plaintext`, bound to `context`: it opens only under the same context."""
+    nonce = os.urandom(_NONCE_BYTES)
+    return bytes([SEAL_VERSION]) + nonce + AESGCM(key).encrypt(nonce, plaintext, _seal_ad(context))
+
+
+def open_sealed(key: bytes, sealed: bytes, context: str) -> bytes:
+    """The plaintext, or IntegrityFailure for a wrong key, context or altered bytes alike."""
+    if len(sealed) < 1 + _NONCE_BYTES + 16 or sealed[0] != SEAL_VERSION:
+        raise IntegrityFailure("a sealed record failed its integrity check")
+    try:
+        return AESGCM(key).decrypt(sealed[1:13], sealed[13:], _seal_ad(context))
+    except InvalidTag:
+        raise IntegrityFailure("a sealed record failed its integrity check") from None
 
 
 # -- the chunk cipher ------------------------------------------------------------

@@ -7,10 +7,13 @@ import pytest
 from storage.crypto import (
     CHUNK_HEADER,
     ChunkCipher,
+    derive_key,
     key_id,
     new_key,
     new_nonce_prefix,
+    open_sealed,
     record_length,
+    seal,
     unwrap_key,
     wrap_key,
 )
@@ -135,3 +138,19 @@ def test_bad_key_sizes_are_refused() -> None:
         ChunkCipher(b"short", new_nonce_prefix(), "rec")
     with pytest.raises(ValueError):
         ChunkCipher(new_key(), b"\x00" * 12, "rec")
+
+
+def test_a_sealed_record_opens_only_under_its_key_and_context() -> None:
+    master = new_key()
+    key = derive_key(master, "idempotent-replies")
+    sealed = seal(key, b"token shown once", "usr_1\0key-1")
+
+    assert open_sealed(key, sealed, "usr_1\0key-1") == b"token shown once"
+    assert key != master and derive_key(master, "other purpose") != key
+    for wrong_key, context in [(key, "usr_2\0key-1"), (derive_key(new_key(), "x"), "usr_1\0key-1")]:
+        with pytest.raises(IntegrityFailure):
+            open_sealed(wrong_key, sealed, context)
+    flipped = bytearray(sealed)
+    flipped[-1] ^= 1
+    with pytest.raises(IntegrityFailure):
+        open_sealed(key, bytes(flipped), "usr_1\0key-1")

@@ -101,3 +101,22 @@ async def test_a_malformed_key_is_refused(client: TestClient, owner: Customer) -
     )
 
     assert resp.status == 422
+
+
+async def test_a_stored_answer_carrying_a_token_is_sealed_at_rest(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """A secret shown once (an API key's token) must not sit in the database in the clear."""
+    headers = {**owner.auth, "Idempotency-Key": "key-create-1"}
+    body = {"name": "ci", "scopes": ["calls"]}
+
+    first = await client.post("/v1/api-keys", json=body, headers=headers)
+    replay = await client.post("/v1/api-keys", json=body, headers=headers)
+
+    token = (await first.json())["token"]
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert (await replay.json())["token"] == token
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT body FROM idempotency_keys WHERE key = 'key-create-1'")
+    assert token.encode() not in stored
+    assert b'"name"' not in stored  # the whole answer is sealed, not just the token

@@ -3,6 +3,11 @@
 Keys are scoped to the caller (or to anonymous callers together, where the
 request hash keeps one client from reading another's answer unless it sends
 the very same body). A 5xx answer is not kept, so a retry runs again.
+
+The kept answer is sealed (AES-256-GCM under a key derived from the master
+key, bound to the caller and the key): some answers carry a secret shown once
+(an API key's token, a webhook signing secret), and a stored copy must not
+sit in the database in the clear for its 24 hours.
 """
 
 from __future__ import annotations
@@ -15,20 +20,24 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from storage import idempotency
+from storage.crypto import derive_key, open_sealed, seal
 from storage.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    IntegrityFailure,
     InvalidInput,
     ServiceError,
     Unauthenticated,
 )
+from storage.keys import MasterKeys
 from telephony.api.auth import authenticate
 from telephony.api.problems import from_service_error
-from telephony.appkeys import POOL
+from telephony.appkeys import MASTER_KEYS, POOL
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 RETENTION_HOURS = 24
+_PURPOSE = "idempotent-replies"
 
 
 @web.middleware
@@ -58,7 +67,7 @@ async def honour_idempotency_key(request: web.Request, handler: Handler) -> web.
         if not first:
             stored = await idempotency.find(conn, scope, key)
     if not first:
-        return _replay(stored, digest)
+        return _replay(stored, digest, request.app[MASTER_KEYS], f"{scope}\0{key}")
 
     try:
         response = await handler(request)
@@ -76,14 +85,20 @@ async def honour_idempotency_key(request: web.Request, handler: Handler) -> web.
                 key,
                 response.status,
                 response.content_type,
-                bytes(response.body or b""),
+                seal(
+                    derive_key(request.app[MASTER_KEYS].current, _PURPOSE),
+                    bytes(response.body or b""),
+                    f"{scope}\0{key}",
+                ),
             )
         else:
             await idempotency.release(conn, scope, key)
     return response
 
 
-def _replay(stored: idempotency.Stored | None, digest: bytes) -> web.Response:
+def _replay(
+    stored: idempotency.Stored | None, digest: bytes, master: MasterKeys, context: str
+) -> web.Response:
     if stored is None:  # released between our claim and our read: treat as in flight
         raise IdempotencyInProgress("retry in a moment")
     if stored.request_hash != digest:
@@ -92,7 +107,19 @@ def _replay(stored: idempotency.Stored | None, digest: bytes) -> web.Response:
         raise IdempotencyInProgress("the first request with this key has not finished")
     return web.Response(
         status=stored.status,
-        body=stored.body,
+        body=_open(stored.body or b"", master, context),
         content_type=stored.content_type,
         headers={"Idempotent-Replayed": "true"},
+    )
+
+
+def _open(sealed: bytes, master: MasterKeys, context: str) -> bytes:
+    """Under the current master key, or one still configured during a rotation."""
+    for candidate in (master.current, *master.previous):
+        try:
+            return open_sealed(derive_key(candidate, _PURPOSE), sealed, context)
+        except IntegrityFailure:
+            continue
+    raise IdempotencyKeyReused(
+        "the first answer can no longer be read (the master key changed); use a new key"
     )

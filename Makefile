@@ -28,6 +28,7 @@ lint: $(STAMP)
 # Benchmarks: each prints its figures and the ratio to its baseline, measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/download.py
 
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

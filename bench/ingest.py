@@ -24,10 +24,8 @@ import base64
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,16 +37,24 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storage.pgcluster import LocalCluster  # noqa: E402
+from bench.common import (
+    ROOT,
+    OurServer,
+    cpu_seconds,
+    cpu_seconds_of,
+    free_port,
+    postgres_pids,
+    rss_bytes,
+    sign_up,
+    wait_ready,
+)
 
 FRAME = bytes(range(0x20, 0x20 + 160))
 PAYLOAD = base64.b64encode(FRAME).decode()
 TICK_S = 0.02
 LAG_LIMIT_S = 0.2
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 BARE_SERVER = textwrap.dedent(
     """
@@ -75,50 +81,6 @@ BARE_SERVER = textwrap.dedent(
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def cpu_seconds_of(pids: list[int]) -> float:
-    """Summed CPU of processes that still exist (a PostgreSQL backend may have exited)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            total += cpu_seconds(pid)
-        except OSError:
-            continue
-    return total
-
-
-def rss_bytes(pid: int) -> int:
-    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) * 1024 if match else 0
-
-
-def postgres_pids(cluster: LocalCluster) -> list[int]:
-    try:
-        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return []
-    pids = [postmaster]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == postmaster:
-                pids.append(int(entry.name))
-    return pids
 
 
 @dataclass
@@ -192,58 +154,6 @@ def p99_from_metrics(
         if delta[le] >= 0.99 * total:
             return le, buckets
     return float("inf"), buckets
-
-
-class OurServer:
-    def __init__(self, data: Path, loop: str) -> None:
-        self.data = data
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.cluster = LocalCluster(data / "postgres")
-        key = base64.b64encode(secrets.token_bytes(32)).decode()
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(data),
-            "LANG": "C.UTF-8",
-            "TELEPHONY_DATA_DIR": str(data),
-            "TELEPHONY_MASTER_KEY": key,
-            "TELEPHONY_EVENT_LOOP": loop,
-            "TELEPHONY_ARGON2_MEMORY_KIB": "8192",
-            "TELEPHONY_ARGON2_ITERATIONS": "1",
-            "TELEPHONY_ARGON2_LANES": "1",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        log = open(self.data / "server.log", "ab")  # noqa: SIM115, ASYNC230 - the child owns it
-        self.process = subprocess.Popen(  # noqa: ASYNC220 - once, before measuring
-            [sys.executable, "-m", "telephony", "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        await wait_ready(f"{self.url}/healthz", self.process)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
-
-
-async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise RuntimeError("server exited during start-up")
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("server did not start")
 
 
 async def open_legs(http: aiohttp.ClientSession, base: str, token: str, n: int) -> list[Leg]:
@@ -415,24 +325,7 @@ async def main() -> None:
     try:
         await server.start()
         async with aiohttp.ClientSession() as http:
-            email = f"bench-{secrets.token_hex(4)}@example.com"
-            await http.post(
-                f"{server.url}/v1/signup",
-                json={
-                    "account_name": "bench",
-                    "name": "Bench",
-                    "email": email,
-                    "password": "benchmark passphrase",
-                    "postal_address": "x",
-                    "accept_terms": True,
-                    "age_confirmed": True,
-                },
-            )
-            async with http.post(
-                f"{server.url}/v1/sessions",
-                json={"email": email, "password": "benchmark passphrase"},
-            ) as resp:
-                token = (await resp.json())["token"]
+            token = await sign_up(http, server.url)
             best = 0
             for n in steps:
                 m = await run_ours(n, args.step_seconds, server, http, token)

@@ -1,0 +1,457 @@
+"""Recording download benchmark: one hour of dual audio streamed back, against a bare file server.
+
+    .venv/bin/python bench/download.py          # or: make bench
+
+A real server process (`python -m telephony serve`, its own PostgreSQL
+cluster and master key) gets a one-hour dual recording for an account made
+through the API: the call, consent, recording row, wrapped data key and nonce
+prefix all come from the API, the call is ended (no media socket, so the
+recording is `completed`), and the audio is then written by this process with
+the project's own storage code, as the recorder lays it out: 8 kHz μ-law, two
+tracks interleaved (16,000 stored bytes a second), 3,600 one-second chunks
+sealed with the recording's data key, appended to its blob, one
+`recording_chunks` row each, the last one final. The audio is pseudo-random,
+so nothing is cheap by accident.
+
+The same aiohttp client then downloads GET /v1/recordings/{id}/audio in full
+(WAV, 16-bit PCM, the default: 115.2 MB) --runs times, reading and discarding
+the body, while a sampler thread reads the server's VmRSS every 20 ms.
+Figures: median throughput (MB/s, 10^6 bytes), server CPU seconds per
+download, and the peak RSS growth over the RSS just before each download:
+playback is meant to stream in constant memory (goal: under 30 MB for this
+hour). The baseline is a bare aiohttp server on the same event loop sending a
+plain file of the same bytes with web.FileResponse (uvloop has no
+loop.sendfile, so there aiohttp reads 256 KiB pieces in a worker thread and
+writes them, as ours does; on asyncio it is a zero-copy sendfile(2)). The file
+is the verified download itself. Ours and its runs alternate, so load from
+other work on the machine falls on both alike. The
+ratio ours/baseline of the median throughputs is the goal's measure
+(≥ 0.5). One `?encoding=mulaw` download (no PCM conversion, half the bytes)
+is printed for information.
+
+What ours does that the baseline does not is the point of the service:
+authorise, audit, read the blob, open and check every chunk (AES-GCM), turn
+μ-law into PCM, and push the bytes through the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import wave
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, OurServer, cpu_seconds, free_port, rss_bytes, sign_up, wait_ready
+from storage import keys, recordings
+from storage.blobs import FilesystemBlobStore
+from storage.crypto import ChunkCipher
+from telephony.recorder import blob_key
+from telephony.wav import WavLayout
+
+SECONDS = 3600
+RATE_HZ = 8000
+TRACKS = ("inbound", "outbound")
+CHUNK_BYTES = RATE_HZ * len(TRACKS)  # one second of interleaved μ-law, as the recorder seals it
+AUDIO_POOL_BYTES = 1 << 20  # chunks are windows into this, each at its own offset
+APPEND_RECORDS = 60  # sealed records per blob append while seeding: a minute of audio
+READ_BYTES = 1 << 16  # the client's read size
+SAMPLE_S = 0.02
+RSS_GOAL_BYTES = 30_000_000
+RATIO_GOAL = 0.5
+MB = 1e6
+
+BARE_SERVER = textwrap.dedent(
+    """
+    import sys
+    from aiohttp import web
+
+    PATH = sys.argv[3]
+
+    async def audio(request):
+        return web.FileResponse(PATH, headers={"Content-Type": "audio/wav"})
+
+    async def healthz(request):
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/audio", audio)
+    app.router.add_get("/healthz", healthz)
+    loop = sys.argv[2]
+    if loop == "uvloop":
+        import uvloop
+        uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    """
+)
+
+_INSERT_CHUNK = """
+INSERT INTO recording_chunks (recording_id, idx, blob_offset, record_bytes, first_sample,
+                              samples, first_arrival, last_arrival, final)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+
+def audio_pool() -> bytes:
+    return random.Random(8000).randbytes(AUDIO_POOL_BYTES)
+
+
+def chunk_audio(pool: bytes, index: int) -> bytes:
+    """Second `index` of the recording: interleaved inbound/outbound μ-law bytes."""
+    at = index * 7919 % (len(pool) - CHUNK_BYTES)
+    return pool[at : at + CHUNK_BYTES]
+
+
+# -- the recording: made through the API, its audio written as the recorder would --------
+
+
+async def completed_recording(http: aiohttp.ClientSession, base: str, token: str) -> str:
+    """A consented call with a dual recording, ended: the recording is `completed`."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(
+        f"{base}/v1/calls",
+        headers=headers,
+        json={
+            "direction": "inbound",
+            "from": "+48601234567",
+            "to": "+48221234567",
+            "counterparts": [{"label": "caller", "number": "+48601234567"}],
+        },
+    ) as resp:
+        call = await resp.json()
+        assert resp.status == 201, call
+    async with http.post(
+        f"{base}/v1/calls/{call['id']}/consents",
+        headers=headers,
+        json={
+            "counterpart_id": call["counterparts"][0]["id"],
+            "decision": "granted",
+            "method": "announcement",
+        },
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+    async with http.post(
+        f"{base}/v1/calls/{call['id']}/recordings", headers=headers, json={"channels": "dual"}
+    ) as resp:
+        rec = await resp.json()
+        assert resp.status == 201, rec
+    async with http.post(f"{base}/v1/calls/{call['id']}/end", headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+    async with http.get(f"{base}/v1/recordings/{rec['id']}", headers=headers) as resp:
+        status = (await resp.json())["status"]
+    if status != "completed":
+        raise RuntimeError(f"the ended call left its recording {status}, not completed")
+    return str(rec["id"])
+
+
+async def seed_audio(server: OurServer, recording_id: str, pool: bytes) -> int:
+    """Seal SECONDS one-second chunks into the recording's blob and rows; returns blob bytes.
+
+    The key is opened as telephony/hub.py `_open_writer` opens it, the records
+    are ChunkCipher's, the rows carry the recorder's columns (`_write`).
+    """
+    master = keys.MasterKeys(keys.decode_master_key(server.master_key))
+    store = FilesystemBlobStore(server.data / "blobs")
+    key = blob_key(recording_id)
+    conn = await asyncpg.connect(server.cluster.dsn())
+    try:
+        rec = await recordings.get(conn, recording_id, account_id=None)
+        state = await recordings.writer_state(conn, recording_id)
+        if state.next_index or state.blob_offset or state.nonce_prefix is None:
+            raise RuntimeError("the recording is not fresh")
+        kek = await keys.account_key(conn, master, rec.account_id, datetime.now(UTC))
+        data_key = keys.open_data_key(kek, state.wrapped_key, recording_id)
+        cipher = ChunkCipher(data_key, state.nonce_prefix, recording_id)
+        rows: list[tuple[object, ...]] = []
+        pending: list[bytes] = []
+        offset = written = 0
+        for index in range(SECONDS):
+            final = index == SECONDS - 1
+            record = cipher.seal("mix", index, chunk_audio(pool, index), final=final)
+            arrival = rec.started_at + timedelta(seconds=index)
+            rows.append(
+                (
+                    recording_id,
+                    index,
+                    offset,
+                    len(record),
+                    index * RATE_HZ,
+                    RATE_HZ,
+                    arrival,
+                    arrival + timedelta(seconds=1),
+                    final,
+                )
+            )
+            offset += len(record)
+            pending.append(record)
+            if len(pending) == APPEND_RECORDS or final:
+                at = await store.append(key, b"".join(pending))
+                if at != written:
+                    raise RuntimeError(f"blob append landed at {at}, expected {written}")
+                written = offset
+                pending = []
+        async with conn.transaction():
+            await conn.executemany(_INSERT_CHUNK, rows)
+            await conn.execute(
+                """UPDATE recordings SET encoding = 'mulaw', sample_rate_hz = $2,
+                          track_names = $3, size_bytes = $4
+                   WHERE id = $1""",
+                recording_id,
+                RATE_HZ,
+                list(TRACKS),
+                offset,
+            )
+    finally:
+        await conn.close()
+    return offset
+
+
+async def verify(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], pool: bytes, path: Path
+) -> tuple[int, int]:
+    """Download once into `path` (the baseline's file) and check it is the hour we seeded.
+
+    Returns the file's size and the server's RSS growth during this first, cold download.
+    """
+    body = bytearray()
+    async with http.get(url, headers=headers) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"download answered {resp.status}: {await resp.text()}")
+        async for piece in resp.content.iter_chunked(READ_BYTES):
+            body += piece
+        if len(body) != resp.content_length:
+            raise RuntimeError(f"got {len(body)} bytes of {resp.content_length}")
+    await asyncio.to_thread(path.write_bytes, body)
+    with wave.open(str(path), "rb") as wav:
+        channels, rate, width, frames = (
+            wav.getnchannels(),
+            wav.getframerate(),
+            wav.getsampwidth(),
+            wav.getnframes(),
+        )
+    if (channels, rate, width, frames) != (2, RATE_HZ, 2, SECONDS * RATE_HZ):
+        raise RuntimeError(f"unexpected WAV: {channels} ch, {rate} Hz, {width} B, {frames} frames")
+    layout = WavLayout("mulaw", RATE_HZ, TRACKS, "dual", "pcm16")
+    data = len(body) - layout.header_bytes
+    second = RATE_HZ * layout.out_frame_bytes
+    first = bytes(body[layout.header_bytes : layout.header_bytes + second])
+    last = bytes(body[len(body) - second :])
+    if (
+        data != SECONDS * second
+        or first != layout.convert(chunk_audio(pool, 0))
+        or last != layout.convert(chunk_audio(pool, SECONDS - 1))
+    ):
+        raise RuntimeError("the downloaded audio is not the audio that was seeded")
+    print(
+        f"verified: WAV {channels} channels, {rate} Hz, {8 * width}-bit, "
+        f"{frames / rate:.0f} s, {len(body):,} bytes; first and last second match the seed",
+        flush=True,
+    )
+    return len(body), frames
+
+
+# -- measuring one download --------------------------------------------------------
+
+
+class RssSampler:
+    """Peak VmRSS of `pid`, read every SAMPLE_S in a thread (the client's loop is busy reading)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = rss_bytes(pid)
+        self.peak = self.before
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            self.samples += 1
+            if self._stop.wait(SAMPLE_S):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes(self.pid))
+
+
+@dataclass(frozen=True)
+class Run:
+    size: int
+    seconds: float
+    server_cpu_s: float
+    client_cpu_s: float
+    rss_before: int
+    rss_peak: int
+    samples: int
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.size / self.seconds / MB
+
+    @property
+    def rss_growth(self) -> int:
+        return self.rss_peak - self.rss_before
+
+
+async def download(
+    http: aiohttp.ClientSession, url: str, pid: int, headers: dict[str, str] | None = None
+) -> Run:
+    """One full GET, the body read in READ_BYTES pieces and discarded."""
+    size = 0
+    with RssSampler(pid) as rss:
+        cpu0, client0, t0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
+        async with http.get(url, headers=headers) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"{url} answered {resp.status}: {await resp.text()}")
+            async for piece in resp.content.iter_chunked(READ_BYTES):
+                size += len(piece)
+            expected = resp.content_length
+        elapsed = time.perf_counter() - t0
+        cpu1, client1 = cpu_seconds(pid), time.process_time()
+    if size != expected:
+        raise RuntimeError(f"{url}: got {size} bytes of {expected}")
+    return Run(size, elapsed, cpu1 - cpu0, client1 - client0, rss.before, rss.peak, rss.samples)
+
+
+def show(label: str, run: Run) -> None:
+    print(
+        f"{label:>16}: {run.size / MB:6.1f} MB in {run.seconds:5.2f} s = "
+        f"{run.mb_per_s:6.1f} MB/s, server CPU {run.server_cpu_s:5.2f} s, "
+        f"client CPU {run.client_cpu_s:5.2f} s, server RSS {run.rss_before / MB:5.1f} MB "
+        f"+{run.rss_growth / MB:.1f} MB peak ({run.samples} samples)",
+        flush=True,
+    )
+
+
+class BareServer:
+    """aiohttp's FileResponse for one plain file, on the same event loop as ours."""
+
+    def __init__(self, path: Path, loop: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/audio"
+        self.args = [sys.executable, "-c", BARE_SERVER, str(self.port), loop, str(path)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(self.args, cwd=ROOT)  # noqa: ASYNC220 - once, before measuring
+        await wait_ready(f"http://127.0.0.1:{self.port}/healthz", self.process)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM cancels like Ctrl-C does, so the finally below still stops everything.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    data = Path(tempfile.mkdtemp(prefix="bench-download-", dir="/tmp"))
+    server = OurServer(data, args.loop)
+    bare = BareServer(data / "baseline.wav", args.loop)
+    pool = audio_pool()
+    print(
+        f"download benchmark on {os.cpu_count()} cores, server loop: {args.loop}, "
+        f"{args.runs} runs each",
+        flush=True,
+    )
+    try:
+        await server.start()
+        assert server.process is not None
+        pid = server.process.pid
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            token = await sign_up(http, server.url)
+            headers = {"Authorization": f"Bearer {token}"}
+            recording_id = await completed_recording(http, server.url, token)
+            t0 = time.perf_counter()
+            stored = await seed_audio(server, recording_id, pool)
+            print(
+                f"seeded {recording_id}: {SECONDS} chunks of {CHUNK_BYTES:,} bytes "
+                f"({SECONDS // 3600} h dual μ-law), blob {stored:,} bytes, "
+                f"in {time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
+            url = f"{server.url}/v1/recordings/{recording_id}/audio"
+            cold = RssSampler(pid)
+            with cold:
+                await verify(http, url, headers, pool, data / "baseline.wav")
+            print(
+                f"first (cold) download: server RSS +{(cold.peak - cold.before) / MB:.1f} MB",
+                flush=True,
+            )
+            await bare.start()
+            assert bare.process is not None
+            await download(http, bare.url, bare.process.pid)  # warm: file in page cache
+            ours: list[Run] = []
+            base: list[Run] = []
+            for i in range(args.runs):
+                ours.append(await download(http, url, pid, headers))
+                show(f"ours pcm16 #{i + 1}", ours[-1])
+                base.append(await download(http, bare.url, bare.process.pid))
+                show(f"bare file #{i + 1}", base[-1])
+            mulaw = await download(http, f"{url}?encoding=mulaw", pid, headers)
+            show("ours mulaw", mulaw)
+
+        ours_mb = statistics.median(r.mb_per_s for r in ours)
+        base_mb = statistics.median(r.mb_per_s for r in base)
+        growth = max(r.rss_growth for r in ours)
+        ratio = ours_mb / base_mb
+        ours_cpu = statistics.median(r.server_cpu_s for r in ours)
+        base_cpu = statistics.median(r.server_cpu_s for r in base)
+        rss_verdict = "met" if growth < RSS_GOAL_BYTES else "NOT met"
+        ratio_verdict = "met" if ratio >= RATIO_GOAL else "NOT met"
+        print(
+            f"\nours (GET /v1/recordings/{{id}}/audio, pcm16, {ours[0].size:,} bytes): "
+            f"median {ours_mb:.1f} MB/s, median server CPU {ours_cpu:.2f} s per download\n"
+            f"ours peak server RSS growth: {growth / MB:.1f} MB "
+            f"(goal < {RSS_GOAL_BYTES / MB:.0f} MB: {rss_verdict})\n"
+            f"bare (aiohttp FileResponse, same bytes): median {base_mb:.1f} MB/s, median "
+            f"server CPU {base_cpu:.2f} s per download\n"
+            f"ratio ours/bare on {args.loop}: {ratio:.2f} "
+            f"(goal >= {RATIO_GOAL}: {ratio_verdict}); "
+            f"server CPU per download bare/ours: {base_cpu / ours_cpu:.2f}\n"
+            f"ours mulaw (one run, {mulaw.size:,} bytes): {mulaw.mb_per_s:.1f} MB/s",
+            flush=True,
+        )
+    finally:
+        bare.stop()
+        server.stop()
+        server.cluster.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

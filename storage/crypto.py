@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidKey, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -167,9 +167,14 @@ class ChunkCipher:
     nonce_prefix: bytes
     recording_id: str
 
+    _aead: AESGCM = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         if len(self.data_key) != KEY_BYTES or len(self.nonce_prefix) != NONCE_PREFIX_BYTES:
             raise ValueError("a chunk cipher needs a 32-byte key and a 7-byte nonce prefix")
+        object.__setattr__(
+            self, "_aead", AESGCM(self.data_key)
+        )  # one key schedule, not one a chunk
 
     def _nonce(self, index: int, final: bool) -> bytes:
         return self.nonce_prefix + struct.pack(">IB", index, 1 if final else 0)
@@ -189,13 +194,15 @@ class ChunkCipher:
         """The on-disk record for chunk `index` of `track`."""
         if not 0 <= index < 2**32:
             raise ValueError("chunk index out of range")
-        sealed = AESGCM(self.data_key).encrypt(
+        sealed = self._aead.encrypt(
             self._nonce(index, final), plaintext, self._ad(track, index, final)
         )
         flags = _FINAL if final else 0
         return CHUNK_HEADER.pack(CHUNK_VERSION, flags, index, len(sealed)) + sealed
 
-    def open(self, track: str, expected_index: int, record: bytes) -> tuple[bytes, bool]:
+    def open(
+        self, track: str, expected_index: int, record: bytes | memoryview
+    ) -> tuple[bytes, bool]:
         """(plaintext, final) of the record for chunk `expected_index`, or IntegrityFailure.
 
         One opaque error for every failure, so the message is no oracle.
@@ -214,7 +221,7 @@ class ChunkCipher:
             raise IntegrityFailure("an audio chunk failed its integrity check")
         final = bool(flags & _FINAL)
         try:
-            plaintext = AESGCM(self.data_key).decrypt(
+            plaintext = self._aead.decrypt(
                 self._nonce(index, final), body, self._ad(track, index, final)
             )
         except InvalidTag:

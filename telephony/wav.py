@@ -7,18 +7,18 @@ channel layout fixed by the recording: `dual` gives two channels (0: the
 counterparts' `inbound` track, 1: the customer's `outbound` track; a track
 that never streamed is silence), `mono` one channel (both tracks mixed).
 
-Why tables and not `audioop`: it is gone in Python 3.13. G.711 decoding is a
-256-entry table applied with `bytes.translate`, which runs at C speed on the
-default path (μ-law in, 16-bit PCM out); the rarer paths (mixing two tracks,
-encoding L16 to μ-law) map through 65,536-entry tables.
+Why numpy and not `audioop`: audioop is gone in Python 3.13. G.711 decoding is
+a 256-entry table applied with `numpy.take`, about five times faster than
+`bytes.translate` with an interleave; mixing and μ-law encoding are vector
+operations too, so every layout costs about the same per byte.
 """
 
 from __future__ import annotations
 
-import array
 import struct
-import sys
 from dataclasses import dataclass
+
+import numpy as np
 
 # -- G.711 (ITU-T G.711, the classic Sun reference formulas) ----------------------
 
@@ -52,28 +52,22 @@ def linear_to_ulaw(sample: int) -> int:
 
 
 _DECODE = {
-    "mulaw": [ulaw_to_linear(c) for c in range(256)],
-    "alaw": [alaw_to_linear(c) for c in range(256)],
+    "mulaw": np.array([ulaw_to_linear(c) for c in range(256)], dtype=np.int16),
+    "alaw": np.array([alaw_to_linear(c) for c in range(256)], dtype=np.int16),
 }
-# 16-bit little-endian output of one G.711 byte, split for bytes.translate.
-_LOW = {name: bytes(v & 0xFF for v in table) for name, table in _DECODE.items()}
-_HIGH = {name: bytes((v >> 8) & 0xFF for v in table) for name, table in _DECODE.items()}
-# int16 (read as uint16) -> μ-law.
-_ENCODE_ULAW = bytes(linear_to_ulaw(u - 65536 if u > 32767 else u) for u in range(65536))
-_ALAW_TO_ULAW = bytes(linear_to_ulaw(v) for v in _DECODE["alaw"])
-_LITTLE = sys.byteorder == "little"
-
-
-def _clip(value: int) -> int:
-    return -32768 if value < -32768 else 32767 if value > 32767 else value
-
-
-def _mix_table(decode: list[int]) -> array.array[int]:
-    """Both tracks' G.711 bytes as one little-endian uint16 -> their clipped sum."""
-    return array.array("h", (_clip(decode[i & 0xFF] + decode[i >> 8]) for i in range(65536)))
-
-
-_MIX: dict[str, array.array[int]] = {}  # built on first use: most downloads never mix
+# Two G.711 bytes, read as one little-endian uint16, to both samples at once as a
+# little-endian uint32: half the lookups of the byte table on the default path.
+_PAIR = np.arange(65536)
+_DECODE_PAIRS = {
+    name: ((table[_PAIR & 0xFF].astype("<u4") & 0xFFFF) | (table[_PAIR >> 8].astype("<u4") << 16))
+    for name, table in _DECODE.items()
+}
+# Any int16 sample, read as uint16, to its μ-law byte.
+_ENCODE_ULAW = np.array(
+    [linear_to_ulaw(u - 65536 if u > 32767 else u) for u in range(65536)], dtype=np.uint8
+)
+_ALAW_TO_ULAW = bytes(linear_to_ulaw(int(v)) for v in _DECODE["alaw"])
+_PCM16 = np.dtype("<i2")  # WAV data is little-endian
 
 
 # -- the layout of one download ----------------------------------------------------
@@ -82,7 +76,6 @@ SOURCE_ENCODINGS = ("mulaw", "alaw", "l16le", "l16be")
 OUTPUT_ENCODINGS = ("pcm16", "mulaw")
 _FORMAT_TAG = {"pcm16": 1, "mulaw": 7}  # WAVE_FORMAT_PCM, WAVE_FORMAT_MULAW
 _WIDTH = {"mulaw": 1, "alaw": 1, "l16le": 2, "l16be": 2, "pcm16": 2}
-_SILENCE = {"pcm16": b"\x00\x00", "mulaw": b"\xff"}
 OUTPUT_TRACKS = {"dual": ("inbound", "outbound"), "mono": ("mix",)}
 
 
@@ -140,71 +133,42 @@ class WavLayout:
     def header_bytes(self) -> int:
         return len(self.header(0))
 
+    @property
+    def _mixing(self) -> bool:
+        return self.channels == "mono" and len(self.source_tracks) == 2
+
     def convert(self, block: bytes) -> bytes:
         """WAV data for whole stored frames (`len(block)` a multiple of source_frame_bytes)."""
-        if self.channels == "mono" and len(self.source_tracks) == 2:
-            return self._encode_pcm(self._mix(block))
-        if len(self.source_tracks) == self.out_channels:
-            return self._same_layout(block)
-        # One stored track, two output channels: place it, silence on the other.
-        single = self._same_layout(block)
-        channel = OUTPUT_TRACKS["dual"].index(self.source_tracks[0])
-        width = _WIDTH[self.output]
-        if width == 1:
-            out = bytearray(_SILENCE[self.output] * (2 * len(single)))
-            out[channel::2] = single
-            return bytes(out)
-        pcm = array.array("h", single)
-        stereo = array.array("h", bytes(4 * len(pcm)))
-        stereo[channel::2] = pcm
-        return stereo.tobytes()
+        tracks = len(self.source_tracks)
+        if self.output == "mulaw" and self.source_encoding in _DECODE and not self._mixing:
+            # Stay in the byte domain: stored μ-law leaves exactly as it was stored.
+            codes = block if self.source_encoding == "mulaw" else block.translate(_ALAW_TO_ULAW)
+            frames = np.frombuffer(codes, np.uint8).reshape(-1, tracks)
+            return self._place(frames, fill=0xFF).tobytes()
+        samples = self._pcm(block).reshape(-1, tracks)
+        if self._mixing:
+            mixed = samples.sum(axis=1, dtype=np.int32).clip(-32768, 32767)
+            samples = mixed.astype(np.int16).reshape(-1, 1)
+        else:
+            samples = self._place(samples, fill=0)
+        if self.output == "pcm16":
+            return samples.astype(_PCM16, copy=False).tobytes()
+        return np.take(_ENCODE_ULAW, samples.astype(np.int16).view(np.uint16)).tobytes()
 
-    def _same_layout(self, block: bytes) -> bytes:
-        source, output = self.source_encoding, self.output
-        if output == "mulaw":
-            if source == "mulaw":
-                return block
-            if source == "alaw":
-                return block.translate(_ALAW_TO_ULAW)
-            return self._encode_pcm(self._pcm(block))
-        if source in _DECODE:
-            return _g711_pcm(source, block)  # the default path: C speed, no int objects
-        return self._encode_pcm(self._pcm(block))
-
-    def _pcm(self, block: bytes) -> array.array[int]:
-        """Native int16 samples of a stored block, channels still interleaved."""
-        little = self.source_encoding != "l16be"
+    def _pcm(self, block: bytes) -> np.ndarray:
+        """int16 samples of a stored block, channels still interleaved."""
         if self.source_encoding in _DECODE:
-            block = _g711_pcm(self.source_encoding, block)
-        samples = array.array("h", block)
-        if little != _LITTLE:
-            samples.byteswap()
-        return samples
+            if len(block) % 2 == 0:
+                pairs = np.take(_DECODE_PAIRS[self.source_encoding], np.frombuffer(block, "<u2"))
+                return pairs.astype("<u4", copy=False).view("<i2")
+            return np.take(_DECODE[self.source_encoding], np.frombuffer(block, np.uint8))
+        order = "<i2" if self.source_encoding == "l16le" else ">i2"
+        return np.frombuffer(block, order).astype(np.int16)
 
-    def _mix(self, block: bytes) -> array.array[int]:
-        if self.source_encoding in _DECODE:
-            table = _MIX.get(self.source_encoding)
-            if table is None:
-                table = _MIX[self.source_encoding] = _mix_table(_DECODE[self.source_encoding])
-            pairs = array.array("H", block)
-            if not _LITTLE:
-                pairs.byteswap()
-            return array.array("h", map(table.__getitem__, pairs))
-        samples = self._pcm(block)
-        return array.array("h", map(lambda a, b: _clip(a + b), samples[0::2], samples[1::2]))
-
-    def _encode_pcm(self, samples: array.array[int]) -> bytes:
-        if self.output == "mulaw":
-            unsigned = array.array("H", samples.tobytes())
-            return bytes(map(_ENCODE_ULAW.__getitem__, unsigned))
-        if not _LITTLE:
-            samples.byteswap()
-        return samples.tobytes()
-
-
-def _g711_pcm(encoding: str, block: bytes) -> bytes:
-    """16-bit little-endian PCM of G.711 bytes: two translates and a slice-interleave."""
-    out = bytearray(2 * len(block))
-    out[0::2] = block.translate(_LOW[encoding])
-    out[1::2] = block.translate(_HIGH[encoding])
-    return bytes(out)
+    def _place(self, frames: np.ndarray, *, fill: int) -> np.ndarray:
+        """One stored track in a two-channel file: on its own channel, `fill` on the other."""
+        if frames.shape[1] == self.out_channels:
+            return frames
+        out = np.full((len(frames), 2), fill, dtype=frames.dtype)
+        out[:, OUTPUT_TRACKS["dual"].index(self.source_tracks[0])] = frames[:, 0]
+        return out

@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from storage import keys
 from storage.crypto import CHUNK_HEADER, ChunkCipher
 from storage.errors import IntegrityFailure
+from telephony import playback
 from telephony.app import create_app
 from telephony.appkeys import MASTER_KEYS
 from telephony.settings import Settings, master_keys
@@ -323,10 +324,15 @@ async def test_a_flipped_bit_in_the_first_chunk_answers_500_before_any_audio(
 
 
 async def test_a_flipped_bit_later_cuts_the_transfer_short_and_never_alters_audio(
-    client: TestClient, owner: Customer, pool: asyncpg.Pool, settings: Settings
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Long enough that the damaged chunk lies past the first streamed piece.
-    recording_id = await record(client, owner, pool, frames=1500)
+    # Small blob reads, so the damaged chunk lies past the first streamed piece.
+    monkeypatch.setattr(playback, "READ_BATCH_BYTES", 32 * 1024)
+    recording_id = await record(client, owner, pool, frames=600)
     intact = await (await download(client, owner, recording_id)).read()
     rows = await chunk_rows(pool, recording_id)
     await flip_bit(blob_path(settings, recording_id), rows[-2]["blob_offset"] + 20)

@@ -70,22 +70,36 @@ class Endpoint:
     wrapped_secret: bytes | None
 
 
+NO_URL = "no webhook_url configured"
+
+
 async def enqueue(
     conn: asyncpg.Connection, account_id: str, type: str, data: dict[str, Any], now: datetime
 ) -> str:
-    """Write the event in the caller's transaction: it exists exactly when the change does."""
+    """Write the event in the caller's transaction: it exists exactly when the change does.
+
+    An account without a webhook_url gets the event already skipped: nobody can
+    receive it, and the worker never has to pick it up only to close it.
+    """
     event_id = new_id("msg")
     payload = {"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
-    await conn.execute(
-        """INSERT INTO webhook_events (id, account_id, type, payload, created_at, next_attempt_at)
-           VALUES ($1, $2, $3, $4, $5, $5)""",
+    deliverable = await conn.fetchval(
+        """INSERT INTO webhook_events (id, account_id, type, payload, created_at,
+                                       next_attempt_at, skipped_at, last_error)
+           SELECT $1, a.id, $3, $4, $5::timestamptz, $5::timestamptz,
+                  CASE WHEN a.webhook_url IS NULL THEN $5::timestamptz END,
+                  CASE WHEN a.webhook_url IS NULL THEN $6::text END
+           FROM accounts a WHERE a.id = $2
+           RETURNING skipped_at IS NULL""",
         event_id,
         account_id,
         type,
         payload,
         now,
+        NO_URL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+    if deliverable:
+        await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
     return event_id
 
 
@@ -113,10 +127,14 @@ async def claim_heads(
     (several nodes) take disjoint rows; an account whose head is leased or
     waiting for a retry yields nothing, so its later events stay behind it.
     """
+    # Two statements rather than `$4 IS NULL OR account_id = $4`: a generic plan of
+    # that could not use the open-events index for the one-account case.
+    scope = "" if account_id is None else "AND account_id = $4"
+    args: list[Any] = [now, lease_until, limit] + ([] if account_id is None else [account_id])
     rows = await conn.fetch(
         f"""WITH heads AS (
                 SELECT DISTINCT ON (account_id) seq FROM webhook_events
-                WHERE {_OPEN} AND ($4::text IS NULL OR account_id = $4)
+                WHERE {_OPEN} {scope}
                 ORDER BY account_id, seq
             ), due AS (
                 SELECT e.seq FROM webhook_events e JOIN heads USING (seq)
@@ -128,10 +146,7 @@ async def claim_heads(
             UPDATE webhook_events w SET next_attempt_at = $2
             FROM due WHERE w.seq = due.seq
             RETURNING {_W_COLS}""",
-        now,
-        lease_until,
-        limit,
-        account_id,
+        *args,
     )
     return [WebhookEvent(**r) for r in rows]
 

@@ -55,7 +55,7 @@ SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 random bytes; storage.crypto wr
 USER_AGENT = "telephony-webhooks/1"
 LEASE_MARGIN_S = 60  # a claim outlives the attempt's time limit by this much
 DRAIN_LIMIT = 100  # events one account sends in a row before its slot goes to others
-NO_URL = "no webhook_url configured"
+NO_URL = webhooks.NO_URL
 NO_SECRET = "no signing secret: POST /v1/account/webhook-secret"  # noqa: S105
 
 

@@ -22,14 +22,30 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Open the pool; translate connection failures so no DSN (and password) leaks."""
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without the server round trip of asyncpg's reset (UNLISTEN, RESET ALL, ...).
+
+    asyncpg still rolls back an open transaction and drops client-side
+    listeners first. Only for pools whose statements leave no session state.
+    """
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, stateless: bool = False
+) -> asyncpg.Pool:
+    """Open the pool; translate connection failures so no DSN (and password) leaks.
+
+    `stateless`: every statement run on it leaves no session state (no LISTEN,
+    no SET, no session lock), so releasing a connection skips the reset query.
+    The media writers' pool is one: a query saved per sealed chunk.
+    """
     try:
         return await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_keep_session if stateless else None,
             command_timeout=30,
         )
     except (OSError, asyncpg.PostgresError) as exc:
@@ -50,8 +66,9 @@ async def ensure_database(dsn: str) -> None:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
             ident = await conn.fetchval("SELECT quote_ident($1)", name)
-            # Another process may create it meanwhile.
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+            # Another process may create it meanwhile: PostgreSQL says so as a duplicate
+            # database, or, when both insert into pg_database at once, as a unique violation.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f"CREATE DATABASE {ident}")
     finally:
         await conn.close()

@@ -651,10 +651,19 @@ async def test_the_background_worker_delivers_an_admin_change_on_commit(
         )
         assert key.status == 201
         await wait_until(lambda: len(receiver.received) == 2, timeout_s=5)
+        # The receiver answers before the worker records it: wait for the row, not the POST.
+        await wait_until(delivered(pool), timeout_s=5)
 
     assert [r["type"] for r in receiver.received] == ["user.created", "api_key.created"]
     assert receiver.received[0]["data"]["subject"] == {"type": "user", "id": user_id}
-    assert all(n.delivered_at is not None for n in await all_notes(pool))
+
+
+def delivered(pool: asyncpg.Pool) -> Any:
+    async def check() -> bool:
+        notes = await all_notes(pool)
+        return bool(notes) and all(n.delivered_at is not None for n in notes)
+
+    return check
 
 
 async def test_the_background_worker_retries_after_a_500(

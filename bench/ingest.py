@@ -271,7 +271,7 @@ async def run_bare(n: int, seconds: float, loop_name: str) -> Measure:
     )
     try:
         await wait_ready(f"http://127.0.0.1:{port}/healthz", process)
-        async with aiohttp.ClientSession() as http:
+        async with unbounded_session() as http:
             legs = []
             for _ in range(n):
                 ws = await http.ws_connect(f"ws://127.0.0.1:{port}/v1/media/twilio")
@@ -287,6 +287,12 @@ async def run_bare(n: int, seconds: float, loop_name: str) -> Measure:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def unbounded_session() -> aiohttp.ClientSession:
+    """Every leg holds a socket for the whole run: aiohttp's default cap of 100
+    connections would leave leg 101 waiting forever for one."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
 
 def held(m: Measure) -> bool:
@@ -324,7 +330,7 @@ async def main() -> None:
     print(f"ingest benchmark on {os.cpu_count()} cores, server loop: {args.loop}", flush=True)
     try:
         await server.start()
-        async with aiohttp.ClientSession() as http:
+        async with unbounded_session() as http:
             token = await sign_up(http, server.url)
             best = 0
             for n in steps:

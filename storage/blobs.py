@@ -112,9 +112,13 @@ class FilesystemBlobStore:
             return await asyncio.to_thread(self._append, path, data)
 
     def _append(self, path: Path, data: bytes) -> int:
-        self._make_parents(path)
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        created = False
+        try:  # the usual case, once a second per recording: the file exists
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            self._make_parents(path)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            created = True
         try:
             offset = os.fstat(fd).st_size
             view = memoryview(data)

@@ -48,6 +48,7 @@ from telephony.appkeys import (
     POOL,
     REGISTRY,
     SETTINGS,
+    WRITER_POOL,
 )
 from telephony.hub import MediaHub, default_node_id
 from telephony.logs import request_id_var
@@ -170,8 +171,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url is not None
     app[POOL] = await create_pool(settings.database_url)
+    app[WRITER_POOL] = await create_pool(settings.database_url, max_size=4, stateless=True)
     yield
     await workers.flush_access_log(app[POOL], app[ACCESS_QUEUE])
+    await app[WRITER_POOL].close()
     await app[POOL].close()
 
 
@@ -183,6 +186,7 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
         app[BLOBS],
         app[MASTER_KEYS],
         settings.node_id or default_node_id(settings.port),
+        writer_pool=app[WRITER_POOL],
     )
     app[HUB] = hub
     await hub.recover()

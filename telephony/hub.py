@@ -45,6 +45,7 @@ class LiveStream:
     fmt: AudioFormat | None = None
     writer: RecordingWriter | None = None
     started_mono: float | None = None  # monotonic time of timestamp 0, from the first frame
+    frames: int = 0  # audio frames received, for the batched frame counter
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -54,6 +55,9 @@ class MediaHub:
     blobs: BlobStore
     master: keys.MasterKeys
     node_id: str
+    # The writers' own pool: chunk rows, once a second per recording, on stateless
+    # connections (no reset round trip). None: the main pool.
+    writer_pool: asyncpg.Pool | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     streams: dict[str, LiveStream] = field(default_factory=dict)
 
@@ -203,7 +207,7 @@ class MediaHub:
             pause_behavior=rec.pause_behavior,
             fmt=stream.fmt,
             cipher=ChunkCipher(data_key, state.nonce_prefix, recording_id),
-            pool=self.pool,
+            pool=self.writer_pool or self.pool,
             blobs=self.blobs,
             windows=[Window(s.started_at, s.ended_at) for s in segments],
             next_index=state.next_index,

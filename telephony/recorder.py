@@ -26,9 +26,11 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -63,8 +65,9 @@ class AudioFormat:
         return 2 if self.encoding.startswith("l16") else 1
 
 
-@dataclass
-class Frame:
+class Frame(NamedTuple):
+    """One frame on its way to a chunk: a tuple, since thousands arrive every second."""
+
     channel: int
     position: int  # in samples of the stream timeline
     payload: bytes
@@ -108,9 +111,10 @@ class RecordingWriter:
     stats: WriterStats = field(default_factory=WriterStats)
 
     def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[Frame] = asyncio.Queue(
-            maxsize=QUEUE_FRAMES * len(self.fmt.tracks)
-        )
+        # The socket's side appends, the writer task takes all at each cycle: a deque
+        # with a bound, not an asyncio.Queue, since nobody ever awaits a frame.
+        self.queue_bound = QUEUE_FRAMES * len(self.fmt.tracks)
+        self._inbox: deque[Frame] = deque()
         self._pending: list[Frame] = []
         self._pending_bytes = 0
         self._next_pos = [0] * len(self.fmt.tracks)
@@ -143,9 +147,9 @@ class RecordingWriter:
         else:
             position = self._next_pos[channel]
         self._next_pos[channel] = position + len(audio.payload) // self.fmt.sample_bytes
-        try:
-            self._queue.put_nowait(Frame(channel, position, audio.payload, arrival))
-        except asyncio.QueueFull:
+        if len(self._inbox) < self.queue_bound:
+            self._inbox.append(Frame(channel, position, audio.payload, arrival))
+        else:
             self.stats.frames_dropped_overflow += 1
             if self._overflow_since is None:
                 self._overflow_since = time.monotonic()
@@ -191,16 +195,18 @@ class RecordingWriter:
                 log.exception("sealing a chunk failed", extra={"recording_id": self.recording_id})
             await self._record_overflow()
 
+    @property
+    def queued(self) -> int:
+        """Frames offered and not yet taken by the writer (at most `queue_bound`)."""
+        return len(self._inbox)
+
     def _drain_queue(self) -> None:
-        while True:
-            try:
-                frame = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            self._pending.append(frame)
-            self._pending_bytes += len(frame.payload)
-            if self._pending_bytes >= MAX_CHUNK_BYTES:
-                self._wake.set()
+        taken = list(self._inbox)
+        self._inbox.clear()
+        self._pending.extend(taken)
+        self._pending_bytes += sum(len(f.payload) for f in taken)
+        if self._pending_bytes >= MAX_CHUNK_BYTES:
+            self._wake.set()
 
     async def _record_overflow(self) -> None:
         if self._overflow_since is None:
@@ -226,6 +232,12 @@ class RecordingWriter:
 
     def _by_window(self, frames: list[Frame]) -> dict[int, list[Frame]]:
         """Frames grouped by the segment they arrived in; frames outside every segment dropped."""
+        if frames and self.windows:
+            # Frames are in arrival order: when the first and the last arrived inside the
+            # latest segment, all did (the usual case, checked in two comparisons).
+            last = self.windows[-1]
+            if last.contains(frames[0].arrival) and last.contains(frames[-1].arrival):
+                return {len(self.windows) - 1: frames}
         groups: dict[int, list[Frame]] = {}
         for f in frames:
             index = self._window_of(f.arrival)
@@ -275,7 +287,7 @@ class RecordingWriter:
     async def _write_frames(self, frames: list[Frame]) -> bool:
         """Seal and store frames; False (and nothing stored) when the window check refuses."""
         snapshot = (self.out_samples, self._shift, self._fill_pause)
-        arrivals = (min(f.arrival for f in frames), max(f.arrival for f in frames))
+        arrivals = (frames[0].arrival, frames[-1].arrival)  # frames keep their arrival order
         for number, (piece, samples) in enumerate(self._interleave(frames)):
             if not await self._write(piece, samples, *arrivals, final=False):
                 if number == 0:
@@ -300,11 +312,10 @@ class RecordingWriter:
         if not keep_jitter:
             return frames, []
         width = self.fmt.sample_bytes
-        horizon = max(f.position + len(f.payload) // width for f in frames) - int(
-            JITTER_S * self.fmt.sample_rate_hz
-        )
-        ready = [f for f in frames if f.position + len(f.payload) // width <= horizon]
-        held = [f for f in frames if f.position + len(f.payload) // width > horizon]
+        ends = [f.position + len(f.payload) // width for f in frames]
+        horizon = max(ends) - int(JITTER_S * self.fmt.sample_rate_hz)
+        ready = [f for f, end in zip(frames, ends, strict=True) if end <= horizon]
+        held = [f for f, end in zip(frames, ends, strict=True) if end > horizon]
         return ready, held
 
     def _interleave(self, frames: list[Frame]) -> list[tuple[bytes, int]]:

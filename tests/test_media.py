@@ -416,12 +416,12 @@ async def test_a_flood_of_frames_is_bounded_and_the_call_survives(
     """10,000 frames as fast as the socket takes them: bounded queue, no disconnect."""
     call, rec, peer = await record_with(client, owner)
     writer = writer_of(client, call["id"])
-    bound = writer._queue.maxsize
+    bound = writer.queue_bound
     peak = 0
 
     for _ in range(100):
         await peer.media(VOICE, frames=100)
-        peak = max(peak, writer._queue.qsize())
+        peak = max(peak, writer.queued)
     audio = await finish(client, pool, peer, rec)
 
     assert peak <= bound
@@ -470,3 +470,25 @@ async def test_jambonz_stereo_stream_is_recorded_in_two_channels(
     audio = await stored_audio(client, rec["id"])
     assert ws.protocol == "audio.jambonz.org"
     assert audio == interleaved  # L16 kept as received, channel 0 = inbound
+
+
+async def test_the_frame_counter_counts_every_frame_though_it_is_updated_in_batches(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    call = await consented_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start(("inbound",))
+
+    await peer.media(VOICE, "inbound", frames=25)  # two batches of ten and a remainder
+    await peer.stop()
+    await until(lambda: _stream_gone(pool, call["id"]))
+    text = await (await client.get("/metrics")).text()
+
+    counted = [line for line in text.splitlines() if line.startswith("media_frames_total ")]
+    assert counted == ["media_frames_total 25.0"]
+    assert "media_ingest_lag_seconds_count 2.0" in text  # one frame in ten is timed
+
+
+async def _stream_gone(pool: asyncpg.Pool, call_id: str) -> bool:
+    async with pool.acquire() as conn:
+        return not await conn.fetchval("SELECT true FROM media_streams WHERE call_id = $1", call_id)

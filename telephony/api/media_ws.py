@@ -101,6 +101,7 @@ async def media(request: web.Request) -> web.StreamResponse:
         await ws.close(code=POLICY, message=b"no media token in time")
     finally:
         if stream is not None:
+            request.app[METRICS].media_frames.inc(stream.frames % METRIC_EVERY)
             await asyncio.shield(hub.detach(stream, final=True))
         if not ws.closed:
             await ws.close()
@@ -156,17 +157,29 @@ async def _pump(
     return False
 
 
+# Metrics per frame would cost a tenth of the ingest CPU: count in batches and
+# sample the lag of one frame in METRIC_EVERY (five a second per 50 fps stream).
+METRIC_EVERY = 10
+
+
+def _count_frames(metrics: Metrics, stream: LiveStream, event: Audio) -> None:
+    metrics.media_frames.inc(METRIC_EVERY)
+    if event.timestamp_ms is not None and stream.started_mono is not None:
+        lag_s = time.monotonic() - stream.started_mono - event.timestamp_ms / 1000
+        metrics.media_lag.observe(lag_s)
+
+
 async def _handle(
     hub: MediaHub, metrics: Metrics, stream: LiveStream, events: list[MediaEvent]
 ) -> bool:
     for event in events:
         if isinstance(event, Audio):
-            now = time.monotonic()
-            metrics.media_frames.inc()
-            if event.timestamp_ms is not None:
-                if stream.started_mono is None:  # the first frame sets the stream's clock
-                    stream.started_mono = now - event.timestamp_ms / 1000
-                metrics.media_lag.observe(now - stream.started_mono - event.timestamp_ms / 1000)
+            stream.frames += 1
+            if stream.started_mono is None and event.timestamp_ms is not None:
+                # The first frame sets the stream's clock.
+                stream.started_mono = time.monotonic() - event.timestamp_ms / 1000
+            if stream.frames % METRIC_EVERY == 0:
+                _count_frames(metrics, stream, event)
             writer = stream.writer
             if writer is not None:
                 writer.offer(event, datetime.now(UTC))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 Encoding = Literal["mulaw", "alaw", "l16le", "l16be"]
 
@@ -17,8 +17,9 @@ class StreamStart:
     stream_id: str | None
 
 
-@dataclass(frozen=True)
-class Audio:
+class Audio(NamedTuple):
+    """A tuple, not a dataclass: one is made for every frame of every call."""
+
     track: str  # "inbound" (the counterparts) or "outbound" (the customer's side)
     payload: bytes  # codec bytes as received, whole samples only
     timestamp_ms: int | None  # since stream start; None: right after this track's previous audio

@@ -26,6 +26,7 @@ from storage.errors import (
     TooManyRequests,
 )
 from storage.ids import new_id, new_token, token_hash
+from telephony import sessions
 from telephony.roles import CustomerRole, Principal
 from telephony.settings import Settings
 
@@ -324,6 +325,8 @@ async def update_account(
     assert principal.account_id is not None
     async with pool.acquire() as conn, conn.transaction():
         account = await accounts.update_account(conn, principal.account_id, changes)
+        if changes.get("processing_restricted") is True:
+            await sessions.pause_for_restriction(conn, account.id, principal.actor, now)
         await notify_admin_change(
             conn,
             "account.updated",

@@ -33,6 +33,7 @@ import asyncpg
 from storage import accounts, privacy
 from storage.errors import ErasureRequiresTermination, PrivacyRequestState
 from storage.ids import new_id
+from telephony import sessions
 from telephony.identity import notify_admin_change
 from telephony.roles import CustomerRole, Principal
 
@@ -283,6 +284,7 @@ async def _restrict(
     if user is None or user.role != CustomerRole.OWNER:
         return "none"
     await accounts.update_account(conn, request.account_id, {"processing_restricted": True})
+    await sessions.pause_for_restriction(conn, request.account_id, staff.actor, now)
     await _record(
         conn,
         "account.updated",

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     STOP = "stop"
     CALL_ENDED = "call_ended"
     STREAM_ENDED = "stream_ended"
+    PROCESSING_RESTRICTED = "processing_restricted"  # D2: the account's processing is restricted
 
 
 LIVE = frozenset({Status.RECORDING, Status.PAUSED})

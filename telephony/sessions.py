@@ -245,6 +245,30 @@ async def end_active_calls(
     return len(ids)
 
 
+async def pause_for_restriction(
+    conn: asyncpg.Connection, account_id: str, actor: dict[str, Any], now: datetime
+) -> int:
+    """D2: restricting an account's processing pauses its running recordings at once.
+
+    Runs in the transaction that set `processing_restricted`. Each call row
+    is locked like any gate decision, so a start racing the restriction
+    either committed first (and is paused here) or reads the flag and is refused.
+    Resuming stays refused (409 processing-restricted) until the flag is lifted.
+    """
+    rows = await conn.fetch(
+        "SELECT id FROM calls WHERE account_id = $1 AND status = 'active' ORDER BY id",
+        account_id,
+    )
+    paused = 0
+    for row in rows:
+        await calls.get_call(conn, row["id"], account_id=None, lock=True)
+        live = await recordings.find_live(conn, row["id"])
+        if live is not None and live.status == Status.RECORDING:
+            await _pause(conn, live, actor, Reason.PROCESSING_RESTRICTED, now)
+            paused += 1
+    return paused
+
+
 async def _end(
     conn: asyncpg.Connection, call: calls.Call, actor: dict[str, Any], now: datetime
 ) -> calls.Call:

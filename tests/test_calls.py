@@ -373,6 +373,30 @@ async def test_processing_restriction_blocks_start_and_resume(
     assert (await resume.json())["code"] == (await start.json())["code"] == "processing-restricted"
 
 
+async def test_restriction_pauses_a_running_recording_until_it_is_lifted(
+    client: TestClient, owner: Customer
+) -> None:
+    """D2: processing stops at once, not only for the next start."""
+    call = await consented_call(client, owner)
+    rec = await start_recording(client, owner, call["id"])
+
+    restricted = await client.patch(
+        "/v1/account", json={"processing_restricted": True}, headers=owner.auth
+    )
+    paused = await recording_of(client, owner, rec["id"])
+    refused = await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
+    await client.patch("/v1/account", json={"processing_restricted": False}, headers=owner.auth)
+    resumed = await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
+
+    assert restricted.status == 200
+    assert paused["status"] == "paused"
+    assert paused["pause_reason"] == "processing_restricted"
+    assert paused["segments"][-1]["ended_by"] == "processing_restricted"
+    assert refused.status == 409
+    assert resumed.status == 200
+    assert (await resumed.json())["status"] == "recording"
+
+
 async def test_scopes_limit_api_keys(client: TestClient, owner: Customer) -> None:
     call = await consented_call(client, owner)
     key = await (

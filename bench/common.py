@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -144,3 +145,32 @@ async def sign_up(http: aiohttp.ClientSession, base: str) -> str:
         f"{base}/v1/sessions", json={"email": email, "password": PASSWORD}
     ) as resp:
         return str((await resp.json())["token"])
+
+
+async def consented_call(
+    http: aiohttp.ClientSession, base: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    """An inbound call whose one counterpart has consented: ready to record (R2)."""
+    async with http.post(
+        f"{base}/v1/calls",
+        headers=headers,
+        json={
+            "direction": "inbound",
+            "from": "+48601234567",
+            "to": "+48221234567",
+            "counterparts": [{"label": "caller", "number": "+48601234567"}],
+        },
+    ) as resp:
+        call = await resp.json()
+        assert resp.status == 201, call
+    async with http.post(
+        f"{base}/v1/calls/{call['id']}/consents",
+        headers=headers,
+        json={
+            "counterpart_id": call["counterparts"][0]["id"],
+            "decision": "granted",
+            "method": "announcement",
+        },
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+    return call

@@ -59,7 +59,16 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, OurServer, cpu_seconds, free_port, rss_bytes, sign_up, wait_ready
+from bench.common import (
+    ROOT,
+    OurServer,
+    consented_call,
+    cpu_seconds,
+    free_port,
+    rss_bytes,
+    sign_up,
+    wait_ready,
+)
 from storage import keys, recordings
 from storage.blobs import FilesystemBlobStore
 from storage.crypto import ChunkCipher
@@ -125,28 +134,7 @@ def chunk_audio(pool: bytes, index: int) -> bytes:
 async def completed_recording(http: aiohttp.ClientSession, base: str, token: str) -> str:
     """A consented call with a dual recording, ended: the recording is `completed`."""
     headers = {"Authorization": f"Bearer {token}"}
-    async with http.post(
-        f"{base}/v1/calls",
-        headers=headers,
-        json={
-            "direction": "inbound",
-            "from": "+48601234567",
-            "to": "+48221234567",
-            "counterparts": [{"label": "caller", "number": "+48601234567"}],
-        },
-    ) as resp:
-        call = await resp.json()
-        assert resp.status == 201, call
-    async with http.post(
-        f"{base}/v1/calls/{call['id']}/consents",
-        headers=headers,
-        json={
-            "counterpart_id": call["counterparts"][0]["id"],
-            "decision": "granted",
-            "method": "announcement",
-        },
-    ) as resp:
-        assert resp.status == 201, await resp.text()
+    call = await consented_call(http, base, headers)
     async with http.post(
         f"{base}/v1/calls/{call['id']}/recordings", headers=headers, json={"channels": "dual"}
     ) as resp:

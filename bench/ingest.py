@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     ROOT,
     OurServer,
+    consented_call,
     cpu_seconds,
     cpu_seconds_of,
     free_port,
@@ -163,27 +164,7 @@ async def open_legs(http: aiohttp.ClientSession, base: str, token: str, n: int) 
 
     async def one(i: int) -> Leg:
         async with sem:
-            async with http.post(
-                f"{base}/v1/calls",
-                headers=headers,
-                json={
-                    "direction": "inbound",
-                    "from": "+48601234567",
-                    "to": "+48221234567",
-                    "counterparts": [{"label": "caller", "number": "+48601234567"}],
-                },
-            ) as resp:
-                call = await resp.json()
-            async with http.post(
-                f"{base}/v1/calls/{call['id']}/consents",
-                headers=headers,
-                json={
-                    "counterpart_id": call["counterparts"][0]["id"],
-                    "decision": "granted",
-                    "method": "announcement",
-                },
-            ) as resp:
-                assert resp.status == 201
+            call = await consented_call(http, base, headers)
             ws = await http.ws_connect(
                 f"{base.replace('http', 'ws')}/v1/media/twilio?token={call['media']['token']}",
                 max_msg_size=0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -261,12 +262,10 @@ async def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float
     async with aiohttp.ClientSession() as http:
         while asyncio.get_running_loop().time() < deadline:
             assert proc.poll() is None, "serve exited early"
-            try:
+            with contextlib.suppress(aiohttp.ClientError):  # not listening yet
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                     if resp.status == 200:
                         return
-            except aiohttp.ClientError:
-                pass
             await asyncio.sleep(0.1)
     raise AssertionError("serve did not answer /healthz")
 

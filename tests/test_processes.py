@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -72,12 +73,10 @@ class Server:
             for _ in range(300):
                 if self.process.poll() is not None:
                     raise AssertionError(f"server exited: {self.log_path.read_text()[-2000:]}")
-                try:
+                with contextlib.suppress(aiohttp.ClientError):  # not listening yet
                     async with http.get(f"{self.url}/readyz") as resp:
                         if resp.status == 200:
                             return
-                except aiohttp.ClientError:
-                    pass
                 await asyncio.sleep(0.05)
         raise AssertionError("server did not become ready")
 

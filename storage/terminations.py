@@ -74,6 +74,7 @@ async def remove_personal_data(conn: asyncpg.Connection, account_id: str, now: d
     # with them (their audio was destroyed at the end of the grace period).
     await conn.execute("DELETE FROM calls WHERE account_id = $1", account_id)
     await conn.execute("DELETE FROM webhook_events WHERE account_id = $1", account_id)
+    await conn.execute("DELETE FROM webhook_secrets WHERE account_id = $1", account_id)
     await conn.execute(
         "UPDATE privacy_requests SET details = '', resolution = NULL WHERE account_id = $1",
         account_id,

@@ -146,6 +146,8 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
         headers=owner.auth,
     )
     assert filed.status == 201
+    secret = await client.post("/v1/account/webhook-secret", headers=owner.auth)
+    assert secret.status == 201
     now = datetime.now(UTC)
     await retention.terminate_account(pool, owner.account_id, now, grace_days=30)
     blobs = client.app[BLOBS]
@@ -171,7 +173,8 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
         leftovers = await conn.fetchval(
             """SELECT (SELECT count(*) FROM calls WHERE account_id = $1)
                     + (SELECT count(*) FROM account_keys WHERE account_id = $1)
-                    + (SELECT count(*) FROM recordings WHERE account_id = $1)""",
+                    + (SELECT count(*) FROM recordings WHERE account_id = $1)
+                    + (SELECT count(*) FROM webhook_secrets WHERE account_id = $1)""",
             owner.account_id,
         )
         breaks = await audit.verify(conn, owner.account_id)

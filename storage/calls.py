@@ -89,6 +89,20 @@ async def get_call(
     return Call(**row)
 
 
+async def lock_active_calls(conn: asyncpg.Connection, account_id: str) -> list[Call]:
+    """Every active call of the account, row-locked in id order (one order: no deadlock).
+
+    For account-wide changes (termination, restriction) that must not interleave
+    with a recording start on any of the calls, exactly like `get_call(lock=True)`.
+    """
+    rows = await conn.fetch(
+        f"""SELECT {_CALL_COLS} FROM calls WHERE account_id = $1 AND status = 'active'
+            ORDER BY id FOR UPDATE""",
+        account_id,
+    )
+    return [Call(**r) for r in rows]
+
+
 async def list_calls(
     conn: asyncpg.Connection, account_id: str, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[Call]:

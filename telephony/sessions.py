@@ -234,15 +234,10 @@ async def end_active_calls(
     conn: asyncpg.Connection, account_id: str, actor: dict[str, Any], now: datetime
 ) -> int:
     """Account termination: every active call ends, its recording completes."""
-    ids = await conn.fetch(
-        "SELECT id FROM calls WHERE account_id = $1 AND status = 'active' ORDER BY id",
-        account_id,
-    )
-    for row in ids:
-        await _end(
-            conn, await calls.get_call(conn, row["id"], account_id=None, lock=True), actor, now
-        )
-    return len(ids)
+    active = await calls.lock_active_calls(conn, account_id)
+    for call in active:
+        await _end(conn, call, actor, now)
+    return len(active)
 
 
 async def pause_for_restriction(
@@ -255,14 +250,9 @@ async def pause_for_restriction(
     either committed first (and is paused here) or reads the flag and is refused.
     Resuming stays refused (409 processing-restricted) until the flag is lifted.
     """
-    rows = await conn.fetch(
-        "SELECT id FROM calls WHERE account_id = $1 AND status = 'active' ORDER BY id",
-        account_id,
-    )
     paused = 0
-    for row in rows:
-        await calls.get_call(conn, row["id"], account_id=None, lock=True)
-        live = await recordings.find_live(conn, row["id"])
+    for call in await calls.lock_active_calls(conn, account_id):
+        live = await recordings.find_live(conn, call.id)
         if live is not None and live.status == Status.RECORDING:
             await _pause(conn, live, actor, Reason.PROCESSING_RESTRICTED, now)
             paused += 1

@@ -50,8 +50,11 @@ async def _hash(settings: Settings, password: str) -> str:
     )
 
 
-def _actor(principal: Principal | None) -> dict[str, Any]:
-    return principal.actor if principal else {"type": "anonymous"}
+def _actor(actor: Principal | dict[str, Any] | None) -> dict[str, Any]:
+    """How a row names who acted: a caller, the system (already a dict), or nobody yet."""
+    if isinstance(actor, Principal):
+        return actor.actor
+    return actor if actor is not None else {"type": "anonymous"}
 
 
 async def notify_admin_change(
@@ -59,12 +62,16 @@ async def notify_admin_change(
     event: str,
     *,
     now: datetime,
-    actor: Principal | None,
+    actor: Principal | dict[str, Any] | None,
     account_id: str | None,
     subject: dict[str, Any],
     changes: dict[str, Any] | None = None,
 ) -> None:
-    """S4: tell the responsible staff; and the account's audit trail. Never a secret."""
+    """S4: tell the responsible staff; and the account's audit trail. Never a secret.
+
+    `actor` is the caller, a system actor (`{"type": "system", ...}`) for work no
+    caller asked for, such as a termination from the CLI, or None before sign-in.
+    """
     payload = {
         "event": event,
         "at": now.isoformat(),

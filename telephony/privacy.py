@@ -90,26 +90,6 @@ def check_can_file(principal: Principal, kind: Kind) -> None:
 # -- staff notification and audit ---------------------------------------------------------
 
 
-async def _record(
-    conn: asyncpg.Connection,
-    event: str,
-    *,
-    now: datetime,
-    actor: Principal,
-    account_id: str,
-    subject: dict[str, Any],
-    changes: dict[str, Any],
-) -> None:
-    """S4 and the audit trail in the caller's transaction, like every administrative change.
-
-    Ids and kinds only: the request's free text never enters the hash-chained
-    trail, where an erasure could not remove it.
-    """
-    await notify_admin_change(
-        conn, event, now=now, actor=actor, account_id=account_id, subject=subject, changes=changes
-    )
-
-
 def _subject(request: privacy.PrivacyRequest) -> dict[str, Any]:
     return {"type": "privacy_request", "id": request.id, "user_id": request.user_id}
 
@@ -134,7 +114,7 @@ async def file_request(
             received_at=now,
             due_at=due_at_for(now),
         )
-        await _record(
+        await notify_admin_change(
             conn,
             "privacy_request.received",
             now=now,
@@ -235,7 +215,7 @@ async def _move(
             completed_at=now if closed else None,
             resolution=resolution,
         )
-        await _record(
+        await notify_admin_change(
             conn,
             f"privacy_request.{target.value}",
             now=now,
@@ -264,7 +244,7 @@ async def _erase_member(
     await privacy.clear_request_details(conn, request.user_id)
     if user is not None:
         await accounts.delete_user(conn, user.id)  # sessions go with it (ON DELETE CASCADE)
-    await _record(
+    await notify_admin_change(
         conn,
         "user.erased",
         now=now,
@@ -285,7 +265,7 @@ async def _restrict(
         return "none"
     await accounts.update_account(conn, request.account_id, {"processing_restricted": True})
     await sessions.pause_for_restriction(conn, request.account_id, staff.actor, now)
-    await _record(
+    await notify_admin_change(
         conn,
         "account.updated",
         now=now,

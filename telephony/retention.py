@@ -18,10 +18,12 @@ from typing import Any
 
 import asyncpg
 
-from storage import audit, outbox, recordings, terminations, webhooks
+from storage import accounts, audit, recordings, terminations, webhooks
 from storage.blobs import BlobStore
 from storage.errors import NotFound, RecordingInProgress
 from telephony import sessions
+from telephony.identity import notify_admin_change
+from telephony.recorder import blob_prefix
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ async def _remove_blobs(
     pool: asyncpg.Pool, blobs: BlobStore, recording_id: str, now: datetime
 ) -> None:
     try:
-        await blobs.delete_prefix(f"recordings/{recording_id}")
+        await blobs.delete_prefix(blob_prefix(recording_id))
     except OSError:
         log.exception("blob removal failed; the retention worker retries it")
         return
@@ -166,7 +168,7 @@ async def terminate_account(
     Idempotent: a second termination keeps the first one's dates."""
     actor = system_actor("termination")
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+        await accounts.get_account(conn, account_id, lock=True)  # NotFound for an unknown id
         result, changed = await terminations.terminate(
             conn, account_id, now, now + timedelta(days=grace_days)
         )
@@ -181,27 +183,13 @@ async def terminate_account(
                 "calls_ended": calls_ended,
                 "api_keys_revoked": keys_revoked,
             }
-            subject = {"account_id": account_id}
-            await audit.append(
-                conn,
-                account_id=account_id,
-                at=now,
-                actor=actor,
-                action="account.terminated",
-                subject=subject,
-                details=details,
-            )
-            await outbox.enqueue(  # S4: an administrative change
+            await notify_admin_change(  # S4 and the audit trail
                 conn,
                 "account.terminated",
-                {
-                    "event": "account.terminated",
-                    "at": now.isoformat(),
-                    "actor": actor,
-                    "account_id": account_id,
-                    "subject": subject,
-                    "changes": details,
-                },
-                now,
+                now=now,
+                actor=actor,
+                account_id=account_id,
+                subject={"account_id": account_id},
+                changes=details,
             )
     return result

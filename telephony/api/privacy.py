@@ -7,6 +7,7 @@ the customer sees their own requests in full, owners the whole account's.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,7 +18,7 @@ from storage.errors import InvalidInput
 from storage.privacy import PrivacyRequest
 from telephony import access_copy, privacy
 from telephony.api.auth import require_customer_user, require_staff
-from telephony.api.spec import Body, Route, iso, page_of, read_body, read_page
+from telephony.api.spec import Body, Handler, Route, iso, page_of, read_body, read_page
 from telephony.appkeys import POOL, SETTINGS
 from telephony.roles import StaffRole
 
@@ -153,24 +154,24 @@ async def support_start_privacy_request(request: web.Request) -> web.Response:
     return web.json_response(render_for_support(found, now))
 
 
-async def support_complete_privacy_request(request: web.Request) -> web.Response:
-    staff = await require_staff(request, StaffRole.SUPPORT)
-    body = await read_body(request, PrivacyResolution)
-    now = _now()
-    found = await privacy.complete_request(
-        request.app[POOL], staff, request.match_info["id"], body.resolution, now
-    )
-    return web.json_response(render_for_support(found, now))
+def _close(use_case: Callable[..., Awaitable[PrivacyRequest]], name: str) -> Handler:
+    """Support closes a request with a resolution: by executing it, or by rejecting it."""
+
+    async def handler(request: web.Request) -> web.Response:
+        staff = await require_staff(request, StaffRole.SUPPORT)
+        body = await read_body(request, PrivacyResolution)
+        now = _now()
+        found = await use_case(
+            request.app[POOL], staff, request.match_info["id"], body.resolution, now
+        )
+        return web.json_response(render_for_support(found, now))
+
+    handler.__name__ = name
+    return handler
 
 
-async def support_reject_privacy_request(request: web.Request) -> web.Response:
-    staff = await require_staff(request, StaffRole.SUPPORT)
-    body = await read_body(request, PrivacyResolution)
-    now = _now()
-    found = await privacy.reject_request(
-        request.app[POOL], staff, request.match_info["id"], body.resolution, now
-    )
-    return web.json_response(render_for_support(found, now))
+support_complete_privacy_request = _close(privacy.complete_request, "support_complete")
+support_reject_privacy_request = _close(privacy.reject_request, "support_reject")
 
 
 _PAGING = (("limit", "1 to 200, default 50"), ("cursor", "next_cursor of the previous page"))

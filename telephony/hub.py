@@ -27,7 +27,7 @@ from storage.crypto import ChunkCipher
 from storage.errors import IntegrityFailure, NotFound
 from telephony import sessions
 from telephony.media.events import StreamStart
-from telephony.recorder import AudioFormat, RecordingWriter, Window
+from telephony.recorder import AudioFormat, RecordingWriter, Window, blob_key
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class MediaHub:
 async def trim_to_blob(conn: asyncpg.Connection, blobs: BlobStore, recording_id: str) -> None:
     """Drop chunk rows whose bytes never reached the blob (a crash between row and append)."""
     try:
-        size = await blobs.size(f"recordings/{recording_id}/audio")
+        size = await blobs.size(blob_key(recording_id))
     except NotFound:
         size = 0
     await conn.execute(

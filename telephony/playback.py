@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # Finished recordings only: a live one is still growing (409 recording-in-progress).
 DOWNLOADABLE = ("completed", "interrupted")
+_ANY_STATE = ("recording", "paused", "stopped", *DOWNLOADABLE)  # for iter_audio
 READ_BATCH_BYTES = 1 << 20  # one blob read serves many ~16 KiB chunks
 _DAMAGED = "an audio chunk failed its integrity check"
 
@@ -208,9 +209,6 @@ async def iter_audio(
     async for _, plaintext in _opened(playback, blobs, 0):
         if plaintext:
             yield plaintext
-
-
-_ANY_STATE = ("recording", "paused", "stopped", "completed", "interrupted")
 
 
 async def _opened(

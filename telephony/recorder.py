@@ -50,8 +50,13 @@ MAX_SILENCE_FILL_S = 600.0
 QUEUE_FRAMES = 500  # ten seconds of 20 ms frames per track
 
 
+def blob_prefix(recording_id: str) -> str:
+    """Everything a recording keeps in the blob store lies under this (deletion removes it)."""
+    return f"recordings/{recording_id}"
+
+
 def blob_key(recording_id: str) -> str:
-    return f"recordings/{recording_id}/audio"
+    return f"{blob_prefix(recording_id)}/audio"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -172,7 +173,10 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
 
 
 @contextlib.asynccontextmanager
-async def _reporting_damage(request: web.Request, principal: Principal, recording_id: str):
+async def _reporting_damage(
+    request: web.Request, principal: Principal, recording_id: str
+) -> AsyncIterator[None]:
+    """An IntegrityFailure passes through, written to the security log on its way (S6)."""
     try:
         yield
     except IntegrityFailure:

@@ -511,3 +511,30 @@ async def test_recordings_made_before_and_after_a_key_rotation_both_download(
     assert result.rewrapped >= 1 and result.remaining == 0
     assert in_rotation == [200, 200]
     assert all(body.startswith(b"RIFF") and len(body) > 44 for body in afterwards)
+
+
+async def api_key(client: TestClient, owner: Customer, *scopes: str) -> Customer:
+    resp = await client.post(
+        "/v1/api-keys", json={"name": "-".join(scopes), "scopes": list(scopes)}, headers=owner.auth
+    )
+    assert resp.status == 201, await resp.text()
+    return Customer(owner.account_id, owner.user_id, owner.email, (await resp.json())["token"])
+
+
+async def test_api_keys_need_recordings_read_to_download_and_write_to_delete(
+    client: TestClient, owner: Customer, recording: str
+) -> None:
+    """API.md: audio needs `recordings:read`, DELETE needs `recordings:write`."""
+    calls_only = await api_key(client, owner, "calls")
+    reader = await api_key(client, owner, "recordings:read")
+    writer = await api_key(client, owner, "recordings:write")
+
+    refused_audio = await download(client, calls_only, recording)
+    refused_delete = await client.delete(f"/v1/recordings/{recording}", headers=reader.auth)
+    allowed_audio = await download(client, reader, recording)
+    allowed_delete = await client.delete(f"/v1/recordings/{recording}", headers=writer.auth)
+
+    assert refused_audio.status == refused_delete.status == 403
+    assert (await refused_audio.json())["code"] == "forbidden"
+    assert allowed_audio.status == 200 and (await allowed_audio.read()).startswith(b"RIFF")
+    assert allowed_delete.status == 204

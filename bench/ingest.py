@@ -157,8 +157,10 @@ def p99_from_metrics(
     return float("inf"), buckets
 
 
-async def open_legs(http: aiohttp.ClientSession, base: str, token: str, n: int) -> list[Leg]:
-    """n calls, each consented, streaming and recording."""
+async def open_legs(
+    http: aiohttp.ClientSession, base: str, token: str, n: int, record: bool = True
+) -> list[Leg]:
+    """n calls, each consented and streaming; recording unless `record` is False."""
     headers = {"Authorization": f"Bearer {token}"}
     sem = asyncio.Semaphore(32)
 
@@ -184,6 +186,8 @@ async def open_legs(http: aiohttp.ClientSession, base: str, token: str, n: int) 
                     }
                 )
             )
+            if not record:
+                return Leg(ws, None)
             async with http.post(
                 f"{base}/v1/calls/{call['id']}/recordings",
                 headers=headers,
@@ -209,11 +213,16 @@ async def stored_frames(dsn: str, legs: list[Leg]) -> int:
 
 
 async def run_ours(
-    n: int, seconds: float, server: OurServer, http: aiohttp.ClientSession, token: str
+    n: int,
+    seconds: float,
+    server: OurServer,
+    http: aiohttp.ClientSession,
+    token: str,
+    record: bool = True,
 ) -> Measure:
     assert server.process is not None
     pid = server.process.pid
-    legs = await open_legs(http, server.url, token, n)
+    legs = await open_legs(http, server.url, token, n, record)
     await asyncio.sleep(1.0)  # writers are attached
     async with http.get(f"{server.url}/metrics") as resp:
         _, buckets = p99_from_metrics(await resp.text(), {})
@@ -230,7 +239,7 @@ async def run_ours(
         await leg.ws.send_str('{"event":"stop"}')
         await leg.ws.close()
     await asyncio.sleep(2.0)  # the writers seal their last chunks
-    stored = await stored_frames(server.cluster.dsn(), legs)
+    stored = await stored_frames(server.cluster.dsn(), legs) if record else None
     return Measure(
         n,
         elapsed,
@@ -278,8 +287,7 @@ def unbounded_session() -> aiohttp.ClientSession:
 
 def held(m: Measure) -> bool:
     return (
-        m.frames_stored is not None
-        and m.frames_stored >= m.frames_sent
+        (m.frames_stored is None or m.frames_stored >= m.frames_sent)
         and m.p99_lag_s is not None
         and m.p99_lag_s <= LAG_LIMIT_S
     )
@@ -303,8 +311,14 @@ async def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--hold-seconds", type=float, default=60.0)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument(
+        "--without-recording",
+        action="store_true",
+        help="legs stream but record nothing: splits the recorder's cost from ingest's",
+    )
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
+    record = not args.without_recording
 
     data = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir="/tmp"))
     server = OurServer(data, args.loop)
@@ -315,7 +329,7 @@ async def main() -> None:
             token = await sign_up(http, server.url)
             best = 0
             for n in steps:
-                m = await run_ours(n, args.step_seconds, server, http, token)
+                m = await run_ours(n, args.step_seconds, server, http, token, record)
                 show("step", m)
                 if not held(m):
                     break
@@ -323,7 +337,7 @@ async def main() -> None:
             if not best:
                 print("no step held; nothing to hold for long")
                 return
-            ours = await run_ours(best, args.hold_seconds, server, http, token)
+            ours = await run_ours(best, args.hold_seconds, server, http, token, record)
             show("ours", ours)
         bare = await run_bare(best, args.hold_seconds, args.loop)
         show("bare", bare)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from telephony.media.events import (
     Audio,
@@ -83,7 +83,7 @@ class JsonStreamParser:
 
     def feed_text(self, text: str) -> list[MediaEvent]:
         try:
-            message = json.loads(text)
+            message = orjson.loads(text)  # a quarter of json.loads' time, 50 times a second a leg
         except ValueError:
             raise _invalid("frame is not JSON") from None
         if not isinstance(message, dict):
@@ -148,7 +148,7 @@ class JsonStreamParser:
         if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
             raise _invalid("media without a payload")
         try:
-            payload = base64.b64decode(media["payload"], validate=True)
+            payload = binascii.a2b_base64(media["payload"], strict_mode=True)
         except (binascii.Error, ValueError):
             raise _invalid("payload is not base64") from None
         if not payload:

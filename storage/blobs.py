@@ -11,11 +11,13 @@ never waits for a disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +31,9 @@ _TMP_MARK = ".tmp-"
 class BlobStore(Protocol):
     async def put(self, key: str, data: bytes) -> None: ...
     async def append(self, key: str, data: bytes) -> int: ...
+    async def append_many(
+        self, items: Sequence[tuple[str, bytes]]
+    ) -> list[int | BaseException]: ...
     async def get(self, key: str) -> bytes: ...
     async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
     def stream(
@@ -61,7 +66,8 @@ class FilesystemBlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Weak: a lock lives while someone holds or awaits it, not for every key ever seen.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _path(self, key: str) -> Path:
         path = self.root.joinpath(*check_key(key))
@@ -112,6 +118,52 @@ class FilesystemBlobStore:
             return await asyncio.to_thread(self._append, path, data)
 
     def _append(self, path: Path, data: bytes) -> int:
+        fd, offset, created = self._append_unsynced(path, data)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(path.parent)
+        return offset
+
+    async def append_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | BaseException]:
+        """Append to many blobs in one worker-thread hop; each item's offset, or its error.
+
+        Why: every live recording appends a chunk a second. One hop for all of
+        them, writing first and syncing after, costs a fraction of a hop and
+        a journal commit per chunk. Items for the same key land in order.
+        """
+        paths = [self._path(key) for key, _ in items]
+        async with contextlib.AsyncExitStack() as held:
+            for key in sorted({key for key, _ in items}):  # one order: no deadlock
+                await held.enter_async_context(self._lock(key))
+            return await asyncio.to_thread(self._append_all, paths, [data for _, data in items])
+
+    def _append_all(self, paths: list[Path], datas: list[bytes]) -> list[int | BaseException]:
+        results: list[int | BaseException] = []
+        opened: list[tuple[int, int, Path, bool]] = []  # (fd, result index, path, created)
+        for path, data in zip(paths, datas, strict=True):
+            try:
+                fd, offset, created = self._append_unsynced(path, data)
+            except OSError as exc:
+                results.append(exc)
+                continue
+            opened.append((fd, len(results), path, created))
+            results.append(offset)
+        for fd, index, path, created in opened:
+            try:
+                os.fsync(fd)
+                if created:
+                    _fsync_dir(path.parent)
+            except OSError as exc:
+                results[index] = exc
+            finally:
+                os.close(fd)
+        return results
+
+    def _append_unsynced(self, path: Path, data: bytes) -> tuple[int, int, bool]:
+        """(open fd, offset the data starts at, whether the file was created); not yet synced."""
         created = False
         try:  # the usual case, once a second per recording: the file exists
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -121,15 +173,20 @@ class FilesystemBlobStore:
             created = True
         try:
             offset = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
+        except BaseException:
+            # A half-written record (a full disk) would shift every later one: cut it off.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, offset)
             os.close(fd)
-        if created:
-            _fsync_dir(path.parent)
-        return offset
+            raise
+        return fd, offset, created
 
     # -- reads ---------------------------------------------------------------
 

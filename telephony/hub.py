@@ -27,7 +27,7 @@ from storage.crypto import ChunkCipher
 from storage.errors import IntegrityFailure, NotFound
 from telephony import sessions
 from telephony.media.events import StreamStart
-from telephony.recorder import AudioFormat, RecordingWriter, Window, blob_key
+from telephony.recorder import AudioFormat, ChunkSink, RecordingWriter, Window, blob_key
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class MediaHub:
     writer_pool: asyncpg.Pool | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     streams: dict[str, LiveStream] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sink = ChunkSink(self.writer_pool or self.pool, self.blobs)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class MediaHub:
     async def close(self) -> None:
         for stream in list(self.streams.values()):
             await self.detach(stream, final=False)
+        await self.sink.close()
 
     # -- streams -----------------------------------------------------------------
 
@@ -207,8 +211,7 @@ class MediaHub:
             pause_behavior=rec.pause_behavior,
             fmt=stream.fmt,
             cipher=ChunkCipher(data_key, state.nonce_prefix, recording_id),
-            pool=self.writer_pool or self.pool,
-            blobs=self.blobs,
+            sink=self.sink,
             windows=[Window(s.started_at, s.ended_at) for s in segments],
             next_index=state.next_index,
             blob_offset=state.blob_offset,

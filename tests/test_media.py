@@ -9,6 +9,7 @@ import logging
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from storage.pgcluster import find_bindir
 from telephony.appkeys import BLOBS, HUB, MASTER_KEYS, POOL
 from telephony.playback import iter_audio
+from telephony.recorder import ChunkRow
 from telephony.settings import Settings
 from tests.conftest import Customer, consented_call, decide, new_call, start_recording
 
@@ -492,3 +494,47 @@ async def test_the_frame_counter_counts_every_frame_though_it_is_updated_in_batc
 async def _stream_gone(pool: asyncpg.Pool, call_id: str) -> bool:
     async with pool.acquire() as conn:
         return not await conn.fetchval("SELECT true FROM media_streams WHERE call_id = $1", call_id)
+
+
+async def test_one_statement_checks_the_window_of_each_chunk_it_inserts(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """R2 in the batched insert: a row outside its segment is refused, its neighbours kept,
+    and a row that breaks the statement (a duplicate index) fails alone."""
+    _, inside, _ = await record_with(client, owner)
+    _, outside, _ = await record_with(client, owner)
+    sink = client.app[HUB].sink
+    async with pool.acquire() as conn:
+        started = await conn.fetchval(
+            "SELECT started_at FROM recording_segments WHERE recording_id = $1", outside["id"]
+        )
+    before = started - timedelta(seconds=5)  # audio that arrived before the recording began
+    now = datetime.now(UTC)
+
+    def row(rec: dict, index: int, at: datetime) -> ChunkRow:
+        return ChunkRow(rec["id"], index, index * 100, 100, 0, 10, at, at, False, False)
+
+    results = await asyncio.gather(
+        sink.record(row(inside, 1000, now)),
+        sink.record(row(outside, 1000, before)),
+        sink.record(row(inside, 1001, now)),
+        return_exceptions=True,
+    )
+    assert results == [True, False, True]
+
+    again = await asyncio.gather(
+        sink.record(row(inside, 1000, now)),  # already there
+        sink.record(row(outside, 1001, now)),
+        return_exceptions=True,
+    )
+    assert isinstance(again[0], asyncpg.UniqueViolationError)
+    assert again[1] is True
+    async with pool.acquire() as conn:
+        kept = await conn.fetch(
+            "SELECT recording_id, idx FROM recording_chunks WHERE idx >= 1000 ORDER BY 1, 2"
+        )
+        size = await conn.fetchval("SELECT size_bytes FROM recordings WHERE id = $1", inside["id"])
+    assert sorted((r["recording_id"], r["idx"]) for r in kept) == sorted(
+        [(inside["id"], 1000), (inside["id"], 1001), (outside["id"], 1001)]
+    )
+    assert size == 200  # each kept row grew its recording once

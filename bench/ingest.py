@@ -5,12 +5,15 @@
 N concurrent legs, each its own call with a recording running, send 160-byte
 μ-law frames at real-time pace (50 per second) in the JSON dialect. N steps
 up while every frame is stored, none is lost, and the server's p99 ingest lag
-stays under 200 ms; the largest N that held is then run for HOLD_S seconds,
-measuring the server process's CPU fraction and RSS. The same client then
-drives a bare aiohttp WebSocket server that only parses and discards frames,
-at the same N, in the same run. Figures printed: CPU fraction, legs per fully
-used core (N ÷ CPU fraction), RSS per leg, and our legs-per-core as a ratio
-of the bare server's on the same loop.
+stays under 200 ms; the largest N that held is then run for --hold-seconds
+on a fresh server process, measuring its CPU fraction and RSS. The same
+client then drives a bare aiohttp WebSocket server that only parses and
+discards frames, at the same N, in the same run. Figures printed: CPU
+fraction (the median of one reading per 10 s: the machine is shared),
+legs per fully used core (N ÷ CPU fraction), RSS per leg (over the idle
+server's), and our legs-per-core as a ratio of the bare server's on the
+same loop. --without-recording streams the legs without recording them,
+splitting the recorder's cost from ingest's.
 
 PostgreSQL's own CPU is printed separately: it is the database, not the
 server process, though each leg costs it one chunk row a second.
@@ -26,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +60,7 @@ FRAME = bytes(range(0x20, 0x20 + 160))
 PAYLOAD = base64.b64encode(FRAME).decode()
 TICK_S = 0.02
 LAG_LIMIT_S = 0.2
+WINDOW_S = 10.0
 
 BARE_SERVER = textwrap.dedent(
     """
@@ -88,13 +93,17 @@ BARE_SERVER = textwrap.dedent(
 class Measure:
     legs: int
     seconds: float
-    cpu_fraction: float
+    cpu_fractions: list[float]  # one per WINDOW_S of the run
     rss_bytes: int
-    rss_before: int
+    rss_idle: int  # the server's RSS before the legs connected
     p99_lag_s: float | None
     frames_sent: int
     frames_stored: int | None
     pg_cpu_fraction: float = 0.0
+
+    @property
+    def cpu_fraction(self) -> float:
+        return statistics.median(self.cpu_fractions)
 
     @property
     def legs_per_core(self) -> float:
@@ -102,7 +111,7 @@ class Measure:
 
     @property
     def rss_per_leg_kib(self) -> float:
-        return (self.rss_bytes - self.rss_before) / self.legs / 1024
+        return (self.rss_bytes - self.rss_idle) / self.legs / 1024
 
 
 class Leg:
@@ -112,14 +121,15 @@ class Leg:
         self.sent = 0
 
 
-async def pace(legs: list[Leg], seconds: float) -> int:
-    """Send one frame per leg every 20 ms for `seconds`; returns frames sent."""
+async def pace(legs: list[Leg], seconds: float, first_tick: int = 0) -> int:
+    """Send one frame per leg every 20 ms for `seconds`, stream time going on from
+    `first_tick`; returns frames sent."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     ticks = int(seconds / TICK_S)
     sent = 0
     for tick in range(ticks):
-        ts = str(tick * 20)
+        ts = str((first_tick + tick) * 20)
         frame = (
             '{"event":"media","media":{"track":"inbound","timestamp":"'
             + ts
@@ -137,6 +147,19 @@ async def pace(legs: list[Leg], seconds: float) -> int:
         if delay > 0:
             await asyncio.sleep(delay)
     return sent
+
+
+async def paced_windows(legs: list[Leg], seconds: float, pid: int) -> tuple[int, list[float]]:
+    """Pace for `seconds` without a break, reading the server's CPU every WINDOW_S:
+    frames sent, and each window's CPU fraction (the machine is shared: medians)."""
+    windows = max(1, round(seconds / WINDOW_S))
+    ticks = int(seconds / windows / TICK_S)
+    sent, fractions = 0, []
+    for window in range(windows):
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        sent += await pace(legs, ticks * TICK_S, window * ticks)
+        fractions.append((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
+    return sent, fractions
 
 
 def p99_from_metrics(
@@ -222,17 +245,16 @@ async def run_ours(
 ) -> Measure:
     assert server.process is not None
     pid = server.process.pid
+    idle_rss = rss_bytes(pid)  # before this step's legs: RSS per leg counts what they cost
     legs = await open_legs(http, server.url, token, n, record)
     await asyncio.sleep(1.0)  # writers are attached
     async with http.get(f"{server.url}/metrics") as resp:
         _, buckets = p99_from_metrics(await resp.text(), {})
     pg = postgres_pids(server.cluster)
-    rss_before = rss_bytes(pid)
-    cpu0, pg0, t0 = cpu_seconds(pid), cpu_seconds_of(pg), time.monotonic()
-    sent = await pace(legs, seconds)
+    pg0, t0 = cpu_seconds_of(pg), time.monotonic()
+    sent, fractions = await paced_windows(legs, seconds, pid)
     elapsed = time.monotonic() - t0
-    cpu1, pg1 = cpu_seconds(pid), cpu_seconds_of(pg)
-    rss = rss_bytes(pid)
+    pg1, rss = cpu_seconds_of(pg), rss_bytes(pid)
     async with http.get(f"{server.url}/metrics") as resp:
         p99, _ = p99_from_metrics(await resp.text(), buckets)
     for leg in legs:
@@ -243,9 +265,9 @@ async def run_ours(
     return Measure(
         n,
         elapsed,
-        (cpu1 - cpu0) / elapsed,
+        fractions,
         rss,
-        rss_before,
+        idle_rss,
         p99,
         sent,
         stored,
@@ -261,19 +283,19 @@ async def run_bare(n: int, seconds: float, loop_name: str) -> Measure:
     )
     try:
         await wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        idle_rss = rss_bytes(process.pid)
         async with unbounded_session() as http:
             legs = []
             for _ in range(n):
                 ws = await http.ws_connect(f"ws://127.0.0.1:{port}/v1/media/twilio")
                 legs.append(Leg(ws, None))
-            rss_before = rss_bytes(process.pid)
-            cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
-            sent = await pace(legs, seconds)
+            t0 = time.monotonic()
+            sent, fractions = await paced_windows(legs, seconds, process.pid)
             elapsed = time.monotonic() - t0
-            cpu1, rss = cpu_seconds(process.pid), rss_bytes(process.pid)
+            rss = rss_bytes(process.pid)
             for leg in legs:
                 await leg.ws.close()
-        return Measure(n, elapsed, (cpu1 - cpu0) / elapsed, rss, rss_before, None, sent, None)
+        return Measure(n, elapsed, fractions, rss, idle_rss, None, sent, None)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -298,7 +320,8 @@ def show(label: str, m: Measure) -> None:
     stored = "" if m.frames_stored is None else f", stored {m.frames_stored}/{m.frames_sent}"
     pg = f", postgres CPU {m.pg_cpu_fraction:.2f}" if m.pg_cpu_fraction else ""
     print(
-        f"{label:>10} N={m.legs:5d}: CPU {m.cpu_fraction:.2f} of a core, "
+        f"{label:>10} N={m.legs:5d}: CPU {m.cpu_fraction:.2f} of a core (median of "
+        f"{len(m.cpu_fractions)}, {min(m.cpu_fractions):.2f}-{max(m.cpu_fractions):.2f}), "
         f"{m.legs_per_core:,.0f} legs/core, RSS {m.rss_bytes / 2**20:.0f} MiB "
         f"({m.rss_per_leg_kib:.1f} KiB/leg), p99 lag {lag}{stored}{pg}",
         flush=True,
@@ -337,6 +360,10 @@ async def main() -> None:
             if not best:
                 print("no step held; nothing to hold for long")
                 return
+            # A fresh server process for the long run: the steps' larger N would otherwise
+            # leave their peak in its RSS.
+            server.stop()
+            await server.start()
             ours = await run_ours(best, args.hold_seconds, server, http, token, record)
             show("ours", ours)
         bare = await run_bare(best, args.hold_seconds, args.loop)

@@ -55,8 +55,9 @@ class MediaHub:
     blobs: BlobStore
     master: keys.MasterKeys
     node_id: str
-    # The writers' own pool: chunk rows, once a second per recording, on stateless
-    # connections (no reset round trip). None: the main pool.
+    # The writers' own pool: one chunk-row statement per seal turn for the whole node,
+    # on stateless connections (no reset round trip), so a busy API never delays a
+    # seal. None: the main pool.
     writer_pool: asyncpg.Pool | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     streams: dict[str, LiveStream] = field(default_factory=dict)

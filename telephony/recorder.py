@@ -130,7 +130,6 @@ class ChunkSink:
 
     def __init__(self, pool: asyncpg.Pool, blobs: BlobStore) -> None:
         self.pool = pool
-        self.blobs = blobs
         self._rows: Batcher[ChunkRow, bool] = Batcher(self._insert_rows)
         self._appends: Batcher[tuple[str, bytes], int] = Batcher(blobs.append_many)
         self._writers: set[RecordingWriter] = set()

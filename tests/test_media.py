@@ -6,6 +6,8 @@ import asyncio
 import base64
 import json
 import logging
+import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -19,6 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from storage.pgcluster import find_bindir
+from telephony.api import media_ws
 from telephony.appkeys import BLOBS, HUB, MASTER_KEYS, POOL
 from telephony.playback import iter_audio
 from telephony.recorder import ChunkRow
@@ -448,6 +451,63 @@ async def test_a_client_that_vanishes_without_a_close_frame_finalizes(
 
     await until(lambda: _is(pool, rec["id"], "completed"), timeout_s=15)
     assert await stored_audio(client, rec["id"]) == VOICE * 25
+
+
+def _server_side_timer(server_port: int, peer_port: int) -> tuple[int, int] | None:
+    """(timer kind, ticks until it fires) of the server's end of one loopback connection.
+
+    Read from /proc/net/tcp, where kind 2 is the keepalive timer: what the
+    kernel will do, not what a setsockopt call was asked.
+    """
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, timer = fields[1], fields[2], fields[5]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == (
+            peer_port
+        ):
+            kind, when = timer.split(":")
+            return int(kind, 16), int(when, 16)
+    return None
+
+
+async def test_a_silent_peer_is_probed_by_tcp_keepalive_within_its_idle_time(
+    client: TestClient, owner: Customer
+) -> None:
+    """A host that died without FIN or RST is found by keepalive probes, not a per-frame timer."""
+    call = await consented_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start(("inbound",))
+    await until(lambda: call["id"] in client.app[HUB].streams)
+    transport = peer.ws._response.connection.transport  # type: ignore[union-attr]
+    peer_port = transport.get_extra_info("sockname")[1]
+    assert client.server.port is not None
+
+    timer = await asyncio.to_thread(_server_side_timer, client.server.port, peer_port)
+
+    assert timer is not None
+    kind, ticks = timer
+    assert kind == 2  # the keepalive timer is armed
+    assert ticks <= media_ws.KEEPALIVE_IDLE_S * os.sysconf("SC_CLK_TCK")  # not the 2 h default
+    await peer.stop()
+
+
+def test_media_sockets_get_keepalive_and_delayed_acks() -> None:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        socket.create_connection(server.getsockname()) as peer,
+    ):
+        accepted, _ = server.accept()
+        with accepted:
+            media_ws.tune_media_socket(accepted)
+
+            assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            # 0: the kernel's delayed-ACK ("pingpong") mode, one ACK per two frames.
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0
+            assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+    media_ws.tune_media_socket(None)  # a request whose transport is gone: nothing to tune
 
 
 async def test_jambonz_stereo_stream_is_recorded_in_two_channels(

@@ -8,7 +8,9 @@ a code and a reason itself. 1008 for anything about the token or the call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from datetime import UTC, datetime
 
@@ -36,6 +38,12 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 256 * 1024  # a 1 MiB frame is refused by aiohttp with 1009
 AUTH_TIMEOUT_S = 10.0  # a peer must show its token (URL or first frames) this fast
 POLICY = aiohttp.WSCloseCode.POLICY_VIOLATION  # 1008
+# A peer whose host died without a FIN or RST is found by TCP keepalive: probes
+# after KEEPALIVE_IDLE_S without a segment, KEEPALIVE_PROBES unanswered ones close it.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_PROBES = 3
+RETUNE_FRAMES = 250  # re-arm delayed ACKs every five seconds of 20 ms frames
 
 
 class Refused(Exception):
@@ -78,10 +86,12 @@ async def media(request: web.Request) -> web.StreamResponse:
     if dialect not in DIALECTS:
         raise NotFound(f"unknown media dialect; use one of {', '.join(DIALECTS)}")
     parser = parser_for(dialect)
-    ws = web.WebSocketResponse(
-        protocols=parser.subprotocols, max_msg_size=MAX_MESSAGE_BYTES, heartbeat=10.0
-    )
+    # No aiohttp heartbeat: it re-arms a timer on every frame received, a twentieth
+    # of the ingest CPU. TCP keepalive (tune_media_socket) finds dead peers for free.
+    ws = web.WebSocketResponse(protocols=parser.subprotocols, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    tune_media_socket(sock)
     hub = request.app[HUB]
     stream: LiveStream | None = None
     ended_by_peer = False
@@ -92,7 +102,7 @@ async def media(request: web.Request) -> web.StreamResponse:
             token, early = await _token_from_metadata(ws, parser)
         call_id, account_id = await _claim_call(request, token)
         stream = LiveStream(call_id, account_id)
-        ended_by_peer = await _pump(ws, parser, hub, request.app[METRICS], stream, early)
+        ended_by_peer = await _pump(ws, parser, hub, request.app[METRICS], stream, early, sock)
     except Refused as exc:
         await ws.close(code=POLICY, message=exc.reason.encode()[:123])
     except ProtocolViolation as exc:
@@ -107,6 +117,40 @@ async def media(request: web.Request) -> web.StreamResponse:
             await ws.close()
     log.info("media stream closed", extra={"dialect": dialect, "ended_by_peer": ended_by_peer})
     return ws
+
+
+def tune_media_socket(sock: socket.socket | None) -> None:
+    """Keepalive to find vanished peers, and delayed ACKs for a stream that only receives.
+
+    Why delayed ACKs: a socket that left the kernel's interactive ("pingpong")
+    mode, say while the call's token was checked, ACKs every frame at once:
+    50 ACKs a second a leg, each one a send and, on loopback, its receipt,
+    in the server's time. TCP_QUICKACK=0 puts it back to one ACK per two
+    frames. The kernel may leave that mode again after a late frame, so
+    `_pump` re-arms it every RETUNE_FRAMES. Linux options where the platform
+    has them; a socket that refuses them (closed already) is left as it is.
+    """
+    if sock is None:
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        options += [
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES),
+        ]
+    try:
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
+    except OSError:
+        return
+    _delay_acks(sock)
+
+
+def _delay_acks(sock: socket.socket | None) -> None:
+    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
 
 
 async def _token_from_metadata(
@@ -140,10 +184,13 @@ async def _pump(
     metrics: Metrics,
     stream: LiveStream,
     early: list[MediaEvent],
+    sock: socket.socket | None,
 ) -> bool:
     """Feed frames to the stream until the peer stops; True when it ended the stream itself."""
     if await _handle(hub, metrics, stream, early):
         return True
+    _delay_acks(sock)  # the token check's database round trip may have ended that mode
+    retune_at = stream.frames + RETUNE_FRAMES
     async for msg in ws:
         if msg.type == aiohttp.WSMsgType.TEXT:
             events = parser.feed_text(msg.data)
@@ -153,6 +200,9 @@ async def _pump(
             break
         if await _handle(hub, metrics, stream, events):
             return True
+        if stream.frames >= retune_at:
+            retune_at = stream.frames + RETUNE_FRAMES
+            _delay_acks(sock)
     await _handle(hub, metrics, stream, parser.finish())
     return False
 

@@ -4,20 +4,23 @@ Keys are built by the service from ids only (`recordings/rec_…/audio`) and
 checked strictly, so no user input ever reaches a path. Writes are durable
 when they return: `put` writes a temporary file, fsyncs it, renames it into
 place and fsyncs the directory; `append` fsyncs the file (and the directory
-when it created the file). File calls run in worker threads: the event loop
-never waits for a disk.
+when it created the file); `append_many` does the same, or, for many files at
+once on Linux, one syncfs(2) of the store's filesystem. File calls run in
+worker threads: the event loop never waits for a disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import platform
 import re
 import secrets
 import shutil
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -51,6 +54,39 @@ def check_key(key: str) -> list[str]:
     if not 1 <= len(parts) <= _MAX_SEGMENTS or not all(_SEGMENT.match(p) for p in parts):
         raise ValueError(f"not a blob key: {key!r}")
     return parts
+
+
+# From this many files in one append_many, one syncfs beats an fsync each: 300
+# appends of 8 KiB cost the machine 17 ms of CPU that way against 45-55 ms of
+# fsyncs (journal work per call), on ext4 here.
+SYNCFS_FROM = 16
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs(2), where it reports writeback errors (Linux 5.8 and later)."""
+    release = re.match(r"(\d+)\.(\d+)", platform.release())
+    if platform.system() != "Linux" or not release:
+        return None
+    if (int(release[1]), int(release[2])) < (5, 8):
+        return None  # older kernels' syncfs returns 0 even when a write failed
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_int], ctypes.c_int
+    return function
+
+
+_SYNCFS = _load_syncfs()
+
+
+def sync_filesystem(fd: int) -> bool:
+    """Flush every file of the filesystem holding `fd`; False when that is not done.
+
+    It flushes other writers' dirty data on the same filesystem too: the
+    blob store is best kept on a filesystem of its own.
+    """
+    return _SYNCFS is not None and _SYNCFS(fd) == 0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -131,8 +167,10 @@ class FilesystemBlobStore:
         """Append to many blobs in one worker-thread hop; each item's offset, or its error.
 
         Why: every live recording appends a chunk a second. One hop for all of
-        them, writing first and syncing after, costs a fraction of a hop and
-        a journal commit per chunk. Items for the same key land in order.
+        them, writing first and syncing after (one syncfs for SYNCFS_FROM
+        files or more; if it fails, an fsync each, so each item learns its
+        own error), costs a fraction of a hop and a journal commit per chunk.
+        Items for the same key land in order.
         """
         paths = [self._path(key) for key, _ in items]
         async with contextlib.AsyncExitStack() as held:
@@ -151,11 +189,13 @@ class FilesystemBlobStore:
                 continue
             opened.append((fd, len(results), path, created))
             results.append(offset)
+        synced = len(opened) >= SYNCFS_FROM and sync_filesystem(opened[0][0])
         for fd, index, path, created in opened:
             try:
-                os.fsync(fd)
-                if created:
-                    _fsync_dir(path.parent)
+                if not synced:
+                    os.fsync(fd)
+                    if created:
+                        _fsync_dir(path.parent)
             except OSError as exc:
                 results[index] = exc
             finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import blobs
 from storage.blobs import FilesystemBlobStore
 from telephony.batching import Batcher
 
@@ -124,3 +125,65 @@ async def test_append_many_reports_a_failing_item_and_keeps_the_others(tmp_path:
     assert results[1] == 0
     assert await store.get("recordings/rec_ok/audio") == b"kept"
     assert (tmp_path / "recordings" / "rec_ok" / "audio").stat().st_mode & 0o777 == 0o600
+
+
+def _many(count: int) -> list[tuple[str, bytes]]:
+    return [(f"recordings/rec_{i}/audio", f"chunk {i}".encode()) for i in range(count)]
+
+
+async def test_append_many_syncs_many_files_with_one_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One flush of the filesystem for a busy seal turn, not an fsync per recording."""
+    if blobs._SYNCFS is None:
+        pytest.skip("syncfs(2) with error reporting needs Linux 5.8 or later")
+    real, calls = blobs._SYNCFS, []
+
+    def counted(fd: int) -> int:
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(blobs, "_SYNCFS", counted)
+    store = FilesystemBlobStore(tmp_path)
+    await store.append("recordings/rec_0/audio", b"head ")
+
+    offsets = await store.append_many(_many(blobs.SYNCFS_FROM))
+
+    assert len(calls) == 1
+    assert offsets == [5] + [0] * (blobs.SYNCFS_FROM - 1)
+    assert await store.get("recordings/rec_0/audio") == b"head chunk 0"
+    assert await store.get(f"recordings/rec_{blobs.SYNCFS_FROM - 1}/audio") == (
+        f"chunk {blobs.SYNCFS_FROM - 1}".encode()
+    )
+
+
+async def test_append_many_falls_back_to_an_fsync_each_when_syncfs_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed: list[int] = []
+
+    def failing(fd: int) -> int:  # as syncfs(2) answers a writeback error: -1
+        failed.append(fd)
+        return -1
+
+    monkeypatch.setattr(blobs, "_SYNCFS", failing)
+    store = FilesystemBlobStore(tmp_path)
+
+    offsets = await store.append_many(_many(blobs.SYNCFS_FROM))
+
+    assert failed  # it was tried, and its failure did not fail the items
+    assert offsets == [0] * blobs.SYNCFS_FROM
+    assert await store.get("recordings/rec_3/audio") == b"chunk 3"
+
+
+async def test_append_many_of_a_few_files_does_not_flush_the_whole_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(blobs, "_SYNCFS", lambda fd: calls.append(fd) or 0)
+    store = FilesystemBlobStore(tmp_path)
+
+    offsets = await store.append_many(_many(blobs.SYNCFS_FROM - 1))
+
+    assert calls == []
+    assert offsets == [0] * (blobs.SYNCFS_FROM - 1)

@@ -5,15 +5,17 @@
 N concurrent legs, each its own call with a recording running, send 160-byte
 μ-law frames at real-time pace (50 per second) in the JSON dialect. N steps
 up while every frame is stored, none is lost, and the server's p99 ingest lag
-stays under 200 ms; the largest N that held is then run for --hold-seconds
-on a fresh server process, measuring its CPU fraction and RSS. The same
-client then drives a bare aiohttp WebSocket server that only parses and
-discards frames, at the same N, in the same run. Figures printed: CPU
-fraction (the median of one reading per 10 s: the machine is shared),
-legs per fully used core (N ÷ CPU fraction), RSS per leg (over the idle
-server's), and our legs-per-core as a ratio of the bare server's on the
-same loop. --without-recording streams the legs without recording them,
-splitting the recorder's cost from ingest's.
+stays under 200 ms. The largest N that held is then run for --hold-seconds on
+a fresh server process, and the same client drives a bare aiohttp WebSocket
+server that only parses and discards frames, at the same N, for as long;
+this pair is repeated --rounds times, alternating, so that a slow spell of
+the shared machine does not fall on one side only. Figures printed: CPU
+fraction (the median of one reading per 10 s), legs per fully used core
+(N ÷ CPU fraction), RSS per leg (over the idle server's, first round), the
+client's own CPU (the same work in every run: a gauge of the machine's
+speed), and our legs-per-core as a ratio of the bare server's on the same
+loop, per round and over all rounds. --without-recording streams the legs
+without recording them, splitting the recorder's cost from ingest's.
 
 PostgreSQL's own CPU is printed separately: it is the database, not the
 server process, though each leg costs it one chunk row a second.
@@ -100,6 +102,7 @@ class Measure:
     frames_sent: int
     frames_stored: int | None
     pg_cpu_fraction: float = 0.0
+    client_cpu_fraction: float = 0.0
 
     @property
     def cpu_fraction(self) -> float:
@@ -149,17 +152,22 @@ async def pace(legs: list[Leg], seconds: float, first_tick: int = 0) -> int:
     return sent
 
 
-async def paced_windows(legs: list[Leg], seconds: float, pid: int) -> tuple[int, list[float]]:
+async def paced_windows(
+    legs: list[Leg], seconds: float, pid: int
+) -> tuple[int, list[float], float]:
     """Pace for `seconds` without a break, reading the server's CPU every WINDOW_S:
-    frames sent, and each window's CPU fraction (the machine is shared: medians)."""
+    frames sent, each window's CPU fraction (the machine is shared: medians), and
+    the client's own CPU fraction over the whole run."""
     windows = max(1, round(seconds / WINDOW_S))
     ticks = int(seconds / windows / TICK_S)
     sent, fractions = 0, []
+    client0, start = time.process_time(), time.monotonic()
     for window in range(windows):
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         sent += await pace(legs, ticks * TICK_S, window * ticks)
         fractions.append((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
-    return sent, fractions
+    client = (time.process_time() - client0) / (time.monotonic() - start)
+    return sent, fractions, client
 
 
 def p99_from_metrics(
@@ -252,7 +260,7 @@ async def run_ours(
         _, buckets = p99_from_metrics(await resp.text(), {})
     pg = postgres_pids(server.cluster)
     pg0, t0 = cpu_seconds_of(pg), time.monotonic()
-    sent, fractions = await paced_windows(legs, seconds, pid)
+    sent, fractions, client = await paced_windows(legs, seconds, pid)
     elapsed = time.monotonic() - t0
     pg1, rss = cpu_seconds_of(pg), rss_bytes(pid)
     async with http.get(f"{server.url}/metrics") as resp:
@@ -272,33 +280,47 @@ async def run_ours(
         sent,
         stored,
         (pg1 - pg0) / elapsed,
+        client,
     )
 
 
-async def run_bare(n: int, seconds: float, loop_name: str) -> Measure:
-    port = free_port()
-    process = subprocess.Popen(  # noqa: ASYNC220 - once, before measuring
-        [sys.executable, "-c", BARE_SERVER, str(port), loop_name],
-        cwd=ROOT,
-    )
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}/healthz", process)
-        idle_rss = rss_bytes(process.pid)
-        async with unbounded_session() as http:
-            legs = []
-            for _ in range(n):
-                ws = await http.ws_connect(f"ws://127.0.0.1:{port}/v1/media/twilio")
-                legs.append(Leg(ws, None))
-            t0 = time.monotonic()
-            sent, fractions = await paced_windows(legs, seconds, process.pid)
-            elapsed = time.monotonic() - t0
-            rss = rss_bytes(process.pid)
-            for leg in legs:
-                await leg.ws.close()
-        return Measure(n, elapsed, fractions, rss, idle_rss, None, sent, None)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+class BareServer:
+    """The baseline: aiohttp on the same loop, parsing each frame and discarding it."""
+
+    def __init__(self, loop_name: str) -> None:
+        self.loop_name = loop_name
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - once, before measuring
+            [sys.executable, "-c", BARE_SERVER, str(self.port), self.loop_name],
+            cwd=ROOT,
+        )
+        await wait_ready(f"http://127.0.0.1:{self.port}/healthz", self.process)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+async def run_bare(n: int, seconds: float, bare: BareServer) -> Measure:
+    assert bare.process is not None
+    pid = bare.process.pid
+    idle_rss = rss_bytes(pid)
+    async with unbounded_session() as http:
+        legs = []
+        for _ in range(n):
+            ws = await http.ws_connect(f"ws://127.0.0.1:{bare.port}/v1/media/twilio")
+            legs.append(Leg(ws, None))
+        t0 = time.monotonic()
+        sent, fractions, client = await paced_windows(legs, seconds, pid)
+        elapsed = time.monotonic() - t0
+        rss = rss_bytes(pid)
+        for leg in legs:
+            await leg.ws.close()
+    return Measure(n, elapsed, fractions, rss, idle_rss, None, sent, None, 0.0, client)
 
 
 def unbounded_session() -> aiohttp.ClientSession:
@@ -323,8 +345,26 @@ def show(label: str, m: Measure) -> None:
         f"{label:>10} N={m.legs:5d}: CPU {m.cpu_fraction:.2f} of a core (median of "
         f"{len(m.cpu_fractions)}, {min(m.cpu_fractions):.2f}-{max(m.cpu_fractions):.2f}), "
         f"{m.legs_per_core:,.0f} legs/core, RSS {m.rss_bytes / 2**20:.0f} MiB "
-        f"({m.rss_per_leg_kib:.1f} KiB/leg), p99 lag {lag}{stored}{pg}",
+        f"({m.rss_per_leg_kib:.1f} KiB/leg), p99 lag {lag}{stored}{pg}, "
+        f"client CPU {m.client_cpu_fraction:.2f}",
         flush=True,
+    )
+
+
+def pooled(runs: list[Measure]) -> Measure:
+    """The rounds as one run: every window's CPU reading, the first round's RSS."""
+    first = runs[0]
+    return Measure(
+        first.legs,
+        sum(m.seconds for m in runs),
+        [f for m in runs for f in m.cpu_fractions],
+        first.rss_bytes,
+        first.rss_idle,
+        max((m.p99_lag_s for m in runs if m.p99_lag_s is not None), default=None),
+        sum(m.frames_sent for m in runs),
+        None if first.frames_stored is None else sum(m.frames_stored or 0 for m in runs),
+        statistics.median(m.pg_cpu_fraction for m in runs),
+        statistics.median(m.client_cpu_fraction for m in runs),
     )
 
 
@@ -333,6 +373,7 @@ async def main() -> None:
     parser.add_argument("--steps", default="50,100,200,400,600,800,1000,1200")
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--hold-seconds", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=3, help="ours-then-bare pairs to alternate")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument(
         "--without-recording",
@@ -345,6 +386,7 @@ async def main() -> None:
 
     data = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir="/tmp"))
     server = OurServer(data, args.loop)
+    bare = BareServer(args.loop)
     print(f"ingest benchmark on {os.cpu_count()} cores, server loop: {args.loop}", flush=True)
     try:
         await server.start()
@@ -360,25 +402,37 @@ async def main() -> None:
             if not best:
                 print("no step held; nothing to hold for long")
                 return
-            # A fresh server process for the long run: the steps' larger N would otherwise
+            # A fresh server process for the long runs: the steps' larger N would otherwise
             # leave their peak in its RSS.
             server.stop()
             await server.start()
-            ours = await run_ours(best, args.hold_seconds, server, http, token, record)
-            show("ours", ours)
-        bare = await run_bare(best, args.hold_seconds, args.loop)
-        show("bare", bare)
-        ratio = ours.legs_per_core / bare.legs_per_core
+            await bare.start()
+            ours_runs, bare_runs = [], []
+            for number in range(1, args.rounds + 1):
+                ours_runs.append(
+                    await run_ours(best, args.hold_seconds, server, http, token, record)
+                )
+                show(f"ours #{number}", ours_runs[-1])
+                bare_runs.append(await run_bare(best, args.hold_seconds, bare))
+                show(f"bare #{number}", bare_runs[-1])
+        ours, base = pooled(ours_runs), pooled(bare_runs)
+        rounds = [
+            o.legs_per_core / b.legs_per_core for o, b in zip(ours_runs, bare_runs, strict=True)
+        ]
         print(
-            f"\nlargest N held: {best} legs for {args.hold_seconds:.0f} s "
-            f"({'held' if held(ours) else 'NOT held'} in the long run)\n"
-            f"ours: {ours.legs_per_core:,.0f} legs per fully used core, "
+            f"\nlargest N held: {best} legs for {args.hold_seconds:.0f} s, {args.rounds} rounds "
+            f"({'held' if all(held(m) for m in ours_runs) else 'NOT held'} in every round)\n"
+            f"ours: {ours.legs_per_core:,.0f} legs per fully used core "
+            f"(CPU {ours.cpu_fraction:.2f}, median of {len(ours.cpu_fractions)} readings), "
             f"{ours.rss_per_leg_kib:.1f} KiB RSS per leg\n"
-            f"bare: {bare.legs_per_core:,.0f} legs per fully used core\n"
-            f"ratio ours/bare on {args.loop}: {ratio:.2f}",
+            f"bare: {base.legs_per_core:,.0f} legs per fully used core "
+            f"(CPU {base.cpu_fraction:.2f})\n"
+            f"ratio ours/bare on {args.loop}: {ours.legs_per_core / base.legs_per_core:.2f} "
+            f"(per round: {', '.join(f'{r:.2f}' for r in rounds)})",
             flush=True,
         )
     finally:
+        bare.stop()
         server.stop()
         server.cluster.stop()
         shutil.rmtree(data, ignore_errors=True)

@@ -105,9 +105,14 @@ class OurServer:
         await wait_ready(f"{self.url}/healthz", self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
+        terminate(self.process, timeout_s=60)
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGTERM a server still running and wait for its graceful exit."""
+    if process and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=timeout_s)
 
 
 async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -67,6 +67,7 @@ from bench.common import (
     free_port,
     rss_bytes,
     sign_up,
+    terminate,
     wait_ready,
 )
 from storage import keys, recordings
@@ -349,9 +350,7 @@ class BareServer:
         await wait_ready(f"http://127.0.0.1:{self.port}/healthz", self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
+        terminate(self.process, timeout_s=30)
 
 
 async def main() -> None:

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from bench.common import (
     postgres_pids,
     rss_bytes,
     sign_up,
+    terminate,
     wait_ready,
 )
 
@@ -300,9 +300,7 @@ class BareServer:
         await wait_ready(f"http://127.0.0.1:{self.port}/healthz", self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
+        terminate(self.process, timeout_s=30)
 
 
 async def run_bare(n: int, seconds: float, bare: BareServer) -> Measure:

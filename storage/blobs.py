@@ -189,7 +189,11 @@ class FilesystemBlobStore:
                 continue
             opened.append((fd, len(results), path, created))
             results.append(offset)
-        synced = len(opened) >= SYNCFS_FROM and sync_filesystem(opened[0][0])
+        synced = len(opened) >= SYNCFS_FROM and all(
+            # One syncfs per filesystem: a mount inside the store has its own.
+            sync_filesystem(fd)
+            for fd in {os.fstat(fd).st_dev: fd for fd, *_ in opened}.values()
+        )
         for fd, index, path, created in opened:
             try:
                 if not synced:

@@ -231,12 +231,22 @@ async def open_legs(
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def stored_frames(dsn: str, legs: list[Leg]) -> int:
+async def stored_frames(dsn: str, legs: list[Leg], wait_s: float = 30.0) -> int:
+    """Frames stored once every leg's recording is finalized (or `wait_s` has passed):
+    a busy server may still be sealing the last chunks when the sockets close."""
+    ids = [leg.recording_id for leg in legs]
     conn = await asyncpg.connect(dsn)
     try:
+        for _ in range(int(wait_s / 0.2)):
+            unfinished = await conn.fetchval(
+                "SELECT count(*) FROM recordings WHERE id = ANY($1) AND status <> 'completed'", ids
+            )
+            if not unfinished:
+                break
+            await asyncio.sleep(0.2)
         samples = await conn.fetchval(
             "SELECT coalesce(sum(samples), 0) FROM recording_chunks WHERE recording_id = ANY($1)",
-            [leg.recording_id for leg in legs],
+            ids,
         )
     finally:
         await conn.close()
@@ -268,7 +278,6 @@ async def run_ours(
     for leg in legs:
         await leg.ws.send_str('{"event":"stop"}')
         await leg.ws.close()
-    await asyncio.sleep(2.0)  # the writers seal their last chunks
     stored = await stored_frames(server.cluster.dsn(), legs) if record else None
     return Measure(
         n,

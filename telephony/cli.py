@@ -383,7 +383,13 @@ def parser() -> argparse.ArgumentParser:
 def loop_factory(
     settings: Settings, command: str
 ) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop for the server (about twice the media legs per core); the default loop elsewhere."""
+    """uvloop for the server, the default loop elsewhere.
+
+    The ingest issue measured about twice the bare legs per core on uvloop; on
+    our 2-core CI machine the two loops came out within noise of each other
+    (`bench/ingest.py --loop asyncio` compares). TELEPHONY_EVENT_LOOP=asyncio
+    switches.
+    """
     if command != "serve" or settings.event_loop != "uvloop":
         return None
     try:

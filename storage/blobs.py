@@ -5,7 +5,7 @@ checked strictly, so no user input ever reaches a path. Writes are durable
 when they return: `put` writes a temporary file, fsyncs it, renames it into
 place and fsyncs the directory; `append` fsyncs the file (and the directory
 when it created the file); `append_many` does the same, or, for many files at
-once on Linux, one syncfs(2) of the store's filesystem. File calls run in
+once on Linux, one syncfs(2) per filesystem they lie on. File calls run in
 worker threads: the event loop never waits for a disk.
 """
 

@@ -12,6 +12,7 @@ worker threads: the event loop never waits for a disk.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import os
@@ -22,13 +23,17 @@ import shutil
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from storage.errors import IntegrityFailure, NotFound
 
 _SEGMENT = re.compile(r"^[a-z0-9_-]{1,64}$")
 _MAX_SEGMENTS = 8
 _TMP_MARK = ".tmp-"
+# File calls get threads of their own: a password storm or an export on the
+# default executor can never hold up a seal turn (issue 10).
+FILE_THREADS = 4
+T = TypeVar("T")
 
 
 class BlobStore(Protocol):
@@ -46,6 +51,8 @@ class BlobStore(Protocol):
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def list(self, prefix: str) -> list[str]: ...
+    async def probe(self) -> int: ...
+    def close(self) -> None: ...
 
 
 def check_key(key: str) -> list[str]:
@@ -89,6 +96,14 @@ def sync_filesystem(fd: int) -> bool:
     return _SYNCFS is not None and _SYNCFS(fd) == 0
 
 
+def _free_bytes(root: Path) -> int:
+    path = root
+    while not path.exists():  # before the first recording the store's folder may not exist
+        path = path.parent
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -104,6 +119,24 @@ class FilesystemBlobStore:
         self.root = Path(root).absolute()
         # Weak: a lock lives while someone holds or awaits it, not for every key ever seen.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=FILE_THREADS, thread_name_prefix="blobs"
+        )
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a file call on the store's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def probe(self) -> int:
+        """Free bytes of the store's filesystem, read on the store's threads (/readyz).
+
+        A store whose threads are all stuck (a hung disk, a wedged NFS mount)
+        never answers: the caller bounds the wait.
+        """
+        return await self.run(_free_bytes, self.root)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _path(self, key: str) -> Path:
         path = self.root.joinpath(*check_key(key))
@@ -129,7 +162,7 @@ class FilesystemBlobStore:
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         async with self._lock(key):
-            await asyncio.to_thread(self._put, path, data)
+            await self.run(self._put, path, data)
 
     def _put(self, path: Path, data: bytes) -> None:
         self._make_parents(path)
@@ -151,7 +184,7 @@ class FilesystemBlobStore:
     async def append(self, key: str, data: bytes) -> int:
         path = self._path(key)
         async with self._lock(key):
-            return await asyncio.to_thread(self._append, path, data)
+            return await self.run(self._append, path, data)
 
     def _append(self, path: Path, data: bytes) -> int:
         fd, offset, created = self._append_unsynced(path, data)
@@ -176,7 +209,7 @@ class FilesystemBlobStore:
         async with contextlib.AsyncExitStack() as held:
             for key in sorted({key for key, _ in items}):  # one order: no deadlock
                 await held.enter_async_context(self._lock(key))
-            return await asyncio.to_thread(self._append_all, paths, [data for _, data in items])
+            return await self.run(self._append_all, paths, [data for _, data in items])
 
     def _append_all(self, paths: list[Path], datas: list[bytes]) -> list[int | BaseException]:
         results: list[int | BaseException] = []
@@ -237,13 +270,13 @@ class FilesystemBlobStore:
     async def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return await self.run(path.read_bytes)
         except FileNotFoundError:
             raise NotFound("no such blob") from None
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         path = self._path(key)
-        data = await asyncio.to_thread(self._read_range, path, offset, length)
+        data = await self.run(self._read_range, path, offset, length)
         if len(data) != length:
             raise IntegrityFailure("a blob is shorter than its records say")
         return data
@@ -263,7 +296,7 @@ class FilesystemBlobStore:
         path = self._path(key)
         position = offset
         while True:
-            piece = await asyncio.to_thread(self._read_range, path, position, chunk_bytes)
+            piece = await self.run(self._read_range, path, position, chunk_bytes)
             if not piece:
                 return
             position += len(piece)
@@ -272,13 +305,13 @@ class FilesystemBlobStore:
     async def size(self, key: str) -> int:
         path = self._path(key)
         try:
-            return (await asyncio.to_thread(path.stat)).st_size
+            return (await self.run(path.stat)).st_size
         except FileNotFoundError:
             raise NotFound("no such blob") from None
 
     async def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
-        return await asyncio.to_thread(self._list, base)
+        return await self.run(self._list, base)
 
     def _list(self, base: Path) -> list[str]:
         if base.is_file():
@@ -296,7 +329,7 @@ class FilesystemBlobStore:
     async def delete(self, key: str) -> None:
         path = self._path(key)
         async with self._lock(key):
-            await asyncio.to_thread(self._delete, path)
+            await self.run(self._delete, path)
 
     @staticmethod
     def _delete(path: Path) -> None:
@@ -308,7 +341,7 @@ class FilesystemBlobStore:
 
     async def delete_prefix(self, prefix: str) -> int:
         base = self._path(prefix)
-        return await asyncio.to_thread(self._delete_tree, base)
+        return await self.run(self._delete_tree, base)
 
     def _delete_tree(self, base: Path) -> int:
         if base.is_file():
@@ -323,7 +356,7 @@ class FilesystemBlobStore:
 
     async def cleanup_temporary(self) -> int:
         """Remove temporary files a crash left behind; they were never visible as blobs."""
-        return await asyncio.to_thread(self._cleanup)
+        return await self.run(self._cleanup)
 
     def _cleanup(self) -> int:
         if not self.root.exists():

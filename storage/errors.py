@@ -68,6 +68,10 @@ class Unavailable(ServiceError):
     code = "unavailable"
     title = "Temporarily unavailable"
 
+    def __init__(self, detail: str = "", retry_after_s: int | None = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s
+
 
 class IntegrityFailure(ServiceError):
     code = "integrity-error"

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from storage.blobs import FilesystemBlobStore
 from storage.db import create_pool
 from storage.errors import ServiceError
+from storage.passwords import PasswordHasher
 from storage.securitylog import AccessEntry
 from telephony import retention, workers
 from telephony.api import (
@@ -42,6 +43,7 @@ from telephony.appkeys import (
     ACCESS_QUEUE,
     BACKGROUND,
     BLOBS,
+    HASHER,
     HUB,
     MASTER_KEYS,
     METRICS,
@@ -160,11 +162,20 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app[ops.OPENAPI] = build_openapi(routes)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
+    app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_media)
     if run_workers:
         app.cleanup_ctx.append(_background)
     return app
+
+
+async def _threads(app: web.Application) -> AsyncIterator[None]:
+    """Argon2id and file calls each on threads of their own (see storage/passwords.py)."""
+    app[HASHER] = PasswordHasher(app[SETTINGS].argon2)
+    yield
+    app[HASHER].close()
+    app[BLOBS].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from storage.blobs import BlobStore
 from storage.keys import MasterKeys
+from storage.passwords import PasswordHasher
 from storage.securitylog import AccessEntry
 from telephony.hub import MediaHub
 from telephony.metrics import Metrics
@@ -26,6 +27,7 @@ BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 MASTER_KEYS = web.AppKey("master_keys", MasterKeys)
 BLOBS = web.AppKey("blobs", BlobStore)
 HUB = web.AppKey("hub", MediaHub)
+HASHER = web.AppKey("hasher", PasswordHasher)  # Argon2id on a thread of its own
 
 # Per-request state.
 PRINCIPAL = web.RequestKey("principal", Principal)

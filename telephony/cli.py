@@ -26,6 +26,7 @@ from storage.db import create_pool, ensure_database, redact_dsn
 from storage.errors import ServiceError
 from storage.keys import MasterKeyError
 from storage.migrate import apply_pending
+from storage.passwords import PasswordHasher
 from storage.pgcluster import ClusterError, LocalCluster
 from telephony import export, identity, logs, retention, workers
 from telephony.api.accounts import Email, Password
@@ -137,9 +138,10 @@ async def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None
         await migrate(ready)
         pool = await create_pool(ready.database_url, max_size=2)
         try:
+            hasher = PasswordHasher(ready.argon2)
             user = await identity.create_staff(
                 pool,
-                ready,
+                hasher,
                 email=email,
                 name=args.name or email.split("@")[0],
                 role=args.role,

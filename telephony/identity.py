@@ -8,7 +8,6 @@ transaction of its own so a refused login still leaves its trace.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import asyncpg
 
 from storage import accounts, audit, outbox, securitylog
-from storage.crypto import hash_password, needs_rehash, verify_password
 from storage.errors import (
     Forbidden,
     InvalidCredentials,
@@ -26,6 +24,7 @@ from storage.errors import (
     TooManyRequests,
 )
 from storage.ids import new_id, new_token, token_hash
+from storage.passwords import PasswordHasher
 from telephony import sessions
 from telephony.roles import CustomerRole, Principal
 from telephony.settings import Settings
@@ -41,13 +40,6 @@ class Client:
 
     address: str | None
     user_agent: str | None
-
-
-async def _hash(settings: Settings, password: str) -> str:
-    a = settings.argon2
-    return await asyncio.to_thread(
-        hash_password, password, memory_kib=a.memory_kib, iterations=a.iterations, lanes=a.lanes
-    )
 
 
 def _actor(actor: Principal | dict[str, Any] | None) -> dict[str, Any]:
@@ -105,6 +97,7 @@ class SignupResult:
 async def signup(
     pool: asyncpg.Pool,
     settings: Settings,
+    hasher: PasswordHasher,
     *,
     account_name: str,
     name: str,
@@ -115,7 +108,7 @@ async def signup(
     now: datetime,
 ) -> SignupResult:
     """Create an account and its first owner (A1; A2 was checked by the caller's schema)."""
-    password_hash = await _hash(settings, password)
+    password_hash = await hasher.hash(password)
     async with pool.acquire() as conn, conn.transaction():
         account = await accounts.insert_account(
             conn,
@@ -154,18 +147,6 @@ async def signup(
 
 # -- login and logout ----------------------------------------------------
 
-# A hash to verify against when no user matches, so an unknown e-mail costs
-# the same time as a wrong password and does not reveal which e-mails exist.
-_dummy_hash: dict[tuple[int, int, int], str] = {}
-
-
-async def _dummy(settings: Settings) -> str:
-    a = settings.argon2
-    key = (a.memory_kib, a.iterations, a.lanes)
-    if key not in _dummy_hash:
-        _dummy_hash[key] = await _hash(settings, "not-a-password-of-anyone")
-    return _dummy_hash[key]
-
 
 @dataclass(frozen=True)
 class LoginResult:
@@ -177,6 +158,7 @@ class LoginResult:
 async def login(
     pool: asyncpg.Pool,
     settings: Settings,
+    hasher: PasswordHasher,
     *,
     email: str,
     password: str,
@@ -206,9 +188,7 @@ async def login(
             )
         user = await accounts.find_user_by_email(conn, email)
 
-    stored = user.password_hash if user and user.password_hash else await _dummy(settings)
-    ok = await asyncio.to_thread(verify_password, password, stored)
-    ok = ok and user is not None and user.password_hash is not None
+    ok = await hasher.verify(password, user.password_hash if user else None)
 
     async with pool.acquire() as conn, conn.transaction():
         if not ok or user is None:
@@ -255,13 +235,10 @@ async def login(
     if failed or user is None:
         raise InvalidCredentials("e-mail or password is wrong")
 
-    a = settings.argon2
     assert user.password_hash is not None
-    if needs_rehash(
-        user.password_hash, memory_kib=a.memory_kib, iterations=a.iterations, lanes=a.lanes
-    ):
+    if hasher.needs_rehash(user.password_hash):
         # The cost was raised since this hash was made: upgrade it while we know the password.
-        new_hash = await _hash(settings, password)
+        new_hash = await hasher.hash(password)
         async with pool.acquire() as conn:
             await accounts.update_user(conn, user.id, {"password_hash": new_hash}, now)
     return LoginResult(token, expires_at, user)
@@ -396,9 +373,9 @@ async def invite_user(
 
 
 async def accept_invitation(
-    pool: asyncpg.Pool, settings: Settings, *, token: str, password: str, now: datetime
+    pool: asyncpg.Pool, hasher: PasswordHasher, *, token: str, password: str, now: datetime
 ) -> accounts.User:
-    password_hash = await _hash(settings, password)
+    password_hash = await hasher.hash(password)
     async with pool.acquire() as conn, conn.transaction():
         user = await accounts.accept_invitation(conn, token_hash(token), password_hash, now)
         if user is None:
@@ -520,7 +497,7 @@ async def revoke_api_key(pool: asyncpg.Pool, owner: Principal, key_id: str, now:
 
 async def create_staff(
     pool: asyncpg.Pool,
-    settings: Settings,
+    hasher: PasswordHasher,
     *,
     email: str,
     name: str,
@@ -528,7 +505,7 @@ async def create_staff(
     password: str,
     now: datetime,
 ) -> accounts.User:
-    password_hash = await _hash(settings, password)
+    password_hash = await hasher.hash(password)
     async with pool.acquire() as conn, conn.transaction():
         user = await accounts.insert_user(
             conn,

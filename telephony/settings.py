@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.keys import MasterKeys, decode_master_key, load_or_create_dev_key
+from storage.passwords import Argon2Params
 
 
 class SettingsError(ValueError):
@@ -44,15 +45,6 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     if value not in allowed:
         raise SettingsError(f"{name} must be one of {', '.join(allowed)}")
     return value
-
-
-@dataclass(frozen=True)
-class Argon2Params:
-    """Argon2id cost (S1). Stored with every hash, so raising them later is safe."""
-
-    memory_kib: int = 65536  # RFC 9106 §4, second recommended option
-    iterations: int = 3
-    lanes: int = 4
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from storage.passwords import PasswordHasher
 from telephony import identity
 from telephony.app import all_routes
 from telephony.settings import Settings
@@ -88,7 +89,13 @@ EVERYONE_SIGNED_IN = {("DELETE", "/v1/sessions/current")}
 async def staff_token(client: TestClient, pool: asyncpg.Pool, settings: Settings, role: str) -> str:
     email = f"{role}@staff.example.com"
     await identity.create_staff(
-        pool, settings, email=email, name=role, role=role, password=PASSWORD, now=datetime.now(UTC)
+        pool,
+        PasswordHasher(settings.argon2),
+        email=email,
+        name=role,
+        role=role,
+        password=PASSWORD,
+        now=datetime.now(UTC),
     )
     return await login(client, email)
 

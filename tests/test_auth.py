@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from storage.passwords import PasswordHasher
 from telephony import identity
 from telephony.app import create_app
 from telephony.settings import Settings
@@ -19,7 +20,13 @@ UA = {"User-Agent": "pytest-agent/1.0"}
 async def make_staff(pool: asyncpg.Pool, settings: Settings, role: str) -> str:
     email = f"{role}@staff.example.com"
     await identity.create_staff(
-        pool, settings, email=email, name=role, role=role, password=PASSWORD, now=datetime.now(UTC)
+        pool,
+        PasswordHasher(settings.argon2),
+        email=email,
+        name=role,
+        role=role,
+        password=PASSWORD,
+        now=datetime.now(UTC),
     )
     return email
 

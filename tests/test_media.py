@@ -92,6 +92,16 @@ class TwilioPeer:
             )
             self.ts_ms[track] += len(payload) // 8
 
+    async def paced(
+        self, payload: bytes, *, frames: int, interval_s: float, track: str = "inbound"
+    ) -> None:
+        """Frames at real-time pace, as an engine sends them."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for n in range(frames):
+            await self.media(payload, track)
+            await asyncio.sleep(max(0.0, started + (n + 1) * interval_s - loop.time()))
+
     async def stop(self) -> None:
         await self.ws.send_json({"event": "stop", "sequenceNumber": "999", "streamSid": "MZ1"})
         await self.ws.close()

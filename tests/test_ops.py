@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import threading
 from pathlib import Path
 
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
+from storage import blobs
 from telephony.app import all_routes, create_app
-from telephony.appkeys import POOL
+from telephony.appkeys import BLOBS, POOL
 from telephony.logs import JsonFormatter
 from telephony.settings import Settings
 from tests.conftest import Customer
@@ -135,3 +138,23 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
     assert "TELEPHONY_DATABASE_URL" in compose
     assert "127.0.0.1:8080:8080" in compose
+
+
+async def test_readyz_is_503_while_the_blob_store_threads_do_not_answer(
+    client: TestClient,
+) -> None:
+    """Live recordings stop when the blob threads hang: a balancer must see it (issue 10)."""
+    store = client.app[BLOBS]
+    release = threading.Event()
+    stuck = [asyncio.ensure_future(store.run(release.wait)) for _ in range(blobs.FILE_THREADS)]
+    try:
+        hung = await client.get("/readyz")
+    finally:
+        release.set()
+        await asyncio.gather(*stuck)
+    healthy = await client.get("/readyz")
+
+    assert hung.status == 503
+    assert (await hung.json())["code"] == "unavailable"
+    assert "blob store" in (await hung.json())["detail"]
+    assert healthy.status == 200

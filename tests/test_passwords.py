@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import secrets
+import struct
 import subprocess
 
 import asyncpg
@@ -13,11 +14,22 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from storage.crypto import hash_password, needs_rehash, verify_password
+from storage.errors import Unavailable
+from storage.passwords import PasswordHasher
 from storage.pgcluster import find_bindir
 from telephony.app import create_app
 from telephony.logs import JsonFormatter
 from telephony.settings import Argon2Params, Settings
-from tests.conftest import signup_body
+from telephony.wav import ulaw_to_linear
+from tests.conftest import (
+    PASSWORD,
+    Customer,
+    consented_call,
+    login,
+    signup_body,
+    start_recording,
+)
+from tests.test_media import VOICE, _is, connect, until, writer_of
 
 
 def test_production_defaults_are_rfc9106_argon2id() -> None:
@@ -123,3 +135,67 @@ async def test_password_appears_in_no_log_line_and_no_table(
     async with pool.acquire() as conn:
         stored = await conn.fetchval("SELECT password_hash FROM users")
     assert stored.startswith("$argon2id$") and stored in dump.stdout
+
+
+async def test_a_login_storm_with_production_argon2_completes_and_recording_goes_on(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Issue 10: with lanes=4, two derivations at once used to hang the process for good.
+
+    Production parameters (RFC 9106: 64 MiB, t=3, p=4) and production pool
+    sizes. 16 logins and 4 signups at once, while a live recording streams:
+    all complete, the recording lost nothing, then a download and one more
+    login work.
+    """
+    production = settings.replace(argon2=Argon2Params())
+    assert production.argon2 == Argon2Params(memory_kib=65536, iterations=3, lanes=4)
+    app = create_app(production, run_workers=False)
+    async with TestClient(TestServer(app)) as client:
+        users = [signup_body() for _ in range(4)]
+        for body in users:
+            assert (await client.post("/v1/signup", json=body)).status == 201
+        owner = Customer("", "", users[0]["email"], await login(client, users[0]["email"]))
+        call = await consented_call(client, owner)
+        peer = await connect(client, call)
+        await peer.start(tracks=("inbound",))
+        rec = await start_recording(client, owner, call["id"])
+        await until(lambda: writer_of(client, call["id"]) is not None)
+
+        streaming = asyncio.create_task(peer.paced(VOICE, frames=100, interval_s=0.02))
+        storm = [
+            client.post("/v1/sessions", json={"email": b["email"], "password": PASSWORD})
+            for b in users
+            for _ in range(4)
+        ] + [client.post("/v1/signup", json=signup_body()) for _ in range(4)]
+        answers = await asyncio.gather(*storm)
+        await streaming
+
+        assert sorted(r.status for r in answers) == [201] * 20
+        await peer.stop()
+        await until(lambda: _is(pool, rec["id"], "completed"), timeout_s=10)
+        download = await client.get(f"/v1/recordings/{rec['id']}/audio", headers=owner.auth)
+        wav = await download.read()
+        after = await client.post(
+            "/v1/sessions", json={"email": users[1]["email"], "password": PASSWORD}
+        )
+    assert download.status == 200
+    inbound_only = b"".join(struct.pack("<hh", ulaw_to_linear(c), 0) for c in VOICE)
+    assert wav[44:] == inbound_only * 100  # every frame, in order
+    assert after.status == 201
+
+
+async def test_a_storm_beyond_the_queue_bound_is_refused_at_once_not_queued() -> None:
+    """Each derivation holds its memory cost: the queue is bounded, and the rest get a 503."""
+    hasher = PasswordHasher(Argon2Params(memory_kib=8192, iterations=1, lanes=1), max_waiting=2)
+    try:
+        queued = [asyncio.ensure_future(hasher.hash("a long passphrase")) for _ in range(2)]
+        await asyncio.sleep(0)  # both are in the queue now
+        with pytest.raises(Unavailable) as refused:
+            await hasher.hash("one too many")
+        hashes = await asyncio.gather(*queued)
+    finally:
+        hasher.close()
+
+    assert refused.value.retry_after_s == 5
+    assert all(h.startswith("$argon2id$") for h in hashes)
+    assert hasher.waiting == 0

@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from storage import audit
+from storage.passwords import PasswordHasher
 from telephony import identity
 from telephony.settings import Settings
 from tests.conftest import (
@@ -43,7 +44,13 @@ async def support_auth(
 ) -> dict[str, str]:
     email = f"{role}-{secrets.token_hex(3)}@staff.example.com"
     await identity.create_staff(
-        pool, settings, email=email, name=role, role=role, password=PASSWORD, now=datetime.now(UTC)
+        pool,
+        PasswordHasher(settings.argon2),
+        email=email,
+        name=role,
+        role=role,
+        password=PASSWORD,
+        now=datetime.now(UTC),
     )
     return {"Authorization": f"Bearer {await login(client, email)}"}
 

@@ -18,7 +18,7 @@ from telephony.api.auth import (
     require_owner,
 )
 from telephony.api.spec import Body, Route, iso, page_of, read_body, read_page
-from telephony.appkeys import POOL, SETTINGS
+from telephony.appkeys import HASHER, POOL, SETTINGS
 from telephony.roles import CustomerRole, Scope
 from telephony.ssrf import check_webhook_url
 
@@ -98,6 +98,7 @@ async def signup(request: web.Request) -> web.Response:
     result = await identity.signup(
         request.app[POOL],
         request.app[SETTINGS],
+        request.app[HASHER],
         account_name=body.account_name,
         name=body.name,
         email=body.email,
@@ -129,6 +130,7 @@ async def create_session(request: web.Request) -> web.Response:
     result = await identity.login(
         request.app[POOL],
         request.app[SETTINGS],
+        request.app[HASHER],
         email=body.email,
         password=body.password,
         client=client_of(request),
@@ -263,7 +265,7 @@ async def accept_invitation(request: web.Request) -> web.Response:
     body = await read_body(request, InvitationAccept)
     user = await identity.accept_invitation(
         request.app[POOL],
-        request.app[SETTINGS],
+        request.app[HASHER],
         token=body.token,
         password=body.password,
         now=_now(),

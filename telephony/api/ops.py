@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from storage.errors import Unavailable
 from telephony.api.spec import Route
-from telephony.appkeys import METRICS, POOL, REGISTRY
+from telephony.appkeys import BLOBS, METRICS, POOL, REGISTRY
 
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -18,13 +18,27 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+READY_TIMEOUT_S = 2.0
+
+
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and the blob store's threads do.
+
+    The blob store's threads are probed, not only the database: when they
+    hang, live recordings stop being written while every HTTP route still
+    answers, and a load balancer must stop sending calls here.
+    """
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(READY_TIMEOUT_S):
             async with request.app[POOL].acquire() as conn:
                 await conn.fetchval("SELECT 1")
-    except (TimeoutError, OSError, Exception) as exc:  # any failure means "not ready"
+    except Exception as exc:  # any failure means "not ready"
         raise Unavailable(f"database not reachable ({type(exc).__name__})") from None
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await request.app[BLOBS].probe()
+    except Exception as exc:
+        raise Unavailable(f"blob store not answering ({type(exc).__name__})") from None
     return web.json_response({"status": "ready"})
 
 

@@ -86,7 +86,7 @@ def from_service_error(exc: ServiceError) -> web.Response:
     headers: dict[str, str] = {}
     if isinstance(exc, InvalidInput) and exc.errors:
         extra["errors"] = exc.errors
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | Unavailable) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="api"'

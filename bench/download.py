@@ -70,11 +70,12 @@ from bench.common import (
     terminate,
     wait_ready,
 )
-from storage import keys, recordings
-from storage.blobs import FilesystemBlobStore
-from storage.crypto import ChunkCipher
-from telephony.recorder import blob_key
-from telephony.wav import WavLayout
+from storage import recordings
+from storage.blobs.filesystem import FilesystemBlobStore
+from storage.keys.crypto import ChunkCipher
+from storage.keys.hierarchy import hierarchy as keys
+from telephony.media.wav import WavLayout
+from telephony.recorder.writer import blob_key
 
 SECONDS = 3600
 RATE_HZ = 8000

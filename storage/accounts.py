@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from storage.errors import EmailTaken, NotFound
+from telephony.domain.errors import EmailTaken, NotFound
 
 _ACCOUNT_COLS = (
     "id, name, postal_address, vat_number, data_region, recording_retention_days,"

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from storage.errors import NotFound
+from telephony.domain.errors import NotFound
 
 _CALL_COLS = (
     "id, account_id, direction, from_number, to_number, status, created_by, created_at,"

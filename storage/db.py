@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.errors import Unavailable
+from telephony.domain.errors import Unavailable
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

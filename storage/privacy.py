@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from storage.errors import NotFound
+from telephony.domain.errors import NotFound
 
 _REQUEST_COLS = (
     "id, account_id, user_id, kind, details, status, received_at, due_at, completed_at, resolution"

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from storage.errors import NotFound
+from telephony.domain.errors import NotFound
 
 _COLS = (
     "id, call_id, account_id, status, pause_reason, stop_reason, channels, pause_behavior,"

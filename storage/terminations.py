@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from storage.errors import NotFound
+from telephony.domain.errors import NotFound
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from storage.errors import NotFound
 from storage.ids import new_id
+from telephony.domain.errors import NotFound
 
 CHANNEL = "webhook_events"
 

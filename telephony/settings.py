@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.keys import MasterKeys, decode_master_key, load_or_create_dev_key
-from storage.passwords import Argon2Params
+from storage.keys.hierarchy import MasterKeys, decode_master_key, load_or_create_dev_key
+from storage.keys.passwords import Argon2Params
 
 
 class SettingsError(ValueError):

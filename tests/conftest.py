@@ -21,8 +21,8 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from storage.db import create_pool, ensure_database, with_database
 from storage.migrate import apply_pending
 from storage.pgcluster import LocalCluster
-from telephony.app import create_app
 from telephony.settings import Argon2Params, Settings
+from telephony.web.app import create_app
 
 # Cheap Argon2 for speed; test_passwords.py checks the production defaults separately.
 FAST_ARGON2 = Argon2Params(memory_kib=8192, iterations=1, lanes=1)

@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from storage.passwords import PasswordHasher
-from telephony import identity
-from telephony.app import all_routes
+from storage.keys.passwords import PasswordHasher
 from telephony.settings import Settings
+from telephony.usecases import identity
+from telephony.web.app import all_routes
 from tests.conftest import (
     PASSWORD,
     Customer,

@@ -14,8 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from blockbuster import BlockBuster
 
-from telephony.app import create_app
 from telephony.settings import Settings
+from telephony.web.app import create_app
 from tests.conftest import PASSWORD, new_customer
 
 

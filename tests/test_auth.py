@@ -8,10 +8,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from storage.passwords import PasswordHasher
-from telephony import identity
-from telephony.app import create_app
+from storage.keys.passwords import PasswordHasher
 from telephony.settings import Settings
+from telephony.usecases import identity
+from telephony.web.app import create_app
 from tests.conftest import PASSWORD, Customer, login, new_customer
 
 UA = {"User-Agent": "pytest-agent/1.0"}

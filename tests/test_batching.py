@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import blobs
-from storage.blobs import FilesystemBlobStore
-from telephony.batching import Batcher
+from storage.blobs import filesystem as blobs
+from storage.blobs.filesystem import FilesystemBlobStore
+from telephony.recorder.batching import Batcher
 
 
 class Recorder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.crypto import (
+from storage.keys.crypto import (
     CHUNK_HEADER,
     ChunkCipher,
     derive_key,
@@ -17,7 +17,7 @@ from storage.crypto import (
     unwrap_key,
     wrap_key,
 )
-from storage.errors import IntegrityFailure
+from telephony.domain.errors import IntegrityFailure
 
 
 def cipher(recording_id: str = "rec_a") -> ChunkCipher:

@@ -21,14 +21,14 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from storage import keys
-from storage.crypto import CHUNK_HEADER, ChunkCipher
-from storage.errors import IntegrityFailure
-from telephony import playback
-from telephony.app import create_app
-from telephony.appkeys import MASTER_KEYS
+from storage.keys import hierarchy as keys
+from storage.keys.crypto import CHUNK_HEADER, ChunkCipher
+from telephony.domain.errors import IntegrityFailure
+from telephony.media.wav import ulaw_to_linear
 from telephony.settings import Settings, master_keys
-from telephony.wav import ulaw_to_linear
+from telephony.usecases import playback
+from telephony.web.app import create_app
+from telephony.web.appkeys import MASTER_KEYS
 from tests.conftest import Customer, consented_call, new_customer
 from tests.test_media import connect, until, writer_of
 

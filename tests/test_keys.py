@@ -11,9 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from storage import keys
-from storage.crypto import new_key
-from storage.errors import IntegrityFailure
+from storage.keys import hierarchy as keys
+from storage.keys.crypto import new_key
+from telephony.domain.errors import IntegrityFailure
 
 
 async def make_account(pool: asyncpg.Pool, account_id: str) -> None:

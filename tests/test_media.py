@@ -21,11 +21,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from storage.pgcluster import find_bindir
-from telephony.api import media_ws
-from telephony.appkeys import BLOBS, HUB, MASTER_KEYS, POOL
-from telephony.playback import iter_audio
-from telephony.recorder import ChunkRow
+from telephony.recorder.writer import ChunkRow
 from telephony.settings import Settings
+from telephony.usecases.playback import iter_audio
+from telephony.web.api import media_ws
+from telephony.web.appkeys import BLOBS, HUB, MASTER_KEYS, POOL
 from tests.conftest import Customer, consented_call, decide, new_call, start_recording
 
 # 160 bytes of μ-law that no codec, silence fill or header will produce by chance.

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from telephony.media import DIALECTS, parser_for
 from telephony.media.events import Audio, Dtmf, Mark, ProtocolViolation, StreamStart, StreamStop
+from telephony.media.ws import DIALECTS, parser_for
 
 ULAW = bytes(range(160))
 

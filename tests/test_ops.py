@@ -12,11 +12,11 @@ from pathlib import Path
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
-from storage import blobs
-from telephony.app import all_routes, create_app
-from telephony.appkeys import BLOBS, POOL
+from storage.blobs import filesystem as blobs
 from telephony.logs import JsonFormatter
 from telephony.settings import Settings
+from telephony.web.app import all_routes, create_app
+from telephony.web.appkeys import BLOBS, POOL
 from tests.conftest import Customer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,14 +13,14 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from storage.crypto import hash_password, needs_rehash, verify_password
-from storage.errors import Unavailable
-from storage.passwords import PasswordHasher
+from storage.keys.crypto import hash_password, needs_rehash, verify_password
+from storage.keys.passwords import PasswordHasher
 from storage.pgcluster import find_bindir
-from telephony.app import create_app
+from telephony.domain.errors import Unavailable
 from telephony.logs import JsonFormatter
+from telephony.media.wav import ulaw_to_linear
 from telephony.settings import Argon2Params, Settings
-from telephony.wav import ulaw_to_linear
+from telephony.web.app import create_app
 from tests.conftest import (
     PASSWORD,
     Customer,

@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from storage import audit
-from storage.passwords import PasswordHasher
-from telephony import identity
+from storage.keys.passwords import PasswordHasher
 from telephony.settings import Settings
+from telephony.usecases import identity
 from tests.conftest import (
     PASSWORD,
     Customer,

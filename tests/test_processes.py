@@ -24,9 +24,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from storage.blobs import FilesystemBlobStore
-from storage.keys import MasterKeys
-from telephony.playback import iter_audio
+from storage.blobs.filesystem import FilesystemBlobStore
+from storage.keys.hierarchy import MasterKeys
+from telephony.usecases.playback import iter_audio
 from tests.conftest import PASSWORD, signup_body
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law

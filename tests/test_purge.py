@@ -17,9 +17,9 @@ from blockbuster import BlockBuster
 
 from storage import outbox, securitylog
 from storage.securitylog import AccessEntry, PurgeResult
-from telephony import workers
-from telephony.app import create_app
+from telephony.delivery import workers
 from telephony.settings import Settings
+from telephony.web.app import create_app
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -142,7 +142,7 @@ async def test_purge_logs_what_it_deleted(
     pool: asyncpg.Pool, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """S3: each purge leaves a structured line with the cutoff and the counts."""
-    caplog.set_level(logging.INFO, logger="telephony.workers")
+    caplog.set_level(logging.INFO, logger="telephony.delivery.workers")
     await add_access_entry(pool, NOW - timedelta(days=100), "req-old")
 
     await workers.purge_logs(pool, settings, NOW)

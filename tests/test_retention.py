@@ -19,9 +19,9 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from storage import audit, recordings
-from telephony import retention
-from telephony.appkeys import BLOBS
 from telephony.settings import Settings
+from telephony.usecases import retention
+from telephony.web.appkeys import BLOBS
 from tests.conftest import Customer, consented_call, login
 from tests.test_cli import FAST, run
 from tests.test_delivery import blob_path, download, expected, record

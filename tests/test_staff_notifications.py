@@ -26,9 +26,9 @@ from blockbuster import BlockBuster
 
 from storage import outbox
 from storage.outbox import StaffNotification
-from telephony import workers
-from telephony.app import create_app
+from telephony.delivery import workers
 from telephony.settings import Settings
+from telephony.web.app import create_app
 from tests.conftest import PASSWORD, Customer, login, signup_body
 
 # -- a real staff webhook receiver ----------------------------------------------------
@@ -374,7 +374,7 @@ async def test_a_change_failing_after_the_notification_rolls_both_back(
     A trigger makes the audit insert, which follows the outbox insert in the
     same transaction, fail: neither the user nor the notification may remain.
     """
-    caplog.set_level(logging.CRITICAL, logger="telephony.app")  # the expected 500's traceback
+    caplog.set_level(logging.CRITICAL, logger="telephony.web.app")  # the expected 500's traceback
     before = await last_note_id(pool)
     async with pool.acquire() as conn:
         await conn.execute(
@@ -589,7 +589,7 @@ async def test_without_a_webhook_notifications_are_logged_and_marked_delivered(
 ) -> None:
     """S4: with no TELEPHONY_STAFF_WEBHOOK_URL the structured log line is the notification."""
     assert settings.staff_webhook_url is None
-    caplog.set_level(logging.INFO, logger="telephony.workers")
+    caplog.set_level(logging.INFO, logger="telephony.delivery.workers")
     [pending] = await all_notes(pool)
 
     delivered = await workers.deliver_due_notifications(pool, http, settings)

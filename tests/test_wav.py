@@ -10,12 +10,7 @@ import wave
 
 import pytest
 
-from telephony.wav import (
-    WavLayout,
-    alaw_to_linear,
-    linear_to_ulaw,
-    ulaw_to_linear,
-)
+from telephony.media.wav import WavLayout, alaw_to_linear, linear_to_ulaw, ulaw_to_linear
 
 
 def test_g711_decoding_matches_known_values() -> None:

@@ -27,10 +27,10 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from storage import webhooks as store
 from storage.webhooks import WebhookEvent
-from telephony import ssrf, webhooks
-from telephony.app import create_app
+from telephony.delivery import ssrf, webhooks
+from telephony.delivery.workers import backoff
 from telephony.settings import Settings, master_keys
-from telephony.workers import backoff
+from telephony.web.app import create_app
 from tests.conftest import (
     Customer,
     consented_call,

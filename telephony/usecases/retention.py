@@ -1,0 +1,195 @@
+"""Deletion on the customer's instruction (R3), retention, termination and D4.
+
+Deletion is crypto-shredding: the recording's wrapped data key is destroyed in
+the same transaction that marks the recording deleted and writes the audit
+row, so from that commit on no copy of the blobs (a backup, a restored disk)
+can be decrypted. The blobs are removed afterwards; if the process dies in
+between, the retention worker finishes the job (`blobs_deleted_at`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from storage import accounts, audit, recordings, terminations, webhooks
+from storage.blobs.filesystem import BlobStore
+from telephony.domain.errors import NotFound, RecordingInProgress
+from telephony.recorder.writer import blob_prefix
+from telephony.usecases import sessions
+from telephony.usecases.identity import notify_admin_change
+
+log = logging.getLogger(__name__)
+
+PERSONAL_DATA_YEARS = 5  # D4
+_FINISHED = ("completed", "interrupted")
+_BATCH = 100
+
+
+def system_actor(task: str) -> dict[str, Any]:
+    return {"type": "system", "id": task, "role": None}
+
+
+async def delete_recording(
+    pool: asyncpg.Pool,
+    blobs: BlobStore,
+    recording_id: str,
+    *,
+    account_id: str | None,
+    actor: dict[str, Any],
+    now: datetime,
+    reason: str = "customer",
+) -> bool:
+    """Destroy a finished recording; False when it was already deleted (idempotent)."""
+    async with pool.acquire() as conn, conn.transaction():
+        target = await recordings.find_for_deletion(conn, recording_id, account_id)
+        if target is None:
+            raise NotFound("no such recording")
+        if target.status == "deleted":
+            return False
+        if target.status not in _FINISHED:
+            raise RecordingInProgress("stop the recording before deleting it")
+        await recordings.shred(conn, recording_id, now)
+        subject = {"call_id": target.call_id, "recording_id": recording_id}
+        await audit.append(
+            conn,
+            account_id=target.account_id,
+            at=now,
+            actor=actor,
+            action="recording.deleted",
+            subject=subject,
+            details={"reason": reason},
+        )
+        await webhooks.enqueue(
+            conn, target.account_id, "recording.deleted", {**subject, "reason": reason}, now
+        )
+    await _remove_blobs(pool, blobs, recording_id, now)
+    return True
+
+
+async def _remove_blobs(
+    pool: asyncpg.Pool, blobs: BlobStore, recording_id: str, now: datetime
+) -> None:
+    try:
+        await blobs.delete_prefix(blob_prefix(recording_id))
+    except OSError:
+        log.exception("blob removal failed; the retention worker retries it")
+        return
+    async with pool.acquire() as conn:
+        await recordings.mark_blobs_deleted(conn, recording_id, now)
+
+
+# -- the worker's pass ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    recordings_deleted: int
+    blobs_removed: int
+    accounts_erased: int
+
+
+async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) -> RetentionResult:
+    """Delete what retention or a terminated account's grace period says must go, finish
+    blob removals a crash interrupted, and remove account data five years on (D4)."""
+    deleted = 0
+    while True:
+        async with pool.acquire() as conn:
+            due = await recordings.due_for_deletion(conn, now, _BATCH)
+        for recording_id in due:
+            deleted += await delete_recording(
+                pool,
+                blobs,
+                recording_id,
+                account_id=None,
+                actor=system_actor("retention"),
+                now=now,
+                reason="retention",
+            )
+        if len(due) < _BATCH:
+            break
+    async with pool.acquire() as conn:
+        pending = await recordings.blobs_pending_deletion(conn, 1000)
+    for recording_id in pending:
+        await _remove_blobs(pool, blobs, recording_id, now)
+    erased = 0
+    async with pool.acquire() as conn:
+        cutoff = now - timedelta(days=365 * PERSONAL_DATA_YEARS + 1)  # five years, leap days
+        accounts = await terminations.due_for_removal(conn, cutoff, _BATCH)
+    for account_id in accounts:
+        async with pool.acquire() as conn, conn.transaction():
+            await terminations.remove_personal_data(conn, account_id, now)
+            await audit.append(
+                conn,
+                account_id=account_id,
+                at=now,
+                actor=system_actor("retention"),
+                action="account.personal_data_removed",
+                subject={"account_id": account_id},
+            )
+        erased += 1
+    if deleted or pending or erased:
+        log.info(
+            "retention pass",
+            extra={"recordings_deleted": deleted, "blobs": len(pending), "accounts": erased},
+        )
+    return RetentionResult(deleted, len(pending), erased)
+
+
+async def retention_worker(
+    pool: asyncpg.Pool,
+    blobs: BlobStore,
+    interval_s: float,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Run a pass at start-up and every `interval_s`; a failed pass is retried next time."""
+    while True:
+        try:
+            await retention_pass(pool, blobs, clock())
+        except (OSError, asyncpg.PostgresError):
+            log.exception("retention pass failed")
+        await asyncio.sleep(interval_s)
+
+
+# -- termination --------------------------------------------------------------------
+
+
+async def terminate_account(
+    pool: asyncpg.Pool, account_id: str, now: datetime, *, grace_days: int
+) -> terminations.Termination:
+    """End the contract: live calls end, API keys stop working, no new calls; users can
+    still sign in for the grace period to download or export; then the recordings go.
+    Idempotent: a second termination keeps the first one's dates."""
+    actor = system_actor("termination")
+    async with pool.acquire() as conn, conn.transaction():
+        await accounts.get_account(conn, account_id, lock=True)  # NotFound for an unknown id
+        result, changed = await terminations.terminate(
+            conn, account_id, now, now + timedelta(days=grace_days)
+        )
+        if changed:
+            calls_ended = await sessions.end_active_calls(conn, account_id, actor, now)
+            keys_revoked = await terminations.revoke_api_keys(conn, account_id, now)
+            details = {
+                "grace_days": grace_days,
+                "recordings_purge_after": result.recordings_purge_after.isoformat()
+                if result.recordings_purge_after
+                else None,
+                "calls_ended": calls_ended,
+                "api_keys_revoked": keys_revoked,
+            }
+            await notify_admin_change(  # S4 and the audit trail
+                conn,
+                "account.terminated",
+                now=now,
+                actor=actor,
+                account_id=account_id,
+                subject={"account_id": account_id},
+                changes=details,
+            )
+    return result

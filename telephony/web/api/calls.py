@@ -1,0 +1,266 @@
+"""Calls, counterparts and consent (API.md "Calls and consent")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from aiohttp import web
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+
+from storage.consents import ConsentEvent
+from telephony.domain.roles import Scope
+from telephony.usecases import sessions
+from telephony.web.appkeys import POOL, SETTINGS
+from telephony.web.auth import require_scope
+from telephony.web.spec import Body, Route, iso, page_of, read_body, read_page
+
+
+def e164(value: str) -> str:
+    """A dialable number in E.164 form, checked against real numbering plans."""
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number in E.164 form (+48221234567)") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number")
+    formatted = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if formatted != value:
+        raise ValueError(f"write it in E.164 form: {formatted}")
+    return formatted
+
+
+Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(e164)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class CounterpartBody(Body):
+    label: Label
+    number: Phone
+
+
+class CallCreate(Body):
+    direction: Literal["inbound", "outbound"]
+    from_: Phone = Field(alias="from")
+    to: Phone
+    counterparts: Annotated[list[CounterpartBody], Field(min_length=1, max_length=20)]
+
+
+class ConsentCreate(Body):
+    counterpart_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    decision: Literal["granted", "refused", "revoked"]
+    method: Literal["announcement", "dtmf", "verbal", "written", "prior_agreement"]
+    evidence: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    # RFC 3339 with an offset; strict mode would refuse the string form JSON has.
+    obtained_at: Annotated[AwareDatetime, Field(strict=False)] | None = None
+
+
+def render_event(e: ConsentEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "call_id": e.call_id,
+        "counterpart_id": e.counterpart_id,
+        "decision": e.decision,
+        "method": e.method,
+        "evidence": e.evidence,
+        "obtained_at": iso(e.obtained_at),
+        "recorded_at": iso(e.recorded_at),
+        "recorded_by": {"type": e.recorded_by_type, "id": e.recorded_by_id},
+    }
+
+
+def render_call(view: sessions.CallView) -> dict[str, Any]:
+    call = view.call
+    return {
+        "id": call.id,
+        "direction": call.direction,
+        "from": call.from_number,
+        "to": call.to_number,
+        "status": call.status,
+        "created_at": iso(call.created_at),
+        "ended_at": iso(call.ended_at),
+        "counterparts": [
+            {
+                "id": v.counterpart.id,
+                "label": v.counterpart.label,
+                "number": v.counterpart.number,
+                "consent": v.consent.value,
+                "added_at": iso(v.counterpart.added_at),
+            }
+            for v in view.counterparts
+        ],
+        "recordings": [{"id": r.id, "status": r.status} for r in view.recordings],
+    }
+
+
+def media_block(request: web.Request, token: str, expires_at: datetime) -> dict[str, Any]:
+    base = request.app[SETTINGS].public_url
+    if base is None:
+        scheme = "wss" if request.secure else "ws"
+        base = f"{scheme}://{request.host}"
+    else:
+        base = base.replace("https://", "wss://").replace("http://", "ws://")
+    return {"url": f"{base}/v1/media/twilio", "token": token, "expires_at": iso(expires_at)}
+
+
+async def create_call(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    body = await read_body(request, CallCreate)
+    created = await sessions.create_call(
+        request.app[POOL],
+        principal,
+        direction=body.direction,
+        from_number=body.from_,
+        to_number=body.to,
+        counterparts=[(c.label, c.number) for c in body.counterparts],
+        media_token_ttl_s=request.app[SETTINGS].media_token_ttl_s,
+    )
+    rendered = render_call(created.view)
+    rendered["media"] = media_block(
+        request, created.media_token, created.view.call.media_token_expires_at
+    )
+    return web.json_response(rendered, status=201)
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    page = read_page(request)
+    views = await sessions.list_calls(
+        request.app[POOL], principal.account_id or "", page.after, page.limit + 1
+    )
+    return web.json_response(
+        page_of(views, page, render_call, cursor_of=lambda v: (v.call.created_at, v.call.id))
+    )
+
+
+async def get_call(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    view = await sessions.get_call(
+        request.app[POOL], principal.account_id, request.match_info["id"]
+    )
+    return web.json_response(render_call(view))
+
+
+async def add_counterpart(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    body = await read_body(request, CounterpartBody)
+    party = await sessions.add_counterpart(
+        request.app[POOL], principal, request.match_info["id"], label=body.label, number=body.number
+    )
+    return web.json_response(
+        {
+            "id": party.id,
+            "call_id": party.call_id,
+            "label": party.label,
+            "number": party.number,
+            "consent": "pending",
+            "added_at": iso(party.added_at),
+        },
+        status=201,
+    )
+
+
+async def create_consent(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    body = await read_body(request, ConsentCreate)
+    event = await sessions.record_consent(
+        request.app[POOL],
+        principal,
+        request.match_info["id"],
+        counterpart_id=body.counterpart_id,
+        decision=body.decision,
+        method=body.method,
+        evidence=body.evidence,
+        obtained_at=body.obtained_at,
+    )
+    return web.json_response(render_event(event), status=201)
+
+
+async def list_consents(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    events = await sessions.list_consents(
+        request.app[POOL], principal.account_id or "", request.match_info["id"]
+    )
+    return web.json_response({"items": [render_event(e) for e in events], "next_cursor": None})
+
+
+async def end_call(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    view = await sessions.end_call(request.app[POOL], principal, request.match_info["id"])
+    return web.json_response(render_call(view))
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/v1/calls",
+        create_call,
+        "Open a call session",
+        "calls",
+        CallCreate,
+        {201: "call with its media block", 422: "validation-failed"},
+        "calls",
+    ),
+    Route(
+        "GET",
+        "/v1/calls",
+        list_calls,
+        "List calls",
+        "calls",
+        None,
+        {200: "calls"},
+        "calls",
+        query=(("limit", "1 to 200"), ("cursor", "paging cursor")),
+    ),
+    Route(
+        "GET",
+        "/v1/calls/{id}",
+        get_call,
+        "A call with each counterpart's consent",
+        "calls",
+        None,
+        {200: "call", 404: "not-found"},
+        "calls",
+    ),
+    Route(
+        "POST",
+        "/v1/calls/{id}/counterparts",
+        add_counterpart,
+        "Add a counterpart mid-call; a running recording pauses until they consent",
+        "calls",
+        CounterpartBody,
+        {201: "counterpart", 404: "not-found", 409: "call-not-active"},
+        "calls",
+    ),
+    Route(
+        "POST",
+        "/v1/calls/{id}/consents",
+        create_consent,
+        "Record a consent decision; anything but a grant stops a running recording",
+        "calls",
+        ConsentCreate,
+        {201: "consent event", 404: "not-found", 422: "validation-failed"},
+        "calls",
+    ),
+    Route(
+        "GET",
+        "/v1/calls/{id}/consents",
+        list_consents,
+        "Consent events, oldest first",
+        "calls",
+        None,
+        {200: "consent events", 404: "not-found"},
+        "calls",
+    ),
+    Route(
+        "POST",
+        "/v1/calls/{id}/end",
+        end_call,
+        "End the call; a running recording completes",
+        "calls",
+        None,
+        {200: "call", 404: "not-found", 409: "call-not-active"},
+        "calls",
+    ),
+]

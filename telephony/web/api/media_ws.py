@@ -1,0 +1,255 @@
+"""`GET /v1/media/{dialect}`: live call audio over a WebSocket (API.md "Media streams").
+
+Once upgraded, no middleware can answer: this handler closes the socket with
+a code and a reason itself. 1008 for anything about the token or the call
+(before any audio is read), 1003/1007 for a malformed frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import web
+
+from storage.ids import token_hash
+from telephony.domain.errors import NotFound
+from telephony.media.events import (
+    Audio,
+    MediaEvent,
+    Parser,
+    ProtocolViolation,
+    StreamStart,
+    StreamStop,
+)
+from telephony.media.ws import DIALECTS, parser_for
+from telephony.metrics import Metrics
+from telephony.recorder.hub import LiveStream, MediaHub
+from telephony.web.appkeys import HUB, METRICS, POOL
+from telephony.web.spec import Route
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 256 * 1024  # a 1 MiB frame is refused by aiohttp with 1009
+AUTH_TIMEOUT_S = 10.0  # a peer must show its token (URL or first frames) this fast
+POLICY = aiohttp.WSCloseCode.POLICY_VIOLATION  # 1008
+# A peer whose host died without a FIN or RST is found by TCP keepalive: probes
+# after KEEPALIVE_IDLE_S without a segment, KEEPALIVE_PROBES unanswered ones close it.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_PROBES = 3
+RETUNE_FRAMES = 250  # re-arm delayed ACKs every five seconds of 20 ms frames
+
+
+class Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _claim_call(request: web.Request, token: str) -> tuple[str, str]:
+    """(call id, account id) for a valid token, registering this socket as the call's stream."""
+    hub = request.app[HUB]
+    now = datetime.now(UTC)
+    async with request.app[POOL].acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, account_id, status, media_token_expires_at FROM calls"
+            " WHERE media_token_hash = $1",
+            token_hash(token),
+        )
+        if row is None:
+            raise Refused("unknown media token")
+        if row["media_token_expires_at"] <= now:
+            raise Refused("media token expired")
+        if row["status"] != "active":
+            raise Refused("the call has ended")
+        claimed = await conn.fetchval(
+            """INSERT INTO media_streams (call_id, node_id, dialect, connected_at)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+            row["id"],
+            hub.node_id,
+            request.match_info["dialect"],
+            now,
+        )
+        if not claimed:
+            raise Refused("a media stream of this call is already live")
+    return row["id"], row["account_id"]
+
+
+async def media(request: web.Request) -> web.StreamResponse:
+    dialect = request.match_info["dialect"]
+    if dialect not in DIALECTS:
+        raise NotFound(f"unknown media dialect; use one of {', '.join(DIALECTS)}")
+    parser = parser_for(dialect)
+    # No aiohttp heartbeat: it re-arms a timer on every frame received, a twentieth
+    # of the ingest CPU. TCP keepalive (tune_media_socket) finds dead peers for free.
+    ws = web.WebSocketResponse(protocols=parser.subprotocols, max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    tune_media_socket(sock)
+    hub = request.app[HUB]
+    stream: LiveStream | None = None
+    ended_by_peer = False
+    try:
+        early: list[MediaEvent] = []
+        token = request.query.get("token")
+        if token is None:
+            token, early = await _token_from_metadata(ws, parser)
+        call_id, account_id = await _claim_call(request, token)
+        stream = LiveStream(call_id, account_id)
+        ended_by_peer = await _pump(ws, parser, hub, request.app[METRICS], stream, early, sock)
+    except Refused as exc:
+        await ws.close(code=POLICY, message=exc.reason.encode()[:123])
+    except ProtocolViolation as exc:
+        await ws.close(code=exc.close_code, message=exc.reason.encode()[:123])
+    except TimeoutError:
+        await ws.close(code=POLICY, message=b"no media token in time")
+    finally:
+        if stream is not None:
+            request.app[METRICS].media_frames.inc(stream.frames % METRIC_EVERY)
+            await asyncio.shield(hub.detach(stream, final=True))
+        if not ws.closed:
+            await ws.close()
+    log.info("media stream closed", extra={"dialect": dialect, "ended_by_peer": ended_by_peer})
+    return ws
+
+
+def tune_media_socket(sock: socket.socket | None) -> None:
+    """Keepalive to find vanished peers, and delayed ACKs for a stream that only receives.
+
+    Why delayed ACKs: a socket that left the kernel's interactive ("pingpong")
+    mode, say while the call's token was checked, ACKs every frame at once:
+    50 ACKs a second a leg, each one a send and, on loopback, its receipt,
+    in the server's time. TCP_QUICKACK=0 puts it back to one ACK per two
+    frames. The kernel may leave that mode again after a late frame, so
+    `_pump` re-arms it every RETUNE_FRAMES. Linux options where the platform
+    has them; a socket that refuses them (closed already) is left as it is.
+    """
+    if sock is None:
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        options += [
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES),
+        ]
+    try:
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
+    except OSError:
+        return
+    _delay_acks(sock)
+
+
+def _delay_acks(sock: socket.socket | None) -> None:
+    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+
+
+async def _token_from_metadata(
+    ws: web.WebSocketResponse, parser: Parser
+) -> tuple[str, list[MediaEvent]]:
+    """Read frames until the start event carries a token; no audio is accepted before it."""
+    events: list[MediaEvent] = []
+    async with asyncio.timeout(AUTH_TIMEOUT_S):
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                new = parser.feed_text(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                new = parser.feed_binary(msg.data)
+            else:
+                raise Refused("closed before showing a media token")
+            for event in new:
+                if isinstance(event, Audio):
+                    raise Refused("audio before the media token")
+                events.append(event)
+                if isinstance(event, StreamStart):
+                    if not event.token:
+                        raise Refused("missing media token")
+                    return event.token, events
+
+
+async def _pump(
+    ws: web.WebSocketResponse,
+    parser: Parser,
+    hub: MediaHub,
+    metrics: Metrics,
+    stream: LiveStream,
+    early: list[MediaEvent],
+    sock: socket.socket | None,
+) -> bool:
+    """Feed frames to the stream until the peer stops; True when it ended the stream itself."""
+    if await _handle(hub, metrics, stream, early):
+        return True
+    _delay_acks(sock)  # the token check's database round trip may have ended that mode
+    retune_at = stream.frames + RETUNE_FRAMES
+    async for msg in ws:
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            events = parser.feed_text(msg.data)
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            events = parser.feed_binary(msg.data)
+        else:
+            break
+        if await _handle(hub, metrics, stream, events):
+            return True
+        if stream.frames >= retune_at:
+            retune_at = stream.frames + RETUNE_FRAMES
+            _delay_acks(sock)
+    await _handle(hub, metrics, stream, parser.finish())
+    return False
+
+
+# Metrics per frame would cost a tenth of the ingest CPU: count in batches and
+# sample the lag of one frame in METRIC_EVERY (five a second per 50 fps stream).
+METRIC_EVERY = 10
+
+
+def _count_frames(metrics: Metrics, stream: LiveStream, event: Audio) -> None:
+    metrics.media_frames.inc(METRIC_EVERY)
+    if event.timestamp_ms is not None and stream.started_mono is not None:
+        lag_s = time.monotonic() - stream.started_mono - event.timestamp_ms / 1000
+        metrics.media_lag.observe(lag_s)
+
+
+async def _handle(
+    hub: MediaHub, metrics: Metrics, stream: LiveStream, events: list[MediaEvent]
+) -> bool:
+    for event in events:
+        if isinstance(event, Audio):
+            stream.frames += 1
+            if stream.started_mono is None and event.timestamp_ms is not None:
+                # The first frame sets the stream's clock.
+                stream.started_mono = time.monotonic() - event.timestamp_ms / 1000
+            if stream.frames % METRIC_EVERY == 0:
+                _count_frames(metrics, stream, event)
+            writer = stream.writer
+            if writer is not None:
+                writer.offer(event, datetime.now(UTC))
+        elif isinstance(event, StreamStart):
+            await hub.attach(stream, event)
+        elif isinstance(event, StreamStop):
+            return True
+    return False
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/media/{dialect}",
+        media,
+        "Live call audio over a WebSocket (twilio, telnyx, jambonz, audiofork dialects)",
+        "media token",
+        None,
+        {101: "switching protocols", 404: "not-found (unknown dialect)"},
+        "media",
+        query=(("token", "the call's media token (or in the dialect's metadata slot)"),),
+    ),
+]

@@ -1,0 +1,33 @@
+"""Every `web.AppKey`: state lives on the app, created and closed in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from storage.blobs.filesystem import BlobStore
+from storage.keys.hierarchy import MasterKeys
+from storage.keys.passwords import PasswordHasher
+from storage.securitylog import AccessEntry
+from telephony.domain.roles import Principal
+from telephony.metrics import Metrics
+from telephony.recorder.hub import MediaHub
+from telephony.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+WRITER_POOL = web.AppKey("writer_pool", asyncpg.Pool)  # stateless: the recorders' chunk rows
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+ACCESS_QUEUE = web.AppKey("access_queue", asyncio.Queue[AccessEntry])
+BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+MASTER_KEYS = web.AppKey("master_keys", MasterKeys)
+BLOBS = web.AppKey("blobs", BlobStore)
+HUB = web.AppKey("hub", MediaHub)
+HASHER = web.AppKey("hasher", PasswordHasher)  # Argon2id on a thread of its own
+
+# Per-request state.
+PRINCIPAL = web.RequestKey("principal", Principal)

@@ -9,7 +9,8 @@ prefix all come from the API, the call is ended (no media socket, so the
 recording is `completed`), and the audio is then written by this process with
 the project's own storage code, as the recorder lays it out: 8 kHz μ-law, two
 tracks interleaved (16,000 stored bytes a second), 3,600 one-second chunks
-sealed with the recording's data key, appended to its blob, one
+sealed with the recording's data key, stored as the recorder ships them (parts of
+ten seconds in the blob store), one
 `recording_chunks` row each, the last one final. The audio is pseudo-random,
 so nothing is cheap by accident.
 
@@ -72,17 +73,22 @@ from bench.common import (
 )
 from storage import recordings
 from storage.blobs.filesystem import FilesystemBlobStore
+from storage.blobs.names import audio_part
+from storage.keys import hierarchy
 from storage.keys.crypto import ChunkCipher
-from storage.keys.hierarchy import hierarchy as keys
+from storage.keys.providers import ServiceKeys
+from telephony.domain.recordings import Channels
+from telephony.domain.tracks import BOTH
 from telephony.media.wav import WavLayout
-from telephony.recorder.writer import blob_key
+from telephony.recorder.writer import PART_SECONDS
 
 SECONDS = 3600
 RATE_HZ = 8000
-TRACKS = ("inbound", "outbound")
+TRACKS = tuple(t.name for t in BOTH)
 CHUNK_BYTES = RATE_HZ * len(TRACKS)  # one second of interleaved μ-law, as the recorder seals it
 AUDIO_POOL_BYTES = 1 << 20  # chunks are windows into this, each at its own offset
-APPEND_RECORDS = 60  # sealed records per blob append while seeding: a minute of audio
+# Sealed one-second records per stored part, as the recorder ships them (every 10 s).
+PART_RECORDS = int(PART_SECONDS)
 READ_BYTES = 1 << 16  # the client's read size
 SAMPLE_S = 0.02
 RSS_GOAL_BYTES = 30_000_000
@@ -154,20 +160,20 @@ async def completed_recording(http: aiohttp.ClientSession, base: str, token: str
 async def seed_audio(server: OurServer, recording_id: str, pool: bytes) -> int:
     """Seal SECONDS one-second chunks into the recording's blob and rows; returns blob bytes.
 
-    The key is opened as telephony/hub.py `_open_writer` opens it, the records
-    are ChunkCipher's, the rows carry the recorder's columns (`_write`).
+    The key is opened as the media node opens it (`media_lifecycle.start_writing`), the records
+    are ChunkCipher's, the rows carry the recorder's columns (`writer._write`).
     """
-    master = keys.MasterKeys(keys.decode_master_key(server.master_key))
+    keys = ServiceKeys(hierarchy.MasterKeys(hierarchy.decode_master_key(server.master_key)))
     store = FilesystemBlobStore(server.data / "blobs")
-    key = blob_key(recording_id)
     conn = await asyncpg.connect(server.cluster.dsn())
     try:
         rec = await recordings.get(conn, recording_id, account_id=None)
         state = await recordings.writer_state(conn, recording_id)
         if state.next_index or state.blob_offset or state.nonce_prefix is None:
             raise RuntimeError("the recording is not fresh")
-        kek = await keys.account_key(conn, master, rec.account_id, datetime.now(UTC))
-        data_key = keys.open_data_key(kek, state.wrapped_key, recording_id)
+        data_key = await keys.recording_key(
+            conn, rec.account_id, recording_id, state.wrapped_key, datetime.now(UTC)
+        )
         cipher = ChunkCipher(data_key, state.nonce_prefix, recording_id)
         rows: list[tuple[object, ...]] = []
         pending: list[bytes] = []
@@ -191,10 +197,8 @@ async def seed_audio(server: OurServer, recording_id: str, pool: bytes) -> int:
             )
             offset += len(record)
             pending.append(record)
-            if len(pending) == APPEND_RECORDS or final:
-                at = await store.append(key, b"".join(pending))
-                if at != written:
-                    raise RuntimeError(f"blob append landed at {at}, expected {written}")
+            if len(pending) == PART_RECORDS or final:
+                await store.put(audio_part(recording_id, written), b"".join(pending))
                 written = offset
                 pending = []
         async with conn.transaction():
@@ -210,6 +214,7 @@ async def seed_audio(server: OurServer, recording_id: str, pool: bytes) -> int:
             )
     finally:
         await conn.close()
+        store.close()
     return offset
 
 
@@ -238,7 +243,7 @@ async def verify(
         )
     if (channels, rate, width, frames) != (2, RATE_HZ, 2, SECONDS * RATE_HZ):
         raise RuntimeError(f"unexpected WAV: {channels} ch, {rate} Hz, {width} B, {frames} frames")
-    layout = WavLayout("mulaw", RATE_HZ, TRACKS, "dual", "pcm16")
+    layout = WavLayout("mulaw", RATE_HZ, BOTH, Channels.DUAL, "pcm16")
     data = len(body) - layout.header_bytes
     second = RATE_HZ * layout.out_frame_bytes
     first = bytes(body[layout.header_bytes : layout.header_bytes + second])

@@ -1,13 +1,15 @@
-"""Plain SQL for accounts, users, API keys and login sessions."""
+"""Plain SQL for accounts and their users (people: customers and staff)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from telephony.domain.errors import EmailTaken, NotFound
+from telephony.domain.roles import CustomerRole, StaffRole, UserKind
 
 _ACCOUNT_COLS = (
     "id, name, postal_address, vat_number, data_region, recording_retention_days,"
@@ -17,9 +19,11 @@ _USER_COLS = (
     "id, account_id, kind, role, email, name, postal_address, vat_number, password_hash,"
     " age_confirmed_at, created_at, updated_at"
 )
-_KEY_COLS = (
-    "id, account_id, name, scopes, token_prefix, created_by, created_at, last_used_at, revoked_at"
+USER_COLUMNS = tuple(c.strip() for c in _USER_COLS.split(","))
+ACCOUNT_FIELDS = frozenset(
+    {"name", "recording_retention_days", "processing_restricted", "webhook_url"}
 )
+USER_FIELDS = frozenset({"name", "email", "postal_address", "vat_number", "role", "password_hash"})
 
 
 @dataclass(frozen=True)
@@ -40,39 +44,25 @@ class Account:
 @dataclass(frozen=True)
 class User:
     id: str
-    account_id: str | None
-    kind: str
-    role: str
+    account_id: str | None  # None for staff
+    kind: UserKind
+    role: CustomerRole | StaffRole
     email: str
     name: str
     postal_address: str | None
     vat_number: str | None
-    password_hash: str | None
+    password_hash: str | None  # None until an invitation is accepted
     age_confirmed_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
 
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    account_id: str
-    name: str
-    scopes: list[str]
-    token_prefix: str
-    created_by: str | None
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-
-@dataclass(frozen=True)
-class SessionPrincipalRow:
-    """A live session joined with its user: what authentication needs in one query."""
-
-    session_id: str
-    expires_at: datetime
-    user: User
+def user_of(row: asyncpg.Record) -> User:
+    """A users row (or the users columns of a join) as a User."""
+    data = {c: row[c] for c in USER_COLUMNS}
+    data["kind"] = kind = UserKind(data["kind"])
+    data["role"] = (CustomerRole if kind is UserKind.CUSTOMER else StaffRole)(data["role"])
+    return User(**data)
 
 
 # -- accounts ------------------------------------------------------------
@@ -112,9 +102,10 @@ async def get_account(conn: asyncpg.Connection, account_id: str, *, lock: bool =
     return Account(**row)
 
 
-async def update_account(conn: asyncpg.Connection, account_id: str, changes: dict) -> Account:
-    allowed = {"name", "recording_retention_days", "processing_restricted", "webhook_url"}
-    assert set(changes) <= allowed, "caller validated the fields"
+async def update_account(
+    conn: asyncpg.Connection, account_id: str, changes: Mapping[str, object]
+) -> Account:
+    assert set(changes) <= ACCOUNT_FIELDS, "caller validated the fields"
     if not changes:
         return await get_account(conn, account_id)
     names = sorted(changes)
@@ -137,8 +128,8 @@ async def insert_user(
     *,
     id: str,
     account_id: str | None,
-    kind: str,
-    role: str,
+    kind: UserKind,
+    role: CustomerRole | StaffRole,
     email: str,
     name: str,
     password_hash: str | None,
@@ -158,8 +149,8 @@ async def insert_user(
                 RETURNING {_USER_COLS}""",
             id,
             account_id,
-            kind,
-            role,
+            kind.value,
+            role.value,
             email,
             name,
             postal_address,
@@ -172,14 +163,14 @@ async def insert_user(
         )
     except asyncpg.UniqueViolationError as exc:
         raise EmailTaken("an account with this e-mail address exists") from exc
-    return User(**row)
+    return user_of(row)
 
 
 async def find_user_by_email(conn: asyncpg.Connection, email: str) -> User | None:
     row = await conn.fetchrow(
         f"SELECT {_USER_COLS} FROM users WHERE lower(email) = lower($1)", email
     )
-    return User(**row) if row else None
+    return user_of(row) if row else None
 
 
 async def get_user(
@@ -194,7 +185,7 @@ async def get_user(
     )
     if row is None:
         raise NotFound("no such user")
-    return User(**row)
+    return user_of(row)
 
 
 async def list_users(
@@ -209,12 +200,13 @@ async def list_users(
         after[1] if after else None,
         limit,
     )
-    return [User(**r) for r in rows]
+    return [user_of(r) for r in rows]
 
 
-async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict, now: datetime) -> User:
-    allowed = {"name", "email", "postal_address", "vat_number", "role", "password_hash"}
-    assert set(changes) <= allowed, "caller validated the fields"
+async def update_user(
+    conn: asyncpg.Connection, user_id: str, changes: Mapping[str, object], now: datetime
+) -> User:
+    assert set(changes) <= USER_FIELDS, "caller validated the fields"
     names = sorted(changes)
     sets = ", ".join([f"{n} = ${i}" for i, n in enumerate(names, start=3)] + ["updated_at = $2"])
     try:
@@ -228,7 +220,7 @@ async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict, now
         raise EmailTaken("an account with this e-mail address exists") from exc
     if row is None:
         raise NotFound("no such user")
-    return User(**row)
+    return user_of(row)
 
 
 async def delete_user(conn: asyncpg.Connection, user_id: str) -> None:
@@ -255,138 +247,4 @@ async def accept_invitation(
         password_hash,
         now,
     )
-    return User(**row) if row else None
-
-
-# -- sessions ------------------------------------------------------------
-
-
-async def insert_session(
-    conn: asyncpg.Connection,
-    *,
-    id: str,
-    user_id: str,
-    token_hash: bytes,
-    now: datetime,
-    expires_at: datetime,
-    source_address: str | None,
-    user_agent: str | None,
-) -> None:
-    await conn.execute(
-        """INSERT INTO sessions (id, user_id, token_hash, created_at, expires_at,
-                                 source_address, user_agent)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        id,
-        user_id,
-        token_hash,
-        now,
-        expires_at,
-        source_address,
-        user_agent,
-    )
-
-
-async def find_session(
-    conn: asyncpg.Connection, token_hash: bytes, now: datetime
-) -> SessionPrincipalRow | None:
-    row = await conn.fetchrow(
-        f"""SELECT s.id AS session_id, s.expires_at,
-                   {", ".join("u." + c.strip() for c in _USER_COLS.split(","))}
-            FROM sessions s JOIN users u ON u.id = s.user_id
-            WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2""",
-        token_hash,
-        now,
-    )
-    if row is None:
-        return None
-    data = dict(row.items())
-    session_id = data.pop("session_id")
-    expires_at = data.pop("expires_at")
-    return SessionPrincipalRow(session_id, expires_at, User(**data))
-
-
-async def revoke_session(conn: asyncpg.Connection, session_id: str, now: datetime) -> None:
-    await conn.execute(
-        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", session_id, now
-    )
-
-
-# -- API keys ------------------------------------------------------------
-
-
-async def insert_api_key(
-    conn: asyncpg.Connection,
-    *,
-    id: str,
-    account_id: str,
-    name: str,
-    scopes: list[str],
-    token_hash: bytes,
-    token_prefix: str,
-    created_by: str | None,
-    now: datetime,
-) -> ApiKey:
-    row = await conn.fetchrow(
-        f"""INSERT INTO api_keys (id, account_id, name, scopes, token_hash, token_prefix,
-                                  created_by, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_KEY_COLS}""",
-        id,
-        account_id,
-        name,
-        scopes,
-        token_hash,
-        token_prefix,
-        created_by,
-        now,
-    )
-    return ApiKey(**row)
-
-
-async def find_api_key_by_hash(conn: asyncpg.Connection, token_hash: bytes) -> ApiKey | None:
-    row = await conn.fetchrow(
-        f"SELECT {_KEY_COLS} FROM api_keys WHERE token_hash = $1 AND revoked_at IS NULL",
-        token_hash,
-    )
-    return ApiKey(**row) if row else None
-
-
-async def list_api_keys(
-    conn: asyncpg.Connection, account_id: str, *, after: tuple[datetime, str] | None, limit: int
-) -> list[ApiKey]:
-    rows = await conn.fetch(
-        f"""SELECT {_KEY_COLS} FROM api_keys
-            WHERE account_id = $1 AND revoked_at IS NULL
-              AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
-            ORDER BY created_at, id LIMIT $4""",
-        account_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [ApiKey(**r) for r in rows]
-
-
-async def revoke_api_key(
-    conn: asyncpg.Connection, key_id: str, account_id: str, now: datetime
-) -> ApiKey:
-    row = await conn.fetchrow(
-        f"""UPDATE api_keys SET revoked_at = $3
-            WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL RETURNING {_KEY_COLS}""",
-        key_id,
-        account_id,
-        now,
-    )
-    if row is None:
-        raise NotFound("no such API key")
-    return ApiKey(**row)
-
-
-async def touch_api_key(conn: asyncpg.Connection, key_id: str, now: datetime) -> None:
-    # At most once a minute: a hot key must not turn every request into a write.
-    await conn.execute(
-        """UPDATE api_keys SET last_used_at = $2
-           WHERE id = $1
-             AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')""",
-        key_id,
-        now,
-    )
+    return user_of(row) if row else None

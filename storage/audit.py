@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from telephony.domain.actors import Actor
+
 GENESIS = b"\x00" * 32
 _COLS = "account_id, seq, at, actor, action, subject, details, prev_hash, hash"
 
@@ -72,13 +74,13 @@ async def append(
     *,
     account_id: str,
     at: datetime,
-    actor: dict[str, Any],
+    actor: Actor,
     action: str,
     subject: dict[str, Any],
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append in the caller's transaction, so the row exists exactly when the action does."""
-    actor, subject = _roundtrip(actor), _roundtrip(subject)
+    stored_actor, subject = _roundtrip(actor.as_json()), _roundtrip(subject)
     details = _roundtrip(details or {})
     await conn.execute(
         "INSERT INTO audit_heads (account_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
@@ -94,7 +96,7 @@ async def append(
             account_id=account_id,
             seq=seq,
             at=at,
-            actor=actor,
+            actor=stored_actor,
             action=action,
             subject=subject,
             details=details,
@@ -106,7 +108,7 @@ async def append(
         account_id,
         seq,
         at,
-        actor,
+        stored_actor,
         action,
         subject,
         details,
@@ -116,7 +118,9 @@ async def append(
     await conn.execute(
         "UPDATE audit_heads SET seq = $2, hash = $3 WHERE account_id = $1", account_id, seq, digest
     )
-    return AuditEvent(account_id, seq, at, actor, action, subject, details, prev_hash, digest)
+    return AuditEvent(
+        account_id, seq, at, stored_actor, action, subject, details, prev_hash, digest
+    )
 
 
 async def list_events(

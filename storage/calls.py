@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from telephony.domain.calls import CallStatus, Direction
 from telephony.domain.errors import NotFound
 
 _CALL_COLS = (
@@ -20,14 +21,18 @@ _CP_COLS = "id, call_id, label, number, added_at"
 class Call:
     id: str
     account_id: str
-    direction: str
+    direction: Direction
     from_number: str
     to_number: str
-    status: str
+    status: CallStatus
     created_by: str | None
     created_at: datetime
     ended_at: datetime | None
     media_token_expires_at: datetime
+
+    @property
+    def active(self) -> bool:
+        return self.status is CallStatus.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,19 @@ class Counterpart:
     added_at: datetime
 
 
+def _call(row: asyncpg.Record) -> Call:
+    data = dict(row.items())
+    data["direction"] = Direction(data["direction"])
+    data["status"] = CallStatus(data["status"])
+    return Call(**data)
+
+
 async def insert_call(
     conn: asyncpg.Connection,
     *,
     id: str,
     account_id: str,
-    direction: str,
+    direction: Direction,
     from_number: str,
     to_number: str,
     created_by: str,
@@ -58,7 +70,7 @@ async def insert_call(
             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9) RETURNING {_CALL_COLS}""",
         id,
         account_id,
-        direction,
+        direction.value,
         from_number,
         to_number,
         created_by,
@@ -66,7 +78,7 @@ async def insert_call(
         media_token_hash,
         media_token_expires_at,
     )
-    return Call(**row)
+    return _call(row)
 
 
 async def get_call(
@@ -86,7 +98,15 @@ async def get_call(
     )
     if row is None:
         raise NotFound("no such call")
-    return Call(**row)
+    return _call(row)
+
+
+async def find_by_media_token(conn: asyncpg.Connection, token_hash: bytes) -> Call | None:
+    """The call a media token was issued for (the token itself is never stored)."""
+    row = await conn.fetchrow(
+        f"SELECT {_CALL_COLS} FROM calls WHERE media_token_hash = $1", token_hash
+    )
+    return _call(row) if row else None
 
 
 async def lock_active_calls(conn: asyncpg.Connection, account_id: str) -> list[Call]:
@@ -100,7 +120,7 @@ async def lock_active_calls(conn: asyncpg.Connection, account_id: str) -> list[C
             ORDER BY id FOR UPDATE""",
         account_id,
     )
-    return [Call(**r) for r in rows]
+    return [_call(r) for r in rows]
 
 
 async def list_calls(
@@ -115,7 +135,7 @@ async def list_calls(
         after[1] if after else None,
         limit,
     )
-    return [Call(**r) for r in rows]
+    return [_call(r) for r in rows]
 
 
 async def end_call(conn: asyncpg.Connection, call_id: str, now: datetime) -> Call:
@@ -124,7 +144,7 @@ async def end_call(conn: asyncpg.Connection, call_id: str, now: datetime) -> Cal
         call_id,
         now,
     )
-    return Call(**row)
+    return _call(row)
 
 
 async def insert_counterpart(

@@ -7,6 +7,9 @@ from datetime import datetime
 
 import asyncpg
 
+from telephony.domain.actors import Actor, ActorKind
+from telephony.domain.consent import Decision, Method
+
 _COLS = (
     "seq, id, call_id, counterpart_id, decision, method, evidence, obtained_at, recorded_at,"
     " recorded_by_type, recorded_by_id"
@@ -19,13 +22,27 @@ class ConsentEvent:
     id: str
     call_id: str
     counterpart_id: str
-    decision: str
-    method: str
+    decision: Decision
+    method: Method
     evidence: str | None
     obtained_at: datetime
     recorded_at: datetime
-    recorded_by_type: str
-    recorded_by_id: str
+    recorded_by: Actor  # its kind and id; the role is not kept on the event
+
+
+def _event(row: asyncpg.Record) -> ConsentEvent:
+    return ConsentEvent(
+        seq=row["seq"],
+        id=row["id"],
+        call_id=row["call_id"],
+        counterpart_id=row["counterpart_id"],
+        decision=Decision(row["decision"]),
+        method=Method(row["method"]),
+        evidence=row["evidence"],
+        obtained_at=row["obtained_at"],
+        recorded_at=row["recorded_at"],
+        recorded_by=Actor(ActorKind(row["recorded_by_type"]), row["recorded_by_id"]),
+    )
 
 
 async def insert_event(
@@ -34,13 +51,12 @@ async def insert_event(
     id: str,
     call_id: str,
     counterpart_id: str,
-    decision: str,
-    method: str,
+    decision: Decision,
+    method: Method,
     evidence: str | None,
     obtained_at: datetime,
     recorded_at: datetime,
-    recorded_by_type: str,
-    recorded_by_id: str,
+    recorded_by: Actor,
 ) -> ConsentEvent:
     row = await conn.fetchrow(
         f"""INSERT INTO consent_events (id, call_id, counterpart_id, decision, method, evidence,
@@ -49,15 +65,15 @@ async def insert_event(
         id,
         call_id,
         counterpart_id,
-        decision,
-        method,
+        decision.value,
+        method.value,
         evidence,
         obtained_at,
         recorded_at,
-        recorded_by_type,
-        recorded_by_id,
+        recorded_by.kind.value,
+        recorded_by.id or "",
     )
-    return ConsentEvent(**row)
+    return _event(row)
 
 
 async def list_for_calls(conn: asyncpg.Connection, call_ids: list[str]) -> list[ConsentEvent]:
@@ -65,4 +81,4 @@ async def list_for_calls(conn: asyncpg.Connection, call_ids: list[str]) -> list[
     rows = await conn.fetch(
         f"SELECT {_COLS} FROM consent_events WHERE call_id = ANY($1) ORDER BY seq", call_ids
     )
-    return [ConsentEvent(**r) for r in rows]
+    return [_event(r) for r in rows]

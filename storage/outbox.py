@@ -1,8 +1,12 @@
 """Plain SQL for the staff notification outbox (S4).
 
 A notification is inserted in the transaction of the change it reports, so
-it exists exactly when the change committed. Workers on any node claim due
-rows with SKIP LOCKED and never deliver one twice at the same time.
+it exists exactly when the change committed. A claim is a lease, as for
+customer webhooks (`storage/webhooks.py`): it moves `next_attempt_at` past
+the attempt's time limit and commits, so no connection is held while the
+receiver answers, workers on any node take disjoint rows (SKIP LOCKED), and
+an attempt cut short by a crash is retried when the lease ends. An attempt's
+outcome is written only if the row is still as claimed.
 """
 
 from __future__ import annotations
@@ -49,48 +53,73 @@ async def enqueue(
 
 
 async def claim_due(
-    conn: asyncpg.Connection, now: datetime, limit: int = 20
+    conn: asyncpg.Connection, now: datetime, lease_until: datetime, *, limit: int
 ) -> list[StaffNotification]:
-    """Lock due rows for the caller's transaction; other workers skip them."""
+    """Lease up to `limit` due rows, oldest first; other workers skip them."""
     rows = await conn.fetch(
-        f"""SELECT {_COLS} FROM staff_notifications
-            WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
-            ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        f"""UPDATE staff_notifications n SET next_attempt_at = $2
+            FROM (SELECT id FROM staff_notifications
+                  WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) due
+            WHERE n.id = due.id
+            RETURNING {", ".join("n." + c.strip() for c in _COLS.split(","))}""",
         now,
+        lease_until,
         limit,
     )
-    return [StaffNotification(**r) for r in rows]
+    return sorted((StaffNotification(**r) for r in rows), key=lambda n: n.id)
 
 
-async def mark_delivered(conn: asyncpg.Connection, note_id: int, now: datetime) -> None:
-    await conn.execute(
-        """UPDATE staff_notifications SET delivered_at = $2, attempts = attempts + 1,
-                  last_error = NULL WHERE id = $1""",
+async def mark_delivered(
+    conn: asyncpg.Connection, note: StaffNotification | int, now: datetime
+) -> StaffNotification | None:
+    """Record the successful attempt of `note` as claimed; None if it moved on meanwhile.
+
+    A bare id (tests, tools) marks the row whatever its attempts.
+    """
+    note_id, attempts = (note, None) if isinstance(note, int) else (note.id, note.attempts)
+    row = await conn.fetchrow(
+        f"""UPDATE staff_notifications SET delivered_at = $3, attempts = attempts + 1,
+                   last_error = NULL
+            WHERE id = $1 AND ($2::int IS NULL OR attempts = $2)
+              AND delivered_at IS NULL AND given_up_at IS NULL
+            RETURNING {_COLS}""",
         note_id,
+        attempts,
         now,
     )
+    return StaffNotification(**row) if row else None
 
 
 async def mark_failed(
     conn: asyncpg.Connection,
-    note_id: int,
+    note: StaffNotification | int,
     *,
     error: str,
     next_attempt_at: datetime | None,
     now: datetime,
-) -> None:
-    """Record a failed attempt; `next_attempt_at=None` gives up for good."""
-    await conn.execute(
-        """UPDATE staff_notifications
-           SET attempts = attempts + 1, last_error = $2,
-               next_attempt_at = coalesce($3::timestamptz, next_attempt_at),
-               given_up_at = CASE WHEN $3::timestamptz IS NULL THEN $4::timestamptz END
-           WHERE id = $1""",
+) -> StaffNotification | None:
+    """Record a failed attempt; `next_attempt_at=None` gives up for good.
+
+    With a claimed row, only if it is still as claimed; with a bare id
+    (tests, tools), whatever its state.
+    """
+    note_id, attempts = (note, None) if isinstance(note, int) else (note.id, note.attempts)
+    row = await conn.fetchrow(
+        f"""UPDATE staff_notifications
+            SET attempts = attempts + 1, last_error = $2,
+                next_attempt_at = coalesce($3::timestamptz, next_attempt_at),
+                given_up_at = CASE WHEN $3::timestamptz IS NULL THEN $4::timestamptz END
+            WHERE id = $1 AND ($5::int IS NULL OR attempts = $5)
+              AND delivered_at IS NULL AND given_up_at IS NULL
+            RETURNING {_COLS}""",
         note_id,
         error[:500],
         next_attempt_at,
         now,
+        attempts,
     )
+    return StaffNotification(**row) if row else None
 
 
 async def list_all(conn: asyncpg.Connection) -> list[StaffNotification]:

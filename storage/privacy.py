@@ -16,11 +16,13 @@ from datetime import datetime
 import asyncpg
 
 from telephony.domain.errors import NotFound
+from telephony.domain.privacy import OPEN, RequestKind, RequestStatus
+from telephony.domain.roles import CustomerRole
 
 _REQUEST_COLS = (
     "id, account_id, user_id, kind, details, status, received_at, due_at, completed_at, resolution"
 )
-OPEN = ("received", "in_progress")
+_OPEN = [s.value for s in OPEN]
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,19 @@ class PrivacyRequest:
     id: str
     account_id: str
     user_id: str
-    kind: str
+    kind: RequestKind
     details: str
-    status: str
+    status: RequestStatus
     received_at: datetime
     due_at: datetime
     completed_at: datetime | None
     resolution: str | None
+
+
+def _request(row: asyncpg.Record) -> PrivacyRequest:
+    data = dict(row.items())
+    data["kind"], data["status"] = RequestKind(data["kind"]), RequestStatus(data["status"])
+    return PrivacyRequest(**data)
 
 
 # -- privacy requests (D2, D3) ----------------------------------------------------------
@@ -46,7 +54,7 @@ async def insert_request(
     id: str,
     account_id: str,
     user_id: str,
-    kind: str,
+    kind: RequestKind,
     details: str,
     received_at: datetime,
     due_at: datetime,
@@ -58,12 +66,12 @@ async def insert_request(
         id,
         account_id,
         user_id,
-        kind,
+        kind.value,
         details,
         received_at,
         due_at,
     )
-    return PrivacyRequest(**row)
+    return _request(row)
 
 
 async def get_request(
@@ -86,7 +94,7 @@ async def get_request(
     )
     if row is None:
         raise NotFound("no such privacy request")
-    return PrivacyRequest(**row)
+    return _request(row)
 
 
 async def list_requests(
@@ -109,7 +117,7 @@ async def list_requests(
         after[1] if after else None,
         limit,
     )
-    return [PrivacyRequest(**r) for r in rows]
+    return [_request(r) for r in rows]
 
 
 async def list_open(
@@ -125,20 +133,20 @@ async def list_open(
             WHERE status = ANY($1) AND ($2::timestamptz IS NULL OR due_at < $2)
               AND ($3::timestamptz IS NULL OR (due_at, id) > ($3, $4))
             ORDER BY due_at, id LIMIT $5""",
-        list(OPEN),
+        _OPEN,
         due_before,
         after[0] if after else None,
         after[1] if after else None,
         limit,
     )
-    return [PrivacyRequest(**r) for r in rows]
+    return [_request(r) for r in rows]
 
 
 async def set_status(
     conn: asyncpg.Connection,
     request_id: str,
     *,
-    status: str,
+    status: RequestStatus,
     completed_at: datetime | None,
     resolution: str | None,
 ) -> PrivacyRequest:
@@ -147,13 +155,13 @@ async def set_status(
             SET status = $2, completed_at = $3, resolution = coalesce($4, resolution)
             WHERE id = $1 RETURNING {_REQUEST_COLS}""",
         request_id,
-        status,
+        status.value,
         completed_at,
         resolution,
     )
     if row is None:
         raise NotFound("no such privacy request")
-    return PrivacyRequest(**row)
+    return _request(row)
 
 
 # -- erasure (D2): scrub what outlives the users row --------------------------------------
@@ -164,7 +172,7 @@ class Subject:
     """The user a request is about, as erasure and restriction need them."""
 
     id: str
-    role: str
+    role: CustomerRole
     email: str
 
 
@@ -175,7 +183,7 @@ async def lock_user(conn: asyncpg.Connection, user_id: str, account_id: str) -> 
         user_id,
         account_id,
     )
-    return Subject(**row) if row else None
+    return Subject(row["id"], CustomerRole(row["role"]), row["email"]) if row else None
 
 
 def _count(status: str) -> int:

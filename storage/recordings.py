@@ -1,27 +1,42 @@
-"""Plain SQL for recordings and their coverage map (segments)."""
+"""Plain SQL for recordings, their coverage map (segments) and the control channel."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
+from telephony.domain.actors import Actor, ActorKind
 from telephony.domain.errors import NotFound
+from telephony.domain.recordings import (
+    LIVE,
+    Channels,
+    Control,
+    EndReason,
+    PauseBehavior,
+    RecordingStatus,
+)
+from telephony.domain.tracks import Track, from_stored
 
 _COLS = (
     "id, call_id, account_id, status, pause_reason, stop_reason, channels, pause_behavior,"
     " started_at, ended_at, size_bytes, started_by_type, started_by_id"
 )
-LIVE = ("recording", "paused")
+_LIVE = [s.value for s in LIVE]
+CONTROL_CHANNEL = "recording_control"
 
 
 @dataclass(frozen=True)
 class Segment:
+    """A stretch that was recorded, and what ended it (None while it runs)."""
+
     started_at: datetime
     ended_at: datetime | None
-    ended_by: str | None
+    ended_by: EndReason | None
 
 
 @dataclass(frozen=True)
@@ -29,17 +44,40 @@ class Recording:
     id: str
     call_id: str
     account_id: str
-    status: str
-    pause_reason: str | None
-    stop_reason: str | None
-    channels: str
-    pause_behavior: str
+    status: RecordingStatus
+    pause_reason: EndReason | None
+    stop_reason: EndReason | None
+    channels: Channels
+    pause_behavior: PauseBehavior
     started_at: datetime
     ended_at: datetime | None
     size_bytes: int
-    started_by_type: str
-    started_by_id: str
+    started_by: Actor
     segments: list[Segment] = field(default_factory=list)
+
+
+def _segment(row: asyncpg.Record) -> Segment:
+    ended_by = row["ended_by"]
+    return Segment(row["started_at"], row["ended_at"], EndReason(ended_by) if ended_by else None)
+
+
+def _recording(row: asyncpg.Record, segments: list[Segment]) -> Recording:
+    pause, stop = row["pause_reason"], row["stop_reason"]
+    return Recording(
+        id=row["id"],
+        call_id=row["call_id"],
+        account_id=row["account_id"],
+        status=RecordingStatus(row["status"]),
+        pause_reason=EndReason(pause) if pause else None,
+        stop_reason=EndReason(stop) if stop else None,
+        channels=Channels(row["channels"]),
+        pause_behavior=PauseBehavior(row["pause_behavior"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        size_bytes=row["size_bytes"],
+        started_by=Actor(ActorKind(row["started_by_type"]), row["started_by_id"]),
+        segments=segments,
+    )
 
 
 async def insert(
@@ -48,10 +86,9 @@ async def insert(
     id: str,
     call_id: str,
     account_id: str,
-    channels: str,
-    pause_behavior: str,
-    started_by_type: str,
-    started_by_id: str,
+    channels: Channels,
+    pause_behavior: PauseBehavior,
+    started_by: Actor,
     wrapped_key: bytes,
     nonce_prefix: bytes,
     now: datetime,
@@ -64,11 +101,11 @@ async def insert(
         id,
         call_id,
         account_id,
-        channels,
-        pause_behavior,
+        channels.value,
+        pause_behavior.value,
         now,
-        started_by_type,
-        started_by_id,
+        started_by.kind.value,
+        started_by.id or "",
         wrapped_key,
         nonce_prefix,
     )
@@ -84,14 +121,14 @@ async def open_segment(conn: asyncpg.Connection, recording_id: str, now: datetim
 
 
 async def close_segment(
-    conn: asyncpg.Connection, recording_id: str, now: datetime, ended_by: str
+    conn: asyncpg.Connection, recording_id: str, now: datetime, ended_by: EndReason
 ) -> None:
     await conn.execute(
         """UPDATE recording_segments SET ended_at = $2, ended_by = $3
            WHERE recording_id = $1 AND ended_at IS NULL""",
         recording_id,
         now,
-        ended_by,
+        ended_by.value,
     )
 
 
@@ -99,9 +136,9 @@ async def set_state(
     conn: asyncpg.Connection,
     recording_id: str,
     *,
-    status: str,
-    pause_reason: str | None = None,
-    stop_reason: str | None = None,
+    status: RecordingStatus,
+    pause_reason: EndReason | None = None,
+    stop_reason: EndReason | None = None,
     ended_at: datetime | None = None,
 ) -> None:
     await conn.execute(
@@ -109,14 +146,16 @@ async def set_state(
                   stop_reason = coalesce($4, stop_reason), ended_at = coalesce($5, ended_at)
            WHERE id = $1""",
         recording_id,
-        status,
-        pause_reason,
-        stop_reason,
+        status.value,
+        pause_reason.value if pause_reason else None,
+        stop_reason.value if stop_reason else None,
         ended_at,
     )
 
 
-async def _with_segments(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Recording]:
+async def _with_segments(
+    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
+) -> list[Recording]:
     if not rows:
         return []
     segs = await conn.fetch(
@@ -126,8 +165,8 @@ async def _with_segments(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -
     )
     by_rec: dict[str, list[Segment]] = {r["id"]: [] for r in rows}
     for s in segs:
-        by_rec[s["recording_id"]].append(Segment(s["started_at"], s["ended_at"], s["ended_by"]))
-    return [Recording(**r, segments=by_rec[r["id"]]) for r in rows]
+        by_rec[s["recording_id"]].append(_segment(s))
+    return [_recording(r, by_rec[r["id"]]) for r in rows]
 
 
 async def get(
@@ -150,7 +189,7 @@ async def find_live(conn: asyncpg.Connection, call_id: str) -> Recording | None:
     row = await conn.fetchrow(
         f"SELECT {_COLS} FROM recordings WHERE call_id = $1 AND status = ANY($2)",
         call_id,
-        list(LIVE),
+        _LIVE,
     )
     return (await _with_segments(conn, [row]))[0] if row else None
 
@@ -161,7 +200,7 @@ async def list_for_calls(conn: asyncpg.Connection, call_ids: list[str]) -> list[
             ORDER BY started_at, id""",
         call_ids,
     )
-    return await _with_segments(conn, list(rows))
+    return await _with_segments(conn, rows)
 
 
 async def list_for_account(
@@ -184,29 +223,67 @@ async def list_for_account(
         limit,
         call_id,
     )
-    return await _with_segments(conn, list(rows))
+    return await _with_segments(conn, rows)
 
 
-CONTROL_CHANNEL = "recording_control"
+async def not_deleted(conn: asyncpg.Connection, recording_ids: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT id FROM recordings WHERE id = ANY($1) AND status <> 'deleted'", recording_ids
+    )
+    return {r["id"] for r in rows}
+
+
+async def segments_of(conn: asyncpg.Connection, recording_id: str) -> list[Segment]:
+    rows = await conn.fetch(
+        """SELECT started_at, ended_at, ended_by FROM recording_segments
+           WHERE recording_id = $1 ORDER BY id""",
+        recording_id,
+    )
+    return [_segment(r) for r in rows]
+
+
+# -- the media node's side ------------------------------------------------------------
 
 
 async def notify_control(
-    conn: asyncpg.Connection, call_id: str, recording_id: str, action: str, at: datetime
+    conn: asyncpg.Connection, call_id: str, recording_id: str, action: Control, at: datetime
 ) -> None:
     """Tell the node holding the call's media socket; delivered when the transaction commits."""
     payload = json.dumps(
-        {"call_id": call_id, "recording_id": recording_id, "action": action, "at": at.isoformat()}
+        {
+            "call_id": call_id,
+            "recording_id": recording_id,
+            "action": action.value,
+            "at": at.isoformat(),
+        }
     )
     await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload)
 
 
-async def has_media_stream(conn: asyncpg.Connection, call_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT true FROM media_streams WHERE call_id = $1", call_id))
+@dataclass(frozen=True)
+class ControlMessage:
+    """A NOTIFY on CONTROL_CHANNEL: what a media node must do to a call's writer."""
+
+    call_id: str
+    recording_id: str
+    action: Control
+    at: datetime
+
+    @classmethod
+    def parse(cls, payload: str) -> ControlMessage:
+        """ValueError or KeyError for anything not written by `notify_control`."""
+        data: dict[str, Any] = json.loads(payload)
+        return cls(
+            call_id=str(data["call_id"]),
+            recording_id=str(data["recording_id"]),
+            action=Control(data["action"]),
+            at=datetime.fromisoformat(str(data["at"])),
+        )
 
 
 @dataclass(frozen=True)
 class Secrets:
-    """What a media node needs to seal a recording's audio."""
+    """What a media node needs to seal a recording's audio, and where the last writer left off."""
 
     wrapped_key: bytes | None
     nonce_prefix: bytes | None
@@ -236,29 +313,38 @@ async def writer_state(conn: asyncpg.Connection, recording_id: str) -> Secrets:
     )
 
 
-async def segments_of(conn: asyncpg.Connection, recording_id: str) -> list[Segment]:
-    rows = await conn.fetch(
-        """SELECT started_at, ended_at, ended_by FROM recording_segments
-           WHERE recording_id = $1 ORDER BY id""",
-        recording_id,
-    )
-    return [Segment(r["started_at"], r["ended_at"], r["ended_by"]) for r in rows]
-
-
-async def set_format(
+async def attach_to_node(
     conn: asyncpg.Connection,
     recording_id: str,
+    node_id: str,
+    *,
     encoding: str,
     sample_rate_hz: int,
-    tracks: list[str],
+    tracks: Sequence[Track],
 ) -> None:
+    """A media node writes this recording now; the format is fixed by the first one."""
     await conn.execute(
-        """UPDATE recordings SET encoding = $2, sample_rate_hz = $3, track_names = $4
-           WHERE id = $1 AND encoding IS NULL""",
+        """UPDATE recordings SET node_id = $2,
+                  encoding = coalesce(encoding, $3),
+                  sample_rate_hz = coalesce(sample_rate_hz, $4),
+                  track_names = coalesce(track_names, $5),
+                  track_sides = CASE WHEN encoding IS NULL THEN $6 ELSE track_sides END
+           WHERE id = $1""",
         recording_id,
+        node_id,
         encoding,
         sample_rate_hz,
-        tracks,
+        [t.name for t in tracks],
+        [t.side.value for t in tracks],
+    )
+
+
+async def add_gap(conn: asyncpg.Connection, recording_id: str, gap: dict[str, Any]) -> None:
+    """Audio lost to overload: `{at_ms, duration_ms, reason}` in the recording's `gaps`."""
+    await conn.execute(
+        "UPDATE recordings SET gaps = gaps || $2::jsonb WHERE id = $1",
+        recording_id,
+        json.dumps([gap]),
     )
 
 
@@ -267,19 +353,30 @@ async def complete_if_stopped(conn: asyncpg.Connection, recording_id: str) -> bo
         "UPDATE recordings SET status = 'completed' WHERE id = $1 AND status = 'stopped'",
         recording_id,
     )
-    return status.endswith(" 1")
-
-
-# -- reading back (R4) --------------------------------------------------------------
+    return bool(status.endswith(" 1"))
 
 
 @dataclass(frozen=True)
-class Chunk:
-    idx: int
-    blob_offset: int
-    record_bytes: int
-    samples: int  # per channel
-    final: bool
+class Interrupted:
+    id: str
+    call_id: str
+    account_id: str
+
+
+async def interrupt_held_by(conn: asyncpg.Connection, node_id: str) -> list[Interrupted]:
+    """Recordings a node held when its process died: `interrupted`, their chunks kept."""
+    rows = await conn.fetch(
+        """UPDATE recordings
+           SET status = 'interrupted', ended_at = coalesce(ended_at, now()),
+               stop_reason = coalesce(stop_reason, 'process_died')
+           WHERE node_id = $1 AND status IN ('recording', 'paused', 'stopped')
+           RETURNING id, call_id, account_id""",
+        node_id,
+    )
+    return [Interrupted(**r) for r in rows]
+
+
+# -- reading back (R4) --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -288,26 +385,19 @@ class StoredFormat:
 
     encoding: str | None
     sample_rate_hz: int | None
-    tracks: tuple[str, ...]
+    tracks: tuple[Track, ...]
 
 
 async def stored_format(conn: asyncpg.Connection, recording_id: str) -> StoredFormat:
     row = await conn.fetchrow(
-        "SELECT encoding, sample_rate_hz, track_names FROM recordings WHERE id = $1",
+        """SELECT encoding, sample_rate_hz, track_names, track_sides FROM recordings
+           WHERE id = $1""",
         recording_id,
     )
     if row is None:
         raise NotFound("no such recording")
-    return StoredFormat(row["encoding"], row["sample_rate_hz"], tuple(row["track_names"] or ()))
-
-
-async def chunks_of(conn: asyncpg.Connection, recording_id: str) -> list[Chunk]:
-    rows = await conn.fetch(
-        """SELECT idx, blob_offset, record_bytes, samples, final FROM recording_chunks
-           WHERE recording_id = $1 ORDER BY idx""",
-        recording_id,
-    )
-    return [Chunk(**r) for r in rows]
+    tracks = from_stored(row["track_names"] or (), row["track_sides"])
+    return StoredFormat(row["encoding"], row["sample_rate_hz"], tracks)
 
 
 # -- deletion by crypto-shredding (R3) and retention --------------------------------
@@ -318,7 +408,7 @@ class DeletionTarget:
     id: str
     call_id: str
     account_id: str
-    status: str
+    status: RecordingStatus
 
 
 async def find_for_deletion(
@@ -331,14 +421,18 @@ async def find_for_deletion(
         recording_id,
         account_id,
     )
-    return DeletionTarget(**row) if row else None
+    if row is None:
+        return None
+    return DeletionTarget(
+        row["id"], row["call_id"], row["account_id"], RecordingStatus(row["status"])
+    )
 
 
 async def shred(conn: asyncpg.Connection, recording_id: str, now: datetime) -> None:
     """Destroy the wrapped data key: from this commit on the audio is unreadable everywhere.
 
-    The chunk rows go too (they map a blob that is about to go); the blobs
-    themselves are removed after the commit by `delete_blobs`.
+    The chunk rows go too (they map blobs that are about to go); the blobs
+    themselves are removed after the commit (`mark_blobs_deleted` once done).
     """
     await conn.execute(
         """UPDATE recordings SET status = 'deleted', wrapped_key = NULL, nonce_prefix = NULL,

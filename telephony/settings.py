@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,20 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be true or false")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    found = []
+    for part in (env.get(name) or "").split(","):
+        if part.strip():
+            try:
+                found.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise SettingsError(f"{name} must be comma-separated CIDRs") from None
+    return tuple(found)
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = env.get(name) or default
     if value not in allowed:
@@ -61,6 +76,10 @@ class Settings:
     login_window_s: int = 15 * 60
     login_max_failures_per_email: int = 5
     login_max_failures_per_address: int = 30
+    # Signups and invitation acceptances per source address: each costs a password hash.
+    signup_window_s: int = 3600
+    signup_max_per_address: int = 10
+    invitation_max_per_address: int = 10  # per login_window_s
     log_retention_days: int = 60  # S3
     purge_interval_s: int = 24 * 3600
     # Recording retention, blob removal and D4: how often the retention pass runs.
@@ -77,13 +96,18 @@ class Settings:
     webhook_concurrency: int = 8
     max_body_bytes: int = 64 * 1024
     access_log_to_db: bool = True
-    trust_forwarded_for: bool = False
+    # Proxies whose X-Forwarded-For is believed (CIDRs): the client is the right-most
+    # hop none of them is. Empty: the peer address is the client.
+    trusted_proxies: tuple[Network, ...] = ()
     media_token_ttl_s: int = 3600  # a call's media stream must connect within this time
     public_url: str | None = None  # base URL clients reach us at; default: the request's host
     # Base64 master keys (DESIGN "Keys"); None: a generated development key under data_dir.
     master_key: str | None = dataclasses.field(default=None, repr=False)
     previous_master_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     node_id: str | None = None  # names this process among nodes sharing the database
+    # A live recording's audio moves from the node's spool to the blob store this often.
+    spool_part_s: float = 10.0
+    header_timeout_s: float = 10.0  # a request's head must arrive whole this fast
     event_loop: str = "uvloop"  # "uvloop" or "asyncio": the loop `serve` runs on
 
     @classmethod
@@ -123,7 +147,7 @@ class Settings:
             webhook_concurrency=_int(
                 env, "TELEPHONY_WEBHOOK_CONCURRENCY", default.webhook_concurrency, 1
             ),
-            trust_forwarded_for=_bool(env, "TELEPHONY_TRUST_FORWARDED_FOR"),
+            trusted_proxies=_networks(env, "TELEPHONY_TRUSTED_PROXIES"),
             media_token_ttl_s=_int(
                 env, "TELEPHONY_MEDIA_TOKEN_TTL_S", default.media_token_ttl_s, 10
             ),

@@ -23,6 +23,7 @@ from storage.migrate import apply_pending
 from storage.pgcluster import LocalCluster
 from telephony.settings import Argon2Params, Settings
 from telephony.web.app import create_app
+from telephony.web.server import ServiceRunner
 
 # Cheap Argon2 for speed; test_passwords.py checks the production defaults separately.
 FAST_ARGON2 = Argon2Params(memory_kib=8192, iterations=1, lanes=1)
@@ -104,12 +105,20 @@ def blocking_guard() -> Iterator[BlockBuster]:
         yield bb
 
 
+class ServiceServer(TestServer):
+    """aiohttp's test server, serving with the service's own runner (its parser errors and
+    header timeout), so tests meet the server edge production has."""
+
+    async def _make_runner(self, **kwargs: Any) -> ServiceRunner:
+        return ServiceRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def client(
     settings: Settings, pool: asyncpg.Pool, blocking_guard: BlockBuster
 ) -> AsyncIterator[TestClient]:
     app = create_app(settings, run_workers=False)
-    async with TestClient(TestServer(app)) as c:
+    async with TestClient(ServiceServer(app)) as c:
         yield c
 
 

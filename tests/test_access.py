@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from storage.keys.passwords import PasswordHasher
+from telephony.domain.roles import StaffRole
 from telephony.settings import Settings
 from telephony.usecases import identity
 from telephony.web.app import all_routes
@@ -93,7 +94,7 @@ async def staff_token(client: TestClient, pool: asyncpg.Pool, settings: Settings
         PasswordHasher(settings.argon2),
         email=email,
         name=role,
-        role=role,
+        role=StaffRole(role),
         password=PASSWORD,
         now=datetime.now(UTC),
     )

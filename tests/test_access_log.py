@@ -11,12 +11,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster
 
 from telephony.settings import Settings
 from telephony.web.app import create_app
-from tests.conftest import PASSWORD, new_customer
+from tests.conftest import PASSWORD, ServiceServer, new_customer
 
 
 async def access_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -30,7 +30,7 @@ async def logged_client(
 ) -> AsyncIterator[TestClient]:
     """A serving app with its background workers and the database access log on."""
     app = create_app(settings.replace(access_log_to_db=True), run_workers=True)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         yield client
 
 
@@ -102,7 +102,7 @@ async def test_entries_in_flight_at_shutdown_are_not_lost(
     """S3: stopping the server right after requests still writes each of them."""
     app = create_app(settings.replace(access_log_to_db=True), run_workers=True)
 
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         for n in range(5):
             resp = await client.get("/healthz", headers={"X-Request-Id": f"req-{n}"})
             assert resp.status == 200
@@ -153,7 +153,7 @@ async def test_nothing_is_written_when_the_database_access_log_is_off(
     """S3: access_log_to_db=False keeps the table empty."""
     app = create_app(settings.replace(access_log_to_db=False), run_workers=True)
 
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         assert (await client.get("/healthz")).status == 200
 
     assert await access_rows(pool) == []

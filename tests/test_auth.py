@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from storage.keys.passwords import PasswordHasher
+from telephony.domain.roles import StaffRole
 from telephony.settings import Settings
 from telephony.usecases import identity
 from telephony.web.app import create_app
-from tests.conftest import PASSWORD, Customer, login, new_customer
+from tests.conftest import PASSWORD, Customer, ServiceServer, login, new_customer
 
 UA = {"User-Agent": "pytest-agent/1.0"}
 
@@ -24,7 +25,7 @@ async def make_staff(pool: asyncpg.Pool, settings: Settings, role: str) -> str:
         PasswordHasher(settings.argon2),
         email=email,
         name=role,
-        role=role,
+        role=StaffRole(role),
         password=PASSWORD,
         now=datetime.now(UTC),
     )
@@ -107,7 +108,7 @@ async def test_repeated_failures_from_one_address_are_throttled(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
     app = create_app(settings.replace(login_max_failures_per_address=4), run_workers=False)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         for i in range(4):
             resp = await client.post(
                 "/v1/sessions", json={"email": f"guess{i}@example.com", "password": "x" * 14}

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,7 @@ import pytest
 from storage import audit
 from storage.db import ensure_database, with_database
 from storage.pgcluster import LocalCluster
+from telephony.domain.actors import Actor
 
 FAST = {
     "TELEPHONY_ARGON2_MEMORY_KIB": "8192",
@@ -205,8 +207,8 @@ async def test_audit_verify_exits_nonzero_and_names_the_broken_row(
                 await audit.append(
                     conn,
                     account_id="acc_v",
-                    at=__import__("datetime").datetime.now(__import__("datetime").UTC),
-                    actor={"type": "test"},
+                    at=datetime.now(UTC),
+                    actor=Actor.system("test"),
                     action=f"step.{n}",
                     subject={},
                     details={},

@@ -19,8 +19,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
+from storage.keys import crypto
 from storage.keys import hierarchy as keys
 from storage.keys.crypto import CHUNK_HEADER, ChunkCipher
 from telephony.domain.errors import IntegrityFailure
@@ -28,8 +29,8 @@ from telephony.media.wav import ulaw_to_linear
 from telephony.settings import Settings, master_keys
 from telephony.usecases import playback
 from telephony.web.app import create_app
-from telephony.web.appkeys import MASTER_KEYS
-from tests.conftest import Customer, consented_call, new_customer
+from telephony.web.appkeys import KEYS
+from tests.conftest import Customer, ServiceServer, consented_call, new_customer
 from tests.test_media import connect, until, writer_of
 
 FRAMES = 200  # per track: 4 s, several 16 KiB chunks
@@ -92,8 +93,17 @@ async def download(
     )
 
 
-def blob_path(settings: Settings, recording_id: str) -> Path:
-    return settings.data_dir / "blobs" / "recordings" / recording_id / "audio"
+def recording_folder(settings: Settings, recording_id: str) -> Path:
+    """Where the blob store keeps the recording's parts."""
+    return settings.data_dir / "blobs" / "recordings" / recording_id
+
+
+async def blob_path(settings: Settings, recording_id: str) -> Path:
+    """The recording's one stored part: these recordings are shorter than a part."""
+    folder = recording_folder(settings, recording_id)
+    parts = sorted(await asyncio.to_thread(lambda: list(folder.glob("audio-*"))))
+    assert [p.name for p in parts] == ["audio-0000000000000000"], parts
+    return parts[0]
 
 
 async def chunk_rows(pool: asyncpg.Pool, recording_id: str) -> list[asyncpg.Record]:
@@ -312,7 +322,7 @@ async def flip_bit(path: Path, at: int) -> None:
 async def test_a_flipped_bit_in_the_first_chunk_answers_500_before_any_audio(
     client: TestClient, owner: Customer, pool: asyncpg.Pool, settings: Settings, recording: str
 ) -> None:
-    await flip_bit(blob_path(settings, recording), CHUNK_HEADER.size + 5)
+    await flip_bit(await blob_path(settings, recording), CHUNK_HEADER.size + 5)
 
     resp = await download(client, owner, recording)
 
@@ -335,7 +345,7 @@ async def test_a_flipped_bit_later_cuts_the_transfer_short_and_never_alters_audi
     recording_id = await record(client, owner, pool, frames=600)
     intact = await (await download(client, owner, recording_id)).read()
     rows = await chunk_rows(pool, recording_id)
-    await flip_bit(blob_path(settings, recording_id), rows[-2]["blob_offset"] + 20)
+    await flip_bit(await blob_path(settings, recording_id), rows[-2]["blob_offset"] + 20)
 
     resp = await download(client, owner, recording_id)
     received = bytearray()
@@ -366,7 +376,7 @@ async def test_a_missing_chunk_answers_500_before_any_audio(
 async def test_a_truncated_blob_answers_500_before_any_audio(
     client: TestClient, owner: Customer, settings: Settings, recording: str
 ) -> None:
-    path = blob_path(settings, recording)
+    path = await blob_path(settings, recording)
     data = await asyncio.to_thread(path.read_bytes)
     await asyncio.to_thread(path.write_bytes, data[:-100])
 
@@ -382,7 +392,7 @@ async def test_reordered_chunks_fail_to_open(
     rows = await chunk_rows(pool, recording)
     first, second = rows[0], rows[1]
     assert first["record_bytes"] == second["record_bytes"]  # a swap keeps every offset valid
-    path = blob_path(settings, recording)
+    path = await blob_path(settings, recording)
     data = bytearray(await asyncio.to_thread(path.read_bytes))
     a = slice(first["blob_offset"], first["blob_offset"] + first["record_bytes"])
     b = slice(second["blob_offset"], second["blob_offset"] + second["record_bytes"])
@@ -399,7 +409,7 @@ async def test_a_chunk_swapped_in_from_another_recording_fails_to_open(
     client: TestClient, owner: Customer, pool: asyncpg.Pool, settings: Settings, recording: str
 ) -> None:
     other = await record(client, owner, pool)
-    mine, theirs = blob_path(settings, recording), blob_path(settings, other)
+    mine, theirs = await blob_path(settings, recording), await blob_path(settings, other)
     size = (await chunk_rows(pool, recording))[0]["record_bytes"]
     data = bytearray(await asyncio.to_thread(mine.read_bytes))
     data[:size] = (await asyncio.to_thread(theirs.read_bytes))[:size]
@@ -419,8 +429,9 @@ async def test_a_chunk_swapped_in_from_another_recording_fails_to_open(
 async def test_delete_destroys_the_key_then_the_audio_and_is_idempotent(
     client: TestClient, owner: Customer, pool: asyncpg.Pool, settings: Settings, recording: str
 ) -> None:
-    path = blob_path(settings, recording)
+    path = await blob_path(settings, recording)
     backup = await asyncio.to_thread(path.read_bytes)  # a copy taken before deletion
+    await record(client, owner, pool, frames=10)  # another recording, whose key stays
     async with pool.acquire() as conn:
         prefix = bytes(
             await conn.fetchval("SELECT nonce_prefix FROM recordings WHERE id = $1", recording)
@@ -445,12 +456,15 @@ async def test_delete_destroys_the_key_then_the_audio_and_is_idempotent(
         surviving = await conn.fetch(
             "SELECT id, account_id, wrapped_key FROM recordings WHERE wrapped_key IS NOT NULL"
         )
-        kek = await keys.account_key(
-            conn, client.app[MASTER_KEYS], owner.account_id, row["deleted_at"]
-        )
+        data_keys = [
+            await client.app[KEYS].recording_key(
+                conn, owner.account_id, other["id"], bytes(other["wrapped_key"]), row["deleted_at"]
+            )
+            for other in surviving
+        ]
     record_bytes = CHUNK_HEADER.size + struct.unpack_from(">I", backup, 6)[0]
-    for other in surviving:
-        data_key = keys.open_data_key(kek, bytes(other["wrapped_key"]), other["id"])
+    assert data_keys, "other recordings keep their keys"
+    for data_key in data_keys:
         with pytest.raises(IntegrityFailure):
             ChunkCipher(data_key, prefix, recording).open("mix", 0, backup[:record_bytes])
 
@@ -497,15 +511,15 @@ async def test_recordings_made_before_and_after_a_key_rotation_both_download(
     before = await record(client, owner, pool, frames=20)
     old_key = settings.master_key
     assert old_key is not None
-    new_key = base64.b64encode(keys.new_key()).decode()
+    new_key = base64.b64encode(crypto.new_key()).decode()
     rotating = settings.replace(master_key=new_key, previous_master_keys=(old_key,))
     result = await keys.rotate(pool, master_keys(rotating), datetime.now(UTC))
-    async with TestClient(TestServer(create_app(rotating, run_workers=False))) as during:
+    async with TestClient(ServiceServer(create_app(rotating, run_workers=False))) as during:
         after = await record(during, owner, pool, frames=20)
         in_rotation = [(await download(during, owner, rid)).status for rid in (before, after)]
     # Rotation over: the old master key is no longer configured at all.
     done = settings.replace(master_key=new_key, previous_master_keys=())
-    async with TestClient(TestServer(create_app(done, run_workers=False))) as later:
+    async with TestClient(ServiceServer(create_app(done, run_workers=False))) as later:
         afterwards = [await (await download(later, owner, rid)).read() for rid in (before, after)]
 
     assert result.rewrapped >= 1 and result.remaining == 0

@@ -13,6 +13,7 @@ import pytest
 
 from storage.keys import hierarchy as keys
 from storage.keys.crypto import new_key
+from storage.keys.providers import ServiceKeys
 from telephony.domain.errors import IntegrityFailure
 
 
@@ -74,7 +75,10 @@ async def test_rotation_rewraps_account_keys_and_old_data_keys_still_open(
             i: await keys.account_key(conn, keys.MasterKeys(old), f"acc_r{i}", datetime.now(UTC))
             for i in range(3)
         }
-    data_key, wrapped_data = keys.new_data_key(before[0], "rec_1")
+    async with pool.acquire() as conn:
+        made = await ServiceKeys(keys.MasterKeys(old)).new_recording_key(
+            conn, "acc_r0", "rec_1", datetime.now(UTC)
+        )
     during = keys.MasterKeys(new, previous=(old,))
 
     result = await keys.rotate(pool, during, datetime.now(UTC), batch=2)
@@ -89,9 +93,16 @@ async def test_rotation_rewraps_account_keys_and_old_data_keys_still_open(
             )
         with pytest.raises(IntegrityFailure):
             await keys.account_key(conn, keys.MasterKeys(old), "acc_r0", datetime.now(UTC))
-    assert keys.open_data_key(before[0], wrapped_data, "rec_1") == data_key
+        reopened = await ServiceKeys(after_only_new).recording_key(
+            conn, "acc_r0", "rec_1", made.wrapped, datetime.now(UTC)
+        )
+    assert reopened == made.data_key
 
 
 async def test_a_destroyed_data_key_cannot_open(pool: asyncpg.Pool) -> None:
-    with pytest.raises(IntegrityFailure):
-        keys.open_data_key(new_key(), None, "rec_1")
+    await make_account(pool, "acc_d")
+    provider = ServiceKeys(keys.MasterKeys(new_key()))
+
+    async with pool.acquire() as conn:
+        with pytest.raises(IntegrityFailure):
+            await provider.recording_key(conn, "acc_d", "rec_1", None, datetime.now(UTC))

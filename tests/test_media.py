@@ -20,12 +20,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from storage.chunks import ChunkRow
 from storage.pgcluster import find_bindir
-from telephony.recorder.writer import ChunkRow
 from telephony.settings import Settings
 from telephony.usecases.playback import iter_audio
 from telephony.web.api import media_ws
-from telephony.web.appkeys import BLOBS, HUB, MASTER_KEYS, POOL
+from telephony.web.appkeys import BLOBS, HUB, KEYS, POOL
 from tests.conftest import Customer, consented_call, decide, new_call, start_recording
 
 # 160 bytes of μ-law that no codec, silence fill or header will produce by chance.
@@ -120,8 +120,7 @@ def writer_of(client: TestClient, call_id: str) -> Any:
 async def stored_audio(client: TestClient, recording_id: str) -> bytes:
     app = client.app
     parts = [
-        piece
-        async for piece in iter_audio(app[POOL], app[BLOBS], app[MASTER_KEYS], recording_id, None)
+        piece async for piece in iter_audio(app[POOL], app[BLOBS], app[KEYS], recording_id, None)
     ]
     return b"".join(parts)
 

@@ -10,14 +10,14 @@ import threading
 from pathlib import Path
 
 import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from storage.blobs import filesystem as blobs
 from telephony.logs import JsonFormatter
 from telephony.settings import Settings
 from telephony.web.app import all_routes, create_app
 from telephony.web.appkeys import BLOBS, POOL
-from tests.conftest import Customer
+from tests.conftest import Customer, ServiceServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ async def test_healthz_and_readyz(client: TestClient) -> None:
 
 async def test_readyz_is_503_when_the_database_is_unreachable(settings: Settings) -> None:
     app = create_app(settings, run_workers=False)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         client.app[POOL].terminate()  # the database is gone for this process
 
         resp = await client.get("/readyz")
@@ -113,7 +113,7 @@ async def test_logs_are_json_lines_with_the_request_id(
     logger.addHandler(handler)
     try:
         app = create_app(settings, run_workers=False)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(ServiceServer(app)) as client:
             # An unknown dialect is refused without a log line; a media socket closing logs one.
             ws = await client.ws_connect(
                 "/v1/media/twilio?token=mt_unknown", headers={"X-Request-Id": "req-42"}

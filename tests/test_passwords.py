@@ -11,7 +11,7 @@ import subprocess
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from storage.keys.crypto import hash_password, needs_rehash, verify_password
 from storage.keys.passwords import PasswordHasher
@@ -24,6 +24,7 @@ from telephony.web.app import create_app
 from tests.conftest import (
     PASSWORD,
     Customer,
+    ServiceServer,
     consented_call,
     login,
     signup_body,
@@ -74,11 +75,11 @@ async def test_login_upgrades_a_hash_made_with_a_lower_cost(
 ) -> None:
     body = signup_body()
     low = create_app(settings, run_workers=False)
-    async with TestClient(TestServer(low)) as client:
+    async with TestClient(ServiceServer(low)) as client:
         assert (await client.post("/v1/signup", json=body)).status == 201
     raised = settings.replace(argon2=Argon2Params(memory_kib=16384, iterations=2, lanes=1))
 
-    async with TestClient(TestServer(create_app(raised, run_workers=False))) as client:
+    async with TestClient(ServiceServer(create_app(raised, run_workers=False))) as client:
         resp = await client.post(
             "/v1/sessions", json={"email": body["email"], "password": body["password"]}
         )
@@ -150,7 +151,7 @@ async def test_a_login_storm_with_production_argon2_completes_and_recording_goes
     production = settings.replace(argon2=Argon2Params())
     assert production.argon2 == Argon2Params(memory_kib=65536, iterations=3, lanes=4)
     app = create_app(production, run_workers=False)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         users = [signup_body() for _ in range(4)]
         for body in users:
             assert (await client.post("/v1/signup", json=body)).status == 201

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from storage import audit
 from storage.keys.passwords import PasswordHasher
+from telephony.domain.roles import StaffRole
 from telephony.settings import Settings
 from telephony.usecases import identity
 from tests.conftest import (
@@ -48,7 +49,7 @@ async def support_auth(
         PasswordHasher(settings.argon2),
         email=email,
         name=role,
-        role=role,
+        role=StaffRole(role),
         password=PASSWORD,
         now=datetime.now(UTC),
     )

@@ -26,6 +26,7 @@ import pytest
 
 from storage.blobs.filesystem import FilesystemBlobStore
 from storage.keys.hierarchy import MasterKeys
+from storage.keys.providers import ServiceKeys
 from telephony.usecases.playback import iter_audio
 from tests.conftest import PASSWORD, signup_body
 
@@ -216,7 +217,11 @@ async def wait_for_node(pool: asyncpg.Pool, recording_id: str) -> None:
 
 async def stored(pool: asyncpg.Pool, blobs: Path, master: MasterKeys, recording_id: str) -> bytes:
     store = FilesystemBlobStore(blobs)
-    return b"".join([p async for p in iter_audio(pool, store, master, recording_id, None)])
+    try:
+        keys = ServiceKeys(master)
+        return b"".join([p async for p in iter_audio(pool, store, keys, recording_id, None)])
+    finally:
+        store.close()
 
 
 async def test_sigkill_mid_stream_loses_at_most_a_second(
@@ -310,6 +315,6 @@ async def test_two_nodes_control_on_one_media_on_the_other(
     assert audio.count(numbered_frame(2)) == 50
     assert MARKER[:16] not in audio
     raw = await asyncio.to_thread(
-        lambda: b"".join(p.read_bytes() for p in blobs.rglob("*") if p.is_file())
+        lambda: b"".join(p.read_bytes() for p in blobs.parent.rglob("*") if p.is_file())
     )
     assert MARKER[:16] not in raw

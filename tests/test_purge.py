@@ -12,14 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster
 
 from storage import outbox, securitylog
 from storage.securitylog import AccessEntry, PurgeResult
-from telephony.delivery import workers
 from telephony.settings import Settings
+from telephony.usecases import retention as workers
 from telephony.web.app import create_app
+from tests.conftest import ServiceServer
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -142,7 +143,7 @@ async def test_purge_logs_what_it_deleted(
     pool: asyncpg.Pool, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """S3: each purge leaves a structured line with the cutoff and the counts."""
-    caplog.set_level(logging.INFO, logger="telephony.delivery.workers")
+    caplog.set_level(logging.INFO, logger="telephony.usecases.retention")
     await add_access_entry(pool, NOW - timedelta(days=100), "req-old")
 
     await workers.purge_logs(pool, settings, NOW)
@@ -162,7 +163,7 @@ async def test_serve_purges_old_rows_at_start_up(
     await add_access_entry(pool, now - timedelta(days=61), "req-old")
     app = create_app(settings, run_workers=True)
 
-    async with TestClient(TestServer(app)):
+    async with TestClient(ServiceServer(app)):
         for _ in range(100):
             if await security_emails(pool) == ["recent@example.com"]:
                 break

@@ -24,7 +24,7 @@ from telephony.usecases import retention
 from telephony.web.appkeys import BLOBS
 from tests.conftest import Customer, consented_call, login
 from tests.test_cli import FAST, run
-from tests.test_delivery import blob_path, download, expected, record
+from tests.test_delivery import download, expected, record, recording_folder
 
 
 async def status_of(pool: asyncpg.Pool, recording_id: str) -> str:
@@ -54,7 +54,7 @@ async def test_retention_deletes_recordings_older_than_the_account_setting(
 
     assert result.recordings_deleted == 1
     assert await status_of(pool, old) == "deleted"
-    assert not await asyncio.to_thread(blob_path(settings, old).exists)
+    assert not await asyncio.to_thread(recording_folder(settings, old).exists)
     assert (await download(client, owner, recent)).status == 200
     trail = await (await client.get("/v1/audit?limit=200", headers=owner.auth)).json()
     [deleted] = [e for e in trail["items"] if e["action"] == "recording.deleted"]
@@ -82,12 +82,12 @@ async def test_the_pass_finishes_blob_removal_a_crash_interrupted(
     now = datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
         await recordings.shred(conn, recording_id, now)  # committed; the process "dies" here
-    assert await asyncio.to_thread(blob_path(settings, recording_id).exists)
+    assert await asyncio.to_thread(recording_folder(settings, recording_id).exists)
 
     result = await retention.retention_pass(pool, client.app[BLOBS], now)
 
     assert result.blobs_removed == 1
-    assert not await asyncio.to_thread(blob_path(settings, recording_id).exists)
+    assert not await asyncio.to_thread(recording_folder(settings, recording_id).exists)
     async with pool.acquire() as conn:
         assert await conn.fetchval(
             "SELECT blobs_deleted_at IS NOT NULL FROM recordings WHERE id = $1", recording_id

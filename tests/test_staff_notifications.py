@@ -26,10 +26,11 @@ from blockbuster import BlockBuster
 
 from storage import outbox
 from storage.outbox import StaffNotification
-from telephony.delivery import workers
+from telephony.delivery import staff as workers
+from telephony.delivery.outbox import backoff
 from telephony.settings import Settings
 from telephony.web.app import create_app
-from tests.conftest import PASSWORD, Customer, login, signup_body
+from tests.conftest import PASSWORD, Customer, ServiceServer, login, signup_body
 
 # -- a real staff webhook receiver ----------------------------------------------------
 
@@ -60,7 +61,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/staff", rec.handle)
-    server = TestServer(app, host="127.0.0.1", port=0)
+    server = TestServer(app, host="127.0.0.1", port=0)  # a remote receiver
     await server.start_server()
     rec.url = str(server.make_url("/staff"))
     yield rec
@@ -473,7 +474,7 @@ async def test_a_500_is_retried_after_backoff(
     assert (first, too_early, later) == (0, 0, 1)
     assert failed.attempts == 1
     assert failed.last_error == "HTTP 500"
-    assert failed.next_attempt_at == now + workers.backoff(1)
+    assert failed.next_attempt_at == now + backoff(1)
     assert failed.next_attempt_at > now
     assert (failed.delivered_at, failed.given_up_at) == (None, None)
     assert len(receiver.received) == 2
@@ -485,7 +486,7 @@ async def test_a_500_is_retried_after_backoff(
 
 def test_backoff_doubles_from_two_seconds_up_to_an_hour() -> None:
     """S4: retries spread out instead of hammering a broken receiver."""
-    assert [workers.backoff(n).total_seconds() for n in (1, 2, 3, 4, 11, 12, 50)] == [
+    assert [backoff(n).total_seconds() for n in (1, 2, 3, 4, 11, 12, 50)] == [
         2,
         4,
         8,
@@ -519,7 +520,7 @@ async def test_delivery_gives_up_after_the_last_attempt(
     await workers.deliver_due_notifications(pool, http, configured, now + timedelta(days=30))
 
     assert [n.attempts for n in seen] == [1, 2, 3]
-    assert seen[1].next_attempt_at - seen[0].next_attempt_at == workers.backoff(2)
+    assert seen[1].next_attempt_at - seen[0].next_attempt_at == backoff(2)
     assert [n.given_up_at is not None for n in seen] == [False, False, True]
     final = seen[2]
     assert final.delivered_at is None
@@ -589,7 +590,7 @@ async def test_without_a_webhook_notifications_are_logged_and_marked_delivered(
 ) -> None:
     """S4: with no TELEPHONY_STAFF_WEBHOOK_URL the structured log line is the notification."""
     assert settings.staff_webhook_url is None
-    caplog.set_level(logging.INFO, logger="telephony.delivery.workers")
+    caplog.set_level(logging.INFO, logger="telephony.delivery.staff")
     [pending] = await all_notes(pool)
 
     delivered = await workers.deliver_due_notifications(pool, http, settings)
@@ -637,7 +638,7 @@ async def test_the_background_worker_delivers_an_admin_change_on_commit(
     configured = settings.replace(staff_webhook_url=receiver.url, outbox_poll_s=30)
     app = create_app(configured, run_workers=True)
 
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         body = signup_body()
         resp = await client.post("/v1/signup", json=body)
         assert resp.status == 201
@@ -674,7 +675,7 @@ async def test_the_background_worker_retries_after_a_500(
     receiver.statuses = [500]
     app = create_app(configured, run_workers=True)
 
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         resp = await client.post("/v1/signup", json=signup_body())
         assert resp.status == 201
 
@@ -699,7 +700,7 @@ async def test_the_background_worker_drains_a_backlog_larger_than_one_batch(
     configured = settings.replace(staff_webhook_url=receiver.url, outbox_poll_s=30)
     app = create_app(configured, run_workers=True)
 
-    async with TestClient(TestServer(app)):
+    async with TestClient(ServiceServer(app)):
         await wait_until(lambda: len(receiver.received) == backlog, timeout_s=5)
 
     assert [r["data"]["n"] for r in receiver.received] == list(range(backlog))

@@ -10,6 +10,8 @@ import wave
 
 import pytest
 
+from telephony.domain.recordings import Channels
+from telephony.domain.tracks import BOTH, INBOUND, MAX_TRACKS, OUTBOUND, Side, Track
 from telephony.media.wav import WavLayout, alaw_to_linear, linear_to_ulaw, ulaw_to_linear
 
 
@@ -34,44 +36,65 @@ def _decode(encoding: str, block: bytes) -> list[int]:
     return list(struct.unpack(f"{order}{len(block) // 2}h", block))
 
 
+def _clip(value: int) -> int:
+    return max(-32768, min(32767, value))
+
+
 def _model(layout: WavLayout, block: bytes) -> bytes:
     """What the file must hold, computed one sample at a time."""
     samples = _decode(layout.source_encoding, block)
-    tracks = len(layout.source_tracks)
-    frames = [samples[i : i + tracks] for i in range(0, len(samples), tracks)]
+    tracks = layout.source_tracks
+    frames = [samples[i : i + len(tracks)] for i in range(0, len(samples), len(tracks))]
     if layout.channels == "mono":
-        out = [[max(-32768, min(32767, sum(f)))] for f in frames]
-    elif tracks == 2:
-        out = frames
-    else:
-        place = ("inbound", "outbound").index(layout.source_tracks[0])
-        out = [[f[0], 0] if place == 0 else [0, f[0]] for f in frames]
+        out = [[_clip(sum(f))] for f in frames]
+    else:  # dual: every counterpart track on 0, every customer track on 1, mixed
+        out = [
+            [
+                _clip(sum(v for v, t in zip(f, tracks, strict=True) if t.side is side))
+                for side in SIDES
+            ]
+            for f in frames
+        ]
     flat = [v for f in out for v in f]
     if layout.output == "pcm16":
         return struct.pack(f"<{len(flat)}h", *flat)
     return bytes(linear_to_ulaw(v) for v in flat)
 
 
+SIDES = (Side.COUNTERPARTS, Side.CUSTOMER)
+# A SIPREC session of a conference: two counterparts' streams and the customer's.
+CONFERENCE = (
+    Track("caller", Side.COUNTERPARTS),
+    Track("agent", Side.CUSTOMER),
+    Track("expert", Side.COUNTERPARTS),
+)
+TRACK_SETS = ((INBOUND, OUTBOUND), (INBOUND,), (OUTBOUND,), (OUTBOUND, INBOUND), CONFERENCE)
+
 LAYOUTS = [
     (encoding, tracks, channels, output)
     for encoding in ("mulaw", "alaw", "l16le", "l16be")
-    for tracks in (("inbound", "outbound"), ("inbound",), ("outbound",))
-    for channels in ("dual", "mono")
+    for tracks in TRACK_SETS
+    for channels in (Channels.DUAL, Channels.MONO)
     for output in ("pcm16", "mulaw")
 ]
 
 
+def _mixes(tracks: tuple[Track, ...], channels: Channels) -> bool:
+    if channels is Channels.MONO:
+        return len(tracks) > 1
+    return any(sum(t.side is side for t in tracks) > 1 for side in SIDES)
+
+
 @pytest.mark.parametrize(("encoding", "tracks", "channels", "output"), LAYOUTS)
 def test_every_layout_matches_the_scalar_model(
-    encoding: str, tracks: tuple[str, ...], channels: str, output: str
+    encoding: str, tracks: tuple[Track, ...], channels: Channels, output: str
 ) -> None:
     layout = WavLayout(encoding, 8000, tracks, channels, output)
     block = os.urandom(layout.source_frame_bytes * 401)  # an odd frame count on purpose
 
     converted = layout.convert(block)
 
-    mixing = channels == "mono" and len(tracks) == 2
-    if output == "mulaw" and encoding in ("mulaw", "alaw") and not mixing:
+    if output == "mulaw" and encoding in ("mulaw", "alaw") and not _mixes(tracks, channels):
         assert converted == _byte_model(layout, block)
     else:
         assert converted == _model(layout, block)
@@ -84,25 +107,31 @@ def _byte_model(layout: WavLayout, block: bytes) -> bytes:
         codes = block
     else:
         codes = bytes(linear_to_ulaw(alaw_to_linear(b)) for b in block)
-    if layout.out_channels == len(layout.source_tracks):
-        return codes
-    out = bytearray(b"\xff" * (2 * len(codes)))
-    out[("inbound", "outbound").index(layout.source_tracks[0]) :: 2] = codes
+    tracks = layout.source_tracks
+    frames = [codes[i : i + len(tracks)] for i in range(0, len(codes), len(tracks))]
+    sides = SIDES if layout.channels is Channels.DUAL else (None,)
+    out = bytearray()
+    for frame in frames:
+        for side in sides:
+            heard = [
+                c for c, t in zip(frame, tracks, strict=True) if side is None or t.side is side
+            ]
+            out.append(heard[0] if heard else 0xFF)
     return bytes(out)
 
 
-@pytest.mark.parametrize("channels", ["dual", "mono"])
-def test_pcm_headers_open_with_the_standard_reader(channels: str) -> None:
-    layout = WavLayout("mulaw", 8000, ("inbound", "outbound"), channels, "pcm16")
+@pytest.mark.parametrize("channels", [Channels.DUAL, Channels.MONO])
+def test_pcm_headers_open_with_the_standard_reader(channels: Channels) -> None:
+    layout = WavLayout("mulaw", 8000, BOTH, channels, "pcm16")
     data = layout.convert(os.urandom(2 * 800))
 
     with wave.open(io.BytesIO(layout.header(800) + data)) as wav:
-        assert wav.getnchannels() == (2 if channels == "dual" else 1)
+        assert wav.getnchannels() == (2 if channels is Channels.DUAL else 1)
         assert (wav.getframerate(), wav.getsampwidth(), wav.getnframes()) == (8000, 2, 800)
 
 
 def test_mulaw_header_has_the_format_tag_cbsize_and_fact_chunk() -> None:
-    layout = WavLayout("mulaw", 8000, ("inbound", "outbound"), "dual", "mulaw")
+    layout = WavLayout("mulaw", 8000, BOTH, Channels.DUAL, "mulaw")
 
     header = layout.header(1000)
 
@@ -120,6 +149,8 @@ def test_mulaw_header_has_the_format_tag_cbsize_and_fact_chunk() -> None:
 
 def test_unknown_encodings_and_layouts_are_refused() -> None:
     with pytest.raises(ValueError, match="encoding"):
-        WavLayout("opus", 8000, ("inbound",), "dual", "pcm16")
+        WavLayout("opus", 8000, (INBOUND,), Channels.DUAL, "pcm16")
     with pytest.raises(ValueError, match="layout"):
-        WavLayout("mulaw", 8000, ("inbound", "outbound", "x"), "dual", "pcm16")
+        WavLayout("mulaw", 8000, (), Channels.DUAL, "pcm16")
+    with pytest.raises(ValueError, match="layout"):
+        WavLayout("mulaw", 8000, (INBOUND,) * (MAX_TRACKS + 1), Channels.DUAL, "pcm16")

@@ -26,13 +26,15 @@ from blockbuster import BlockBuster
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from storage import webhooks as store
+from storage.keys.providers import ServiceKeys
 from storage.webhooks import WebhookEvent
 from telephony.delivery import ssrf, webhooks
-from telephony.delivery.workers import backoff
+from telephony.delivery.outbox import backoff
 from telephony.settings import Settings, master_keys
 from telephony.web.app import create_app
 from tests.conftest import (
     Customer,
+    ServiceServer,
     consented_call,
     new_customer,
     start_recording,
@@ -92,7 +94,7 @@ async def receivers() -> AsyncIterator[MakeReceiver]:
         rec = Receiver()
         app = web.Application()
         app.router.add_post("/hooks", rec.handle)
-        server = TestServer(app, host="127.0.0.1", port=0)
+        server = TestServer(app, host="127.0.0.1", port=0)  # a remote receiver
         await server.start_server()
         rec.url = str(server.make_url("/hooks"))
         made.append((rec, server))
@@ -121,7 +123,7 @@ async def strict_client(
 ) -> AsyncIterator[TestClient]:
     """The production default: webhook targets must be public."""
     app = create_app(settings.replace(webhook_allow_private=False), run_workers=False)
-    async with TestClient(TestServer(app)) as c:
+    async with TestClient(ServiceServer(app)) as c:
         yield c
 
 
@@ -143,7 +145,9 @@ async def subscribe(client: TestClient, customer: Customer, rec: Receiver) -> No
 
 async def deliver(pool: asyncpg.Pool, settings: Settings, now: datetime | None = None) -> int:
     async with ssrf.open_session(settings) as http:
-        return await webhooks.deliver_due(pool, http, settings, master_keys(settings), now)
+        return await webhooks.deliver_due(
+            pool, http, settings, ServiceKeys(master_keys(settings)), now
+        )
 
 
 async def events_of(pool: asyncpg.Pool, customer: Customer) -> list[WebhookEvent]:
@@ -637,7 +641,7 @@ async def test_the_worker_delivers_on_commit_and_one_hanging_account_does_not_ho
     stuck.hang_s = 60
     app = create_app(configured, run_workers=True)
 
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(ServiceServer(app)) as client:
         slow, fast = await new_customer(client), await new_customer(client)
         await subscribe(client, slow, stuck)
         await subscribe(client, fast, healthy)

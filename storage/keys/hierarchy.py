@@ -107,18 +107,6 @@ async def account_key(
     return unwrap_key(master.by_id(row["master_key_id"]), bytes(row["wrapped_key"]), account_id)
 
 
-def new_data_key(kek: bytes, recording_id: str) -> tuple[bytes, bytes]:
-    """A recording's data key and its wrapped form (owner = the recording)."""
-    key = new_key()
-    return key, wrap_key(kek, key, recording_id)
-
-
-def open_data_key(kek: bytes, wrapped: bytes | None, recording_id: str) -> bytes:
-    if wrapped is None:
-        raise IntegrityFailure("the recording's key was destroyed")
-    return unwrap_key(kek, wrapped, recording_id)
-
-
 @dataclass(frozen=True)
 class RotationResult:
     rewrapped: int

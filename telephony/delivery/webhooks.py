@@ -8,7 +8,7 @@ oldest open event is ever tried, so a retried event holds back the ones after
 it (head of line). Accounts are served concurrently and every attempt has a
 time limit, so one slow or hanging endpoint delays nobody else.
 
-Retries back off like the staff notifications (`workers.backoff`: 2 s,
+Retries back off like the staff notifications (`outbox.backoff`: 2 s,
 doubling, at most an hour) until `webhook_retry_window_s` (24 h) after the
 event, which is the last try; a failure then gives the event up. Events of an
 account without a `webhook_url` are skipped, not kept: a backlog would burst
@@ -18,79 +18,46 @@ setting up arrive once the secret exists.
 
 Targets pass the SSRF guard of `telephony.ssrf` at registration and again in
 the delivery client's resolver at every attempt.
+
+The outbox engine (`delivery/outbox.py`) runs the lanes; this module is the
+channel: how events are claimed, sent and recorded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
 import aiohttp
 import asyncpg
 
 from storage import webhooks
-from storage.keys.crypto import unwrap_key, wrap_key
-from storage.keys.hierarchy import MasterKeys, account_key
+from storage.keys.providers import KeyProvider
 from storage.webhooks import WebhookEvent
+from telephony.delivery.outbox import Attempt, Outbox, Outcome, backoff
 from telephony.delivery.ssrf import TargetRefused, open_session, screen_url
-from telephony.delivery.workers import backoff
 from telephony.domain.errors import IntegrityFailure
-from telephony.domain.roles import Principal
 from telephony.settings import Settings
-from telephony.usecases.identity import notify_admin_change
 
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
-SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 random bytes; storage.crypto wraps 32
+SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 random bytes; storage.keys.crypto wraps 32
 USER_AGENT = "telephony-webhooks/1"
 LEASE_MARGIN_S = 60  # a claim outlives the attempt's time limit by this much
-DRAIN_LIMIT = 100  # events one account sends in a row before its slot goes to others
+DRAIN_LIMIT = 100  # events one account sends in a row before its lane goes to others
 NO_URL = webhooks.NO_URL
 NO_SECRET = "no signing secret: POST /v1/account/webhook-secret"  # noqa: S105
-
-
-# -- the signing secret ----------------------------------------------------------------
 
 
 def secret_owner(account_id: str) -> str:
     """The wrap's associated data: a wrapped secret opens only as this account's secret."""
     return "whsec:" + account_id
-
-
-async def rotate_secret(
-    pool: asyncpg.Pool, master: MasterKeys, owner: Principal, now: datetime
-) -> str:
-    """Create or replace the account's signing secret; the only time it exists in plain text.
-
-    The old secret stops signing at the commit: there is no overlap, so the
-    owner updates the receiver right after rotating.
-    """
-    account_id = owner.account_id
-    assert account_id is not None
-    secret = secrets.token_bytes(SECRET_BYTES)
-    async with pool.acquire() as conn, conn.transaction():
-        kek = await account_key(conn, master, account_id, now)
-        wrapped = wrap_key(kek, secret, secret_owner(account_id))
-        rotated = await webhooks.put_secret(conn, account_id, wrapped, now)
-        await notify_admin_change(
-            conn,
-            "webhook_secret.rotated" if rotated else "webhook_secret.created",
-            now=now,
-            actor=owner,
-            account_id=account_id,
-            subject={"type": "account", "id": account_id},
-        )
-    return SECRET_PREFIX + base64.b64encode(secret).decode("ascii")
 
 
 def sign(secret: bytes, msg_id: str, timestamp_s: int, body: bytes) -> str:
@@ -100,12 +67,6 @@ def sign(secret: bytes, msg_id: str, timestamp_s: int, body: bytes) -> str:
 
 
 # -- delivery --------------------------------------------------------------------------
-
-
-class Outcome(StrEnum):
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    SKIPPED = "skipped"
 
 
 def retry_at(event: WebhookEvent, attempts: int, now: datetime, window_s: int) -> datetime | None:
@@ -119,113 +80,87 @@ def retry_at(event: WebhookEvent, attempts: int, now: datetime, window_s: int) -
     return min(now + backoff(attempts), deadline)
 
 
-def _lease_until(settings: Settings, now: datetime) -> datetime:
-    return now + timedelta(seconds=settings.webhook_timeout_s + LEASE_MARGIN_S)
+class WebhookChannel:
+    """Customer webhook events: a lane per account, its events in order (head of line)."""
 
+    name = "webhook"
+    notify_channel = webhooks.CHANNEL
+    drain_limit = DRAIN_LIMIT
 
-async def _claim(
-    pool: asyncpg.Pool, settings: Settings, now: datetime, limit: int, account_id: str | None = None
-) -> list[WebhookEvent]:
-    async with pool.acquire() as conn:
-        return await webhooks.claim_heads(
-            conn, now, _lease_until(settings, now), limit=limit, account_id=account_id
-        )
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        settings: Settings,
+        keys: KeyProvider,
+    ) -> None:
+        self.pool = pool
+        self.http = http  # from `open_session`: the SSRF guard is in its resolver
+        self.settings = settings
+        self.keys = keys
+        self.lanes = settings.webhook_concurrency
 
+    def _lease_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.settings.webhook_timeout_s + LEASE_MARGIN_S)
 
-async def deliver_due(
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    settings: Settings,
-    master: MasterKeys,
-    now: datetime | None = None,
-) -> int:
-    """One pass: every due account (up to webhook_concurrency) at once; returns deliveries.
+    async def claim(self, now: datetime, limit: int) -> list[WebhookEvent]:
+        async with self.pool.acquire() as conn:
+            return await webhooks.claim_heads(conn, now, self._lease_until(now), limit=limit)
 
-    `http` comes from `open_session`. With `now` given (tests), that is the
-    time of every step of the pass; otherwise the clock is read at each step.
-    """
-    heads = await _claim(pool, settings, now or datetime.now(UTC), settings.webhook_concurrency)
-    counts = await asyncio.gather(*(_drain(pool, http, settings, master, h, now) for h in heads))
-    return sum(counts)
-
-
-async def _drain(
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    settings: Settings,
-    master: MasterKeys,
-    head: WebhookEvent,
-    fixed_now: datetime | None,
-) -> int:
-    """Try `head`, then the account's next events while they go through; returns deliveries.
-
-    Never raises: a failed step is logged and its event's claim simply lapses,
-    which retries it after the lease.
-    """
-    delivered = 0
-    event = head
-    try:
-        for tried in range(1, DRAIN_LIMIT + 1):
-            outcome = await _attempt(pool, http, settings, master, event, fixed_now)
-            if outcome is Outcome.DELIVERED:
-                delivered += 1
-            if outcome is Outcome.FAILED or tried == DRAIN_LIMIT:
-                break
-            following = await _claim(
-                pool, settings, fixed_now or datetime.now(UTC), 1, event.account_id
+    async def following(self, item: WebhookEvent, now: datetime) -> WebhookEvent | None:
+        async with self.pool.acquire() as conn:
+            found = await webhooks.claim_heads(
+                conn, now, self._lease_until(now), limit=1, account_id=item.account_id
             )
-            if not following:
-                break
-            event = following[0]
-    except Exception:
-        log.exception("webhook delivery step failed", extra={"event_id": event.id})
-    return delivered
+        return found[0] if found else None
 
+    async def attempt(self, item: WebhookEvent, now: datetime) -> Attempt:
+        """Try `item` once with the account's current URL and secret."""
+        secret: bytes | None = None
+        error = NO_SECRET
+        async with self.pool.acquire() as conn:
+            endpoint = await webhooks.find_endpoint(conn, item.account_id)
+            if endpoint.url is None:
+                return Attempt(Outcome.SKIPPED, NO_URL)
+            if endpoint.wrapped_secret is not None:
+                try:
+                    secret = await self.keys.unwrap_secret(
+                        conn,
+                        item.account_id,
+                        secret_owner(item.account_id),
+                        endpoint.wrapped_secret,
+                        now,
+                    )
+                except IntegrityFailure:
+                    error = "the signing secret cannot be opened: create a new one"
+        if secret is None:
+            return Attempt(Outcome.FAILED, error)
+        failure = await _post(self.http, self.settings, item, endpoint.url, secret)
+        return Attempt(Outcome.DELIVERED) if failure is None else Attempt(Outcome.FAILED, failure)
 
-async def _attempt(
-    pool: asyncpg.Pool,
-    http: aiohttp.ClientSession,
-    settings: Settings,
-    master: MasterKeys,
-    event: WebhookEvent,
-    fixed_now: datetime | None,
-) -> Outcome:
-    """Try `event` once with the account's current URL and secret, and record the outcome."""
-    now = fixed_now or datetime.now(UTC)
-    secret: bytes | None = None
-    error: str | None = NO_SECRET
-    async with pool.acquire() as conn:
-        endpoint = await webhooks.find_endpoint(conn, event.account_id)
-        if endpoint.url is None:
-            await webhooks.mark_skipped(conn, event, reason=NO_URL, now=now)
-            return Outcome.SKIPPED
-        if endpoint.wrapped_secret is not None:
-            try:
-                kek = await account_key(conn, master, event.account_id, now)
-                secret = unwrap_key(kek, endpoint.wrapped_secret, secret_owner(event.account_id))
-            except IntegrityFailure:
-                error = "the signing secret cannot be opened: create a new one"
-    if secret is not None:
-        error = await _post(http, settings, event, endpoint.url, secret)
-    async with pool.acquire() as conn:
-        if error is None:
-            # The pass's time when it was passed in (tests), else the real time of delivery.
-            await webhooks.mark_delivered(conn, event, max(now, datetime.now(UTC)))
-            return Outcome.DELIVERED
-        attempts = event.attempts + 1
-        next_at = retry_at(event, attempts, now, settings.webhook_retry_window_s)
-        await webhooks.mark_failed(conn, event, error=error, next_attempt_at=next_at, now=now)
-    log.warning(
-        "webhook delivery failed",
-        extra={
-            "event_id": event.id,
-            "account_id": event.account_id,
-            "attempts": attempts,
-            "error": error,
-            "given_up": next_at is None,
-        },
-    )
-    return Outcome.FAILED
+    async def record(self, item: WebhookEvent, attempt: Attempt, now: datetime) -> None:
+        async with self.pool.acquire() as conn:
+            if attempt.outcome is Outcome.SKIPPED:
+                await webhooks.mark_skipped(conn, item, reason=attempt.error or NO_URL, now=now)
+                return
+            if attempt.outcome is Outcome.DELIVERED:
+                # The pass's time when it was passed in (tests), else the real time of delivery.
+                await webhooks.mark_delivered(conn, item, max(now, datetime.now(UTC)))
+                return
+            attempts = item.attempts + 1
+            next_at = retry_at(item, attempts, now, self.settings.webhook_retry_window_s)
+            error = attempt.error or "failed"
+            await webhooks.mark_failed(conn, item, error=error, next_attempt_at=next_at, now=now)
+        log.warning(
+            "webhook delivery failed",
+            extra={
+                "event_id": item.id,
+                "account_id": item.account_id,
+                "attempts": attempts,
+                "error": error,
+                "given_up": next_at is None,
+            },
+        )
 
 
 async def _post(
@@ -268,43 +203,19 @@ async def _post(
         return type(exc).__name__
 
 
-async def delivery_worker(pool: asyncpg.Pool, settings: Settings, master: MasterKeys) -> None:
-    """Deliver events as they commit (LISTEN) and on a poll for retries, accounts at once.
+async def deliver_due(
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    keys: KeyProvider,
+    now: datetime | None = None,
+) -> int:
+    """One pass: every due account (up to webhook_concurrency) at once; returns deliveries."""
+    return await Outbox(pool, WebhookChannel(pool, http, settings, keys)).deliver_due(now)
 
-    Up to `webhook_concurrency` accounts drain in tasks of their own; a free
-    slot is filled at once, so a hanging endpoint occupies one slot, never the loop.
-    """
-    wake = asyncio.Event()
-    running: set[asyncio.Task[int]] = set()
 
-    def on_notify(*_: object) -> None:
-        wake.set()
-
-    def finished(task: asyncio.Task[int]) -> None:
-        running.discard(task)
-        wake.set()
-
-    async with open_session(settings) as http, pool.acquire() as listener:
-        await listener.add_listener(webhooks.CHANNEL, on_notify)
-        try:
-            while True:
-                wake.clear()
-                free = settings.webhook_concurrency - len(running)
-                try:
-                    heads = await _claim(pool, settings, datetime.now(UTC), free) if free else []
-                except Exception:
-                    # Never let one bad pass end delivery for the life of the process.
-                    log.exception("webhook claim failed")
-                    heads = []
-                for head in heads:
-                    task = asyncio.create_task(_drain(pool, http, settings, master, head, None))
-                    running.add(task)
-                    task.add_done_callback(finished)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), settings.outbox_poll_s)
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(webhooks.CHANNEL, on_notify)
+async def delivery_worker(pool: asyncpg.Pool, settings: Settings, keys: KeyProvider) -> None:
+    """Deliver events as they commit (LISTEN) and on a poll for retries, accounts at once."""
+    async with open_session(settings) as http:
+        channel = WebhookChannel(pool, http, settings, keys)
+        await Outbox(pool, channel).run(settings.outbox_poll_s)

@@ -14,7 +14,17 @@ from telephony.domain.errors import (
 )
 
 
+class Decision(StrEnum):
+    """What a consent event records."""
+
+    GRANTED = "granted"
+    REFUSED = "refused"
+    REVOKED = "revoked"
+
+
 class Consent(StrEnum):
+    """A counterpart's flag: its latest decision, or pending before any."""
+
     PENDING = "pending"
     GRANTED = "granted"
     REFUSED = "refused"
@@ -47,13 +57,13 @@ class CallFacts:
 
 
 def current_flags(
-    counterpart_ids: Iterable[str], decisions: Iterable[tuple[str, str]]
+    counterpart_ids: Iterable[str], decisions: Iterable[tuple[str, Decision]]
 ) -> dict[str, Consent]:
     """Each counterpart's flag is its latest decision; `decisions` come oldest first."""
     flags = {cp: Consent.PENDING for cp in counterpart_ids}
     for counterpart_id, decision in decisions:
         if counterpart_id in flags:
-            flags[counterpart_id] = Consent(decision)
+            flags[counterpart_id] = Consent(decision.value)
     return flags
 
 

@@ -187,3 +187,13 @@ class UnsafeWebhookUrl(InvalidInput):
 
     code = "validation-failed"
     title = "The webhook URL must be http(s) and reach a public address"
+
+
+class StreamRefused(Forbidden):
+    """A media socket that may not stream (API.md "Media streams": closed with 1008).
+
+    Never an HTTP answer: the socket is upgraded already, its handler closes it.
+    """
+
+    code = "forbidden"
+    title = "The media stream is refused"

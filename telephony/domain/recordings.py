@@ -11,17 +11,17 @@ from enum import StrEnum
 from telephony.domain.errors import InvalidTransition
 
 
-class Status(StrEnum):
+class RecordingStatus(StrEnum):
     RECORDING = "recording"
     PAUSED = "paused"
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # ended; the media node is sealing its last chunk
     COMPLETED = "completed"
-    INTERRUPTED = "interrupted"
+    INTERRUPTED = "interrupted"  # the process holding the media socket died
     DELETED = "deleted"
 
 
-class Reason(StrEnum):
-    """What ended a stretch of recording (the segments' `ended_by`) or the recording."""
+class EndReason(StrEnum):
+    """What ended a stretch of recording (a segment's `ended_by`) or the recording."""
 
     PAUSE = "pause"
     NEW_COUNTERPART = "new_counterpart"
@@ -31,19 +31,52 @@ class Reason(StrEnum):
     CALL_ENDED = "call_ended"
     STREAM_ENDED = "stream_ended"
     PROCESSING_RESTRICTED = "processing_restricted"  # D2: the account's processing is restricted
+    INTERRUPTED = "interrupted"  # a segment cut by a dead process
+    PROCESS_DIED = "process_died"  # the recording's stop reason then
 
 
-LIVE = frozenset({Status.RECORDING, Status.PAUSED})
+class Action(StrEnum):
+    """What a customer may ask of a recording (API.md: /pause, /resume, /stop)."""
 
-_ALLOWED: dict[str, frozenset[Status]] = {
-    "pause": frozenset({Status.RECORDING}),
-    "resume": frozenset({Status.PAUSED}),
-    "stop": LIVE,
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+
+
+class Control(StrEnum):
+    """What a media node is told to do to a call's writer (LISTEN/NOTIFY)."""
+
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+
+
+class Channels(StrEnum):
+    DUAL = "dual"  # channel 0 the counterparts, channel 1 the customer
+    MONO = "mono"  # everything mixed
+
+
+class PauseBehavior(StrEnum):
+    SKIP = "skip"  # a pause leaves no trace in the audio
+    SILENCE = "silence"  # a pause is silence of its length
+
+
+LIVE = frozenset({RecordingStatus.RECORDING, RecordingStatus.PAUSED})
+FINISHED = frozenset({RecordingStatus.COMPLETED, RecordingStatus.INTERRUPTED})
+# A stream of a recording in these states may still be sealing: the media node holds it.
+HELD_BY_A_NODE = LIVE | {RecordingStatus.STOPPED}
+
+_ALLOWED: dict[Action, frozenset[RecordingStatus]] = {
+    Action.PAUSE: frozenset({RecordingStatus.RECORDING}),
+    Action.RESUME: frozenset({RecordingStatus.PAUSED}),
+    Action.STOP: LIVE,
 }
 
 
-def check_transition(action: str, status: str) -> None:
-    if Status(status) not in _ALLOWED[action]:
+def check_transition(action: Action, status: RecordingStatus) -> None:
+    if status not in _ALLOWED[action]:
         raise InvalidTransition(
-            f"cannot {action} a recording that is {status}", recording_status=status
+            f"cannot {action.value} a recording that is {status.value}",
+            recording_status=status.value,
         )

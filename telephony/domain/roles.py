@@ -4,12 +4,17 @@ Customer users act with every scope of their account; an owner also manages
 users, keys and the account. API keys carry only the scopes given at their
 creation. Staff have no account: `support` reads consent metadata (S5),
 `security_admin` reads the security log; neither reaches customer routes.
+
+A customer principal and a staff principal are two types, so a customer's
+`account_id` is always a string and nothing asks `if account_id is None`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
+from telephony.domain.actors import Actor, ActorKind
 
 
 class Scope(StrEnum):
@@ -28,44 +33,59 @@ class StaffRole(StrEnum):
     SECURITY_ADMIN = "security_admin"
 
 
+class UserKind(StrEnum):
+    CUSTOMER = "customer"
+    STAFF = "staff"
+
+
 ALL_SCOPES = frozenset(Scope)
 
 
 @dataclass(frozen=True)
-class Principal:
-    """The authenticated caller of one request."""
+class CustomerPrincipal:
+    """A person of a customer account, or one of its API keys, for one request."""
 
-    kind: str  # "user" or "api_key"
     id: str  # user id, or API key id
-    account_id: str | None  # None for staff
-    role: str | None  # customer or staff role; None for an API key
-    scopes: frozenset[str]
-    session_id: str | None = None
+    account_id: str
+    scopes: frozenset[Scope]
+    role: CustomerRole | None = None  # None for an API key
+    session_id: str | None = None  # a person's sign-in; None for an API key
     email: str | None = None
 
     @property
-    def is_staff(self) -> bool:
-        return self.kind == "user" and self.account_id is None
-
-    @property
-    def is_customer_user(self) -> bool:
-        return self.kind == "user" and self.account_id is not None
+    def is_user(self) -> bool:
+        return self.role is not None
 
     @property
     def is_owner(self) -> bool:
-        return self.is_customer_user and self.role == CustomerRole.OWNER
+        return self.role is CustomerRole.OWNER
 
     @property
-    def actor(self) -> dict[str, str | None]:
-        """How audit rows and notifications name this caller (never a token)."""
-        kind = "staff" if self.is_staff else self.kind
-        return {"type": kind, "id": self.id, "role": self.role}
+    def actor(self) -> Actor:
+        kind = ActorKind.USER if self.is_user else ActorKind.API_KEY
+        return Actor(kind, self.id, self.role.value if self.role else None)
 
     def may(self, scope: Scope) -> bool:
-        return self.account_id is not None and scope in self.scopes
+        return scope in self.scopes
 
 
-def scopes_for_customer_role(role: str) -> frozenset[str]:
-    return (
-        frozenset(ALL_SCOPES) if role in (CustomerRole.OWNER, CustomerRole.MEMBER) else frozenset()
-    )
+@dataclass(frozen=True)
+class StaffPrincipal:
+    """Internal staff: no account, no scope, one role (S5: least access)."""
+
+    id: str
+    role: StaffRole
+    session_id: str
+    email: str
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(ActorKind.STAFF, self.id, self.role.value)
+
+
+Principal = CustomerPrincipal | StaffPrincipal
+
+
+def scopes_for_customer_role(role: CustomerRole) -> frozenset[Scope]:
+    """People of an account act with every scope; the owner's extra rights are checked by role."""
+    return ALL_SCOPES if role in (CustomerRole.OWNER, CustomerRole.MEMBER) else frozenset()

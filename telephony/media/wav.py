@@ -1,11 +1,12 @@
 """Stored codec bytes to a WAV file that common players open: pure, no I/O.
 
 The recorder keeps the codec's own bytes (μ-law, A-law, L16 in either byte
-order), interleaved in the order of `track_names`. A download asks for one of
-two WAV encodings (16-bit PCM for browsers, μ-law for telephony tools) and a
-channel layout fixed by the recording: `dual` gives two channels (0: the
-counterparts' `inbound` track, 1: the customer's `outbound` track; a track
-that never streamed is silence), `mono` one channel (both tracks mixed).
+order), one channel per track, interleaved in the order the stream declared
+its tracks. A download asks for one of two WAV encodings (16-bit PCM for
+browsers, μ-law for telephony tools) and a channel layout fixed by the
+recording: `dual` gives two channels (0: every counterpart track, 1: every
+track of the customer's side; a side with no track is silence, a side with
+several tracks is their mix), `mono` one channel (every track mixed).
 
 Why numpy and not `audioop`: audioop is gone in Python 3.13. G.711 decoding is
 a 256-entry table applied with `numpy.take`, about five times faster than
@@ -16,9 +17,12 @@ operations too, so every layout costs about the same per byte.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from telephony.domain.recordings import Channels
+from telephony.domain.tracks import MAX_TRACKS, Side, Track, channels_by_side
 
 # -- G.711 (ITU-T G.711, the classic Sun reference formulas) ----------------------
 
@@ -76,7 +80,7 @@ SOURCE_ENCODINGS = ("mulaw", "alaw", "l16le", "l16be")
 OUTPUT_ENCODINGS = ("pcm16", "mulaw")
 _FORMAT_TAG = {"pcm16": 1, "mulaw": 7}  # WAVE_FORMAT_PCM, WAVE_FORMAT_MULAW
 _WIDTH = {"mulaw": 1, "alaw": 1, "l16le": 2, "l16be": 2, "pcm16": 2}
-OUTPUT_TRACKS = {"dual": ("inbound", "outbound"), "mono": ("mix",)}
+OUTPUT_SIDES = {Channels.DUAL: (Side.COUNTERPARTS, Side.CUSTOMER), Channels.MONO: (None,)}
 
 
 @dataclass(frozen=True)
@@ -85,19 +89,27 @@ class WavLayout:
 
     source_encoding: str
     sample_rate_hz: int
-    source_tracks: tuple[str, ...]
-    channels: str  # the recording's "dual" or "mono"
+    source_tracks: tuple[Track, ...]
+    channels: Channels
     output: str  # "pcm16" or "mulaw"
+    # For each output channel, the stored channels heard on it (derived).
+    _sources: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.source_encoding not in SOURCE_ENCODINGS or self.output not in OUTPUT_ENCODINGS:
             raise ValueError("unsupported encoding")
-        if self.channels not in OUTPUT_TRACKS or not 1 <= len(self.source_tracks) <= 2:
+        if not 1 <= len(self.source_tracks) <= MAX_TRACKS:
             raise ValueError("unsupported channel layout")
+        by_side = channels_by_side(self.source_tracks)
+        every = list(range(len(self.source_tracks)))
+        sources = tuple(
+            tuple(every if side is None else by_side[side]) for side in OUTPUT_SIDES[self.channels]
+        )
+        object.__setattr__(self, "_sources", sources)
 
     @property
     def out_channels(self) -> int:
-        return len(OUTPUT_TRACKS[self.channels])
+        return len(OUTPUT_SIDES[self.channels])
 
     @property
     def source_frame_bytes(self) -> int:
@@ -135,7 +147,8 @@ class WavLayout:
 
     @property
     def _mixing(self) -> bool:
-        return self.channels == "mono" and len(self.source_tracks) == 2
+        """Some output channel hears more than one stored track."""
+        return any(len(s) > 1 for s in self._sources)
 
     def convert(self, block: bytes) -> bytes:
         """WAV data for whole stored frames (`len(block)` a multiple of source_frame_bytes)."""
@@ -146,11 +159,7 @@ class WavLayout:
             frames = np.frombuffer(codes, np.uint8).reshape(-1, tracks)
             return self._place(frames, fill=0xFF).tobytes()
         samples = self._pcm(block).reshape(-1, tracks)
-        if self._mixing:
-            mixed = samples.sum(axis=1, dtype=np.int32).clip(-32768, 32767)
-            samples = mixed.astype(np.int16).reshape(-1, 1)
-        else:
-            samples = self._place(samples, fill=0)
+        samples = self._mix(samples) if self._mixing else self._place(samples, fill=0)
         if self.output == "pcm16":
             return samples.astype(_PCM16, copy=False).tobytes()
         return np.take(_ENCODE_ULAW, samples.astype(np.int16).view(np.uint16)).tobytes()
@@ -166,9 +175,21 @@ class WavLayout:
         return np.frombuffer(block, order).astype(np.int16)
 
     def _place(self, frames: np.ndarray, *, fill: int) -> np.ndarray:
-        """One stored track in a two-channel file: on its own channel, `fill` on the other."""
-        if frames.shape[1] == self.out_channels:
-            return frames
-        out = np.full((len(frames), 2), fill, dtype=frames.dtype)
-        out[:, OUTPUT_TRACKS["dual"].index(self.source_tracks[0])] = frames[:, 0]
+        """Each output channel its one stored track (or `fill` where it has none)."""
+        sources = self._sources
+        if all(s == (i,) for i, s in enumerate(sources)) and frames.shape[1] == len(sources):
+            return frames  # the usual case: stored as it is laid out
+        out = np.full((len(frames), len(sources)), fill, dtype=frames.dtype)
+        for channel, source in enumerate(sources):
+            if source:
+                out[:, channel] = frames[:, source[0]]
         return out
+
+    def _mix(self, samples: np.ndarray) -> np.ndarray:
+        """Each output channel the clipped sum of its stored tracks."""
+        sources = self._sources
+        out = np.zeros((len(samples), len(sources)), dtype=np.int32)
+        for channel, source in enumerate(sources):
+            if source:
+                out[:, channel] = samples[:, list(source)].sum(axis=1, dtype=np.int32)
+        return out.clip(-32768, 32767).astype(np.int16)

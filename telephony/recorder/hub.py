@@ -3,7 +3,7 @@
 Control calls (start, pause, resume, stop, revocation) may be served by any
 node. They commit a state change and a NOTIFY on `recording_control`; every
 node LISTENs, and the one holding the call's media socket applies it to the
-writer. The database stays the judge of the window (see recorder.py), so a
+writer. The database stays the judge of the window (see writer.py), so a
 late notification can delay a pause by milliseconds but never store audio
 outside a recorded segment.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,13 +22,21 @@ from datetime import UTC, datetime
 import asyncpg
 
 from storage import recordings
-from storage.blobs.filesystem import BlobStore
-from storage.keys import hierarchy as keys
+from storage.blobs.audio import stored_audio
+from storage.blobs.protocol import BlobStore
+from storage.blobs.spool import Spool
 from storage.keys.crypto import ChunkCipher
+from storage.keys.providers import KeyProvider
+from storage.recordings import ControlMessage
 from telephony.domain.errors import IntegrityFailure, NotFound
+from telephony.domain.recordings import Control
+from telephony.domain.tracks import INBOUND, MAX_TRACKS, named
 from telephony.media.events import StreamStart
-from telephony.recorder.writer import AudioFormat, ChunkSink, RecordingWriter, Window, blob_key
-from telephony.usecases import sessions
+from telephony.recorder.seal import ChunkSink
+from telephony.recorder.timeline import Window
+from telephony.recorder.writer import PART_SECONDS, AudioFormat, RecordingWriter
+from telephony.usecases import media_lifecycle
+from telephony.usecases.media_lifecycle import Attached
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +45,44 @@ def default_node_id(port: int | None = None) -> str:
     return f"{socket.gethostname()}:{port or 0}"
 
 
+def node_folder(node_id: str) -> str:
+    """The node's spool folder name: its id, as a file name may hold it."""
+    return re.sub(r"[^a-z0-9_-]", "_", node_id.lower())[:64] or "node"
+
+
 @dataclass
 class LiveStream:
     """One connected media socket of a call."""
 
-    call_id: str
-    account_id: str
+    attached: Attached
     fmt: AudioFormat | None = None
     writer: RecordingWriter | None = None
     started_mono: float | None = None  # monotonic time of timestamp 0, from the first frame
     frames: int = 0  # audio frames received, for the batched frame counter
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def call_id(self) -> str:
+        return self.attached.call_id
+
 
 @dataclass
 class MediaHub:
     pool: asyncpg.Pool
+    spool: Spool
     blobs: BlobStore
-    master: keys.MasterKeys
+    keys: KeyProvider
     node_id: str
     # The writers' own pool: one chunk-row statement per seal turn for the whole node,
     # on stateless connections (no reset round trip), so a busy API never delays a
     # seal. None: the main pool.
     writer_pool: asyncpg.Pool | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    part_seconds: float = PART_SECONDS
     streams: dict[str, LiveStream] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.sink = ChunkSink(self.writer_pool or self.pool, self.blobs)
+        self.sink = ChunkSink(self.writer_pool or self.pool, self.spool, self.blobs)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -97,7 +115,7 @@ class MediaHub:
             await conn.add_listener(recordings.CONTROL_CHANNEL, on_notify)
             while (payload := await queue.get()) is not None:
                 try:
-                    await self.apply(json.loads(payload))
+                    await self.apply(ControlMessage.parse(payload))
                 except (ValueError, KeyError, asyncpg.PostgresError, OSError):
                     log.exception("control message failed")
         finally:
@@ -107,13 +125,31 @@ class MediaHub:
                 await self.pool.release(conn)
 
     async def recover(self) -> int:
-        """At start-up: what this node held when it died is interrupted; its chunks stay."""
-        interrupted = await sessions.interrupt_dead_node(
-            self.pool, self.node_id, lambda conn, rid: trim_to_blob(conn, self.blobs, rid)
-        )
-        if interrupted:
+        """At start-up, before this node says it is ready: what its spool holds moves to the
+        blob store, and what it held when it died is `interrupted` (its chunks stay)."""
+        spooled = await self.spool.parts()
+        kept = await media_lifecycle.still_kept(self.pool, {s.part.recording_id for s in spooled})
+        for recording_id in sorted({s.part.recording_id for s in spooled}):
+            parts = [s for s in spooled if s.part.recording_id == recording_id]
+            if recording_id not in kept:  # deleted meanwhile: its key is gone, bytes are noise
+                for entry in parts:
+                    await self.spool.remove(entry.part)
+                continue
+            # Rows past the bytes on disk go (a crash between a row and its append); bytes
+            # past the rows (a record cut short by the crash) are not shipped.
+            on_disk = max(s.part.offset + s.size_bytes for s in parts)
+            rows_end = await media_lifecycle.trim_rows(self.pool, recording_id, on_disk)
+            for entry in parts:
+                await self.sink.ship(entry.part, limit=max(rows_end - entry.part.offset, 0))
+
+        async def stored_end(recording_id: str) -> int:
+            return (await stored_audio(self.blobs, recording_id)).size_bytes
+
+        interrupted = await media_lifecycle.interrupt_dead_node(self.pool, self.node_id, stored_end)
+        if interrupted or spooled:
             log.warning(
-                "recordings interrupted by a previous crash", extra={"count": len(interrupted)}
+                "recovered after a previous crash",
+                extra={"interrupted": len(interrupted), "parts_shipped": len(spooled)},
             )
         return len(interrupted)
 
@@ -126,13 +162,13 @@ class MediaHub:
 
     async def attach(self, stream: LiveStream, start: StreamStart) -> None:
         """A media socket started: pick up the call's live recording, if any."""
-        tracks = tuple(t for t in ("inbound", "outbound") if t in start.tracks) or ("inbound",)
+        names = list(dict.fromkeys(start.tracks))[:MAX_TRACKS]
+        tracks = tuple(named(n) for n in names) or (INBOUND,)
         stream.fmt = AudioFormat(start.encoding, start.sample_rate_hz, tracks)
         self.streams[stream.call_id] = stream
-        async with self.pool.acquire() as conn:
-            live = await recordings.find_live(conn, stream.call_id)
+        live = await media_lifecycle.live_recording_of(self.pool, stream.call_id)
         if live is not None:
-            await self._open_writer(stream, live.id)
+            await self._open_writer(stream, live)
 
     async def detach(self, stream: LiveStream, *, final: bool) -> None:
         """The socket closed: the stream's end finalizes its recording (`final`),
@@ -140,104 +176,83 @@ class MediaHub:
         async with stream.lock:
             writer, stream.writer = stream.writer, None
             if writer is not None:
-                if final:
-                    # Close the segment first, so nothing after the stream's end is kept.
-                    at = await sessions.stop_for_stream_end(
-                        self.pool, writer.recording_id, self.node_id, self.clock
-                    )
-                    writer.pause(at)
-                await writer.close(final=final)
-                if final:
-                    await sessions.complete_after_sealing(
-                        self.pool, writer.recording_id, self.node_id
-                    )
+                await self._close_writer(writer, stream_ended=final)
         self.streams.pop(stream.call_id, None)
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                "DELETE FROM media_streams WHERE call_id = $1 AND node_id = $2",
-                stream.call_id,
-                self.node_id,
+        await media_lifecycle.detach_stream(
+            self.pool, stream.attached, node_id=self.node_id, now=self.clock()
+        )
+
+    async def _close_writer(self, writer: RecordingWriter, *, stream_ended: bool) -> None:
+        if stream_ended:
+            # Close the segment first, so nothing after the stream's end is kept.
+            at = await media_lifecycle.stop_for_stream_end(
+                self.pool, writer.recording_id, self.node_id, self.clock
+            )
+            writer.pause(at)
+        shipped = await writer.close(final=stream_ended)
+        if stream_ended and shipped:
+            await media_lifecycle.complete_after_sealing(
+                self.pool, writer.recording_id, self.node_id
             )
 
-    async def apply(self, message: dict[str, str]) -> None:
-        stream = self.streams.get(message["call_id"])
+    async def apply(self, message: ControlMessage) -> None:
+        stream = self.streams.get(message.call_id)
         if stream is None or stream.fmt is None:
             return
-        at = datetime.fromisoformat(message["at"])
-        action = message["action"]
         async with stream.lock:
             writer = stream.writer
-            if action == "start" and writer is None:
-                await self._open_writer(stream, message["recording_id"], locked=True)
-            elif writer is None or writer.recording_id != message["recording_id"]:
+            if message.action is Control.START and writer is None:
+                await self._open_writer(stream, message.recording_id, locked=True)
+            elif writer is None or writer.recording_id != message.recording_id:
                 return
-            elif action == "pause":
-                writer.pause(at)
-            elif action == "resume":
-                writer.resume(at)
-            elif action == "stop":
-                writer.pause(at)
+            elif message.action is Control.PAUSE:
+                writer.pause(message.at)
+            elif message.action is Control.RESUME:
+                writer.resume(message.at)
+            elif message.action is Control.STOP:
+                writer.pause(message.at)
                 stream.writer = None
-                await writer.close(final=True)
-                await sessions.complete_after_sealing(self.pool, writer.recording_id, self.node_id)
+                if await writer.close(final=True):
+                    await media_lifecycle.complete_after_sealing(
+                        self.pool, writer.recording_id, self.node_id
+                    )
 
     async def _open_writer(
         self, stream: LiveStream, recording_id: str, locked: bool = False
     ) -> None:
         assert stream.fmt is not None
-        async with self.pool.acquire() as conn, conn.transaction():
-            rec = await recordings.get(conn, recording_id, account_id=stream.account_id)
-            if rec.status not in recordings.LIVE:
-                return
-            state = await recordings.writer_state(conn, recording_id)
-            kek = await keys.account_key(conn, self.master, stream.account_id, self.clock())
-            try:
-                data_key = keys.open_data_key(kek, state.wrapped_key, recording_id)
-            except IntegrityFailure:
-                log.exception("recording key unusable", extra={"recording_id": recording_id})
-                return
-            await recordings.set_format(
-                conn,
+        try:
+            start = await media_lifecycle.start_writing(
+                self.pool,
+                self.keys,
                 recording_id,
-                stream.fmt.encoding,
-                stream.fmt.sample_rate_hz,
-                list(stream.fmt.tracks),
+                stream.attached.account_id,
+                node_id=self.node_id,
+                encoding=stream.fmt.encoding,
+                sample_rate_hz=stream.fmt.sample_rate_hz,
+                tracks=stream.fmt.tracks,
+                now=self.clock(),
             )
-            await conn.execute(
-                "UPDATE recordings SET node_id = $2 WHERE id = $1", recording_id, self.node_id
-            )
-            segments = await recordings.segments_of(conn, recording_id)
-        assert state.nonce_prefix is not None
+        except IntegrityFailure:
+            log.exception("recording key unusable", extra={"recording_id": recording_id})
+            return
+        except NotFound:
+            return  # deleted before its stream attached
+        if start is None:
+            return
+        assert start.secrets.nonce_prefix is not None
         writer = RecordingWriter(
             recording_id=recording_id,
-            pause_behavior=rec.pause_behavior,
+            pause_behavior=start.recording.pause_behavior,
             fmt=stream.fmt,
-            cipher=ChunkCipher(data_key, state.nonce_prefix, recording_id),
+            cipher=ChunkCipher(start.data_key, start.secrets.nonce_prefix, recording_id),
             sink=self.sink,
-            windows=[Window(s.started_at, s.ended_at) for s in segments],
-            next_index=state.next_index,
-            blob_offset=state.blob_offset,
-            out_samples=state.out_samples,
+            windows=[Window(s.started_at, s.ended_at) for s in start.segments],
+            next_index=start.secrets.next_index,
+            blob_offset=start.secrets.blob_offset,
+            out_samples=start.secrets.out_samples,
             clock=self.clock,
+            part_seconds=self.part_seconds,
         )
         writer.start()
         stream.writer = writer
-
-
-async def trim_to_blob(conn: asyncpg.Connection, blobs: BlobStore, recording_id: str) -> None:
-    """Drop chunk rows whose bytes never reached the blob (a crash between row and append)."""
-    try:
-        size = await blobs.size(blob_key(recording_id))
-    except NotFound:
-        size = 0
-    await conn.execute(
-        "DELETE FROM recording_chunks WHERE recording_id = $1 AND blob_offset + record_bytes > $2",
-        recording_id,
-        size,
-    )
-    await conn.execute(
-        """UPDATE recordings SET size_bytes = (SELECT coalesce(sum(record_bytes), 0)
-                                               FROM recording_chunks WHERE recording_id = $1)
-           WHERE id = $1""",
-        recording_id,
-    )

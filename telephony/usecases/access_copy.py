@@ -15,8 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from storage import accounts, audit, privacy, subject_data
-from telephony.domain.roles import Principal
+from storage import accounts, privacy, subject_data
+from telephony.domain.roles import CustomerPrincipal
+from telephony.usecases.trail import audited
 
 # A bound per resource in one access copy: the logs grow with every request,
 # and one export must not hold an unbounded result in memory. A truncated
@@ -76,7 +77,7 @@ _RESOURCES = [
 
 
 async def export_subject(
-    pool: asyncpg.Pool, principal: Principal, *, region: str, now: datetime
+    pool: asyncpg.Pool, principal: CustomerPrincipal, *, region: str, now: datetime
 ) -> dict[str, Any]:
     """D1: every personal datum held about the user, by resource, with where it is stored.
 
@@ -85,7 +86,6 @@ async def export_subject(
     recordings they started. Audio is listed by size only, never included.
     Read in one snapshot; the export itself is audited.
     """
-    assert principal.account_id is not None
     account_id, uid, limit = principal.account_id, principal.id, EXPORT_ROW_LIMIT + 1
     scope = None if principal.is_owner else uid
     async with (
@@ -125,7 +125,7 @@ async def export_subject(
         "region": region,
         "store": "blob store",
         "table": None,
-        "object": "recordings/<recording_id>/audio",
+        "object": "recordings/<recording_id>/audio-<offset>",
     }
     resources.append(
         _resource(
@@ -133,17 +133,15 @@ async def export_subject(
         )
     )
     async with pool.acquire() as conn, conn.transaction():
-        await audit.append(
+        await audited(
             conn,
-            account_id=account_id,
-            at=now,
-            actor=principal.actor,
-            action="privacy.exported",
-            subject={"type": "user", "id": uid},
-            details={
-                "resources": len(resources),
-                "truncated": [r["resource"] for r in resources if r["truncated"]],
-            },
+            account_id,
+            principal.actor,
+            "privacy.exported",
+            {"type": "user", "id": uid},
+            now,
+            resources=len(resources),
+            truncated=[r["resource"] for r in resources if r["truncated"]],
         )
     return {
         "generated_at": _iso(now),

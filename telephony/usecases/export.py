@@ -22,10 +22,12 @@ from typing import Any
 import asyncpg
 
 from storage import accounts, audit, calls, consents, recordings, terminations
-from storage.blobs.filesystem import BlobStore
-from storage.keys import hierarchy as keys
+from storage.blobs.protocol import BlobStore
+from storage.keys.providers import KeyProvider
+from telephony.domain.actors import Actor
 from telephony.domain.errors import IntegrityFailure
 from telephony.usecases import playback
+from telephony.usecases.trail import audited
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 _PAGE = 500
@@ -51,7 +53,7 @@ def _plain(value: Any) -> Any:
 async def export_account(
     pool: asyncpg.Pool,
     blobs: BlobStore,
-    master: keys.MasterKeys,
+    keys: KeyProvider,
     account_id: str,
     out: Path,
     now: datetime,
@@ -92,7 +94,7 @@ async def export_account(
             if rec.status in playback.DOWNLOADABLE:
                 name = f"recordings/{rec.id}.wav"
                 try:
-                    await _write_wav(pool, blobs, master, rec.id, archive, name)
+                    await _write_wav(pool, blobs, keys, rec.id, archive, name)
                     entry["file"] = name
                 except IntegrityFailure:
                     damaged.append(rec.id)
@@ -105,14 +107,15 @@ async def export_account(
         await asyncio.to_thread(archive.close)
     async with pool.acquire() as conn, conn.transaction():
         await terminations.mark_exported(conn, account_id, now)
-        await audit.append(
+        await audited(
             conn,
-            account_id=account_id,
-            at=now,
-            actor={"type": "system", "id": "export", "role": None},
-            action="account.exported",
-            subject={"account_id": account_id},
-            details={"recordings": len(recs) - len(damaged), "damaged": damaged},
+            account_id,
+            Actor.system("export"),
+            "account.exported",
+            {"account_id": account_id},
+            now,
+            recordings=len(recs) - len(damaged),
+            damaged=damaged,
         )
     return ExportResult(out, len(recs) - len(damaged), damaged, len(all_calls), len(trail))
 
@@ -120,12 +123,12 @@ async def export_account(
 async def _write_wav(
     pool: asyncpg.Pool,
     blobs: BlobStore,
-    master: keys.MasterKeys,
+    keys: KeyProvider,
     recording_id: str,
     archive: zipfile.ZipFile,
     name: str,
 ) -> None:
-    found = await playback.open_recording(pool, blobs, master, recording_id, None)
+    found = await playback.open_recording(pool, blobs, keys, recording_id, None)
     member = await asyncio.to_thread(archive.open, name, "w", force_zip64=True)
     try:
         async for piece in playback.iter_wav(found, blobs, 0, found.size_bytes):

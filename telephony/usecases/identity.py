@@ -1,22 +1,32 @@
-"""Use cases for accounts, users, API keys and logins.
+"""Use cases for accounts, users, API keys, sign-in and authentication.
 
 Each function owns its transaction. Every administrative change (a user, a
-role, an API key) enqueues a staff notification in the same transaction (S4);
-every login attempt lands in the security log (S2), failures included, in a
-transaction of its own so a refused login still leaves its trace.
+role, an API key) enqueues a staff notification in the same transaction (S4).
+Every sign-in attempt lands in the security log (S2), refused and failed ones
+included, in a transaction of its own so a refused attempt still leaves its
+trace.
+
+Throttling (S2, S6) is counted before any password is verified, in one
+atomic statement: N sign-ins started at once cannot all pass a limit of 5.
+Each attempt takes a unit from its e-mail's and its address's budget; a
+successful one gives them back, so only failures (and attempts still in
+flight) use them up. Signups and invitation acceptances are limited per
+address the same way, and they too are counted before the hash is made.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from storage import accounts, audit, outbox, securitylog
+from storage import accounts, credentials, securitylog, throttles
 from storage.ids import new_id, new_token, token_hash
 from storage.keys.passwords import PasswordHasher
+from telephony.domain.actors import Actor, ActorKind
 from telephony.domain.errors import (
     Forbidden,
     InvalidCredentials,
@@ -24,10 +34,21 @@ from telephony.domain.errors import (
     LastOwner,
     NotFound,
     TooManyRequests,
+    Unauthenticated,
 )
-from telephony.domain.roles import CustomerRole, Principal
+from telephony.domain.roles import (
+    CustomerPrincipal,
+    CustomerRole,
+    Principal,
+    Scope,
+    StaffPrincipal,
+    StaffRole,
+    UserKind,
+    scopes_for_customer_role,
+)
 from telephony.settings import Settings
-from telephony.usecases import sessions
+from telephony.usecases import restriction
+from telephony.usecases.trail import audited, notify_admin_change
 
 SESSION_PREFIX = "st"
 API_KEY_PREFIX = "sk"
@@ -36,52 +57,68 @@ INVITATION_PREFIX = "inv"
 
 @dataclass(frozen=True)
 class Client:
-    """Where a request came from, for the security log."""
+    """Where a request came from, for the security log and the throttles."""
 
     address: str | None
     user_agent: str | None
 
 
-def _actor(actor: Principal | dict[str, Any] | None) -> dict[str, Any]:
-    """How a row names who acted: a caller, the system (already a dict), or nobody yet."""
-    if isinstance(actor, Principal):
-        return actor.actor
-    return actor if actor is not None else {"type": "anonymous"}
-
-
-async def notify_admin_change(
+async def _security(
     conn: asyncpg.Connection,
+    client: Client,
     event: str,
-    *,
+    outcome: str,
     now: datetime,
-    actor: Principal | dict[str, Any] | None,
-    account_id: str | None,
-    subject: dict[str, Any],
-    changes: dict[str, Any] | None = None,
+    *,
+    user_id: str | None = None,
+    email: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> None:
-    """S4: tell the responsible staff; and the account's audit trail. Never a secret.
+    await securitylog.record(
+        conn,
+        event=event,
+        outcome=outcome,
+        at=now,
+        user_id=user_id,
+        email=email,
+        source_address=client.address,
+        user_agent=client.user_agent,
+        details=details,
+    )
 
-    `actor` is the caller, a system actor (`{"type": "system", ...}`) for work no
-    caller asked for, such as a termination from the CLI, or None before sign-in.
+
+async def _take(
+    pool: asyncpg.Pool,
+    limits: Mapping[str, int],
+    window_s: int,
+    client: Client,
+    event: str,
+    now: datetime,
+    email: str | None = None,
+) -> None:
+    """Take one unit of each budget in `limits` ({key: limit}), or refuse with 429.
+
+    The refusal goes to the security log (S2) and says when to retry.
     """
-    payload = {
-        "event": event,
-        "at": now.isoformat(),
-        "actor": _actor(actor),
-        "account_id": account_id,
-        "subject": subject,
-        "changes": changes or {},
-    }
-    await outbox.enqueue(conn, event, payload, now)
-    if account_id is not None:
-        await audit.append(
-            conn,
-            account_id=account_id,
-            at=now,
-            actor=_actor(actor),
-            action=event,
-            subject=subject,
-            details=changes or {},
+    async with pool.acquire() as conn, conn.transaction():
+        taken = await throttles.take(conn, list(limits), window_s=window_s, now=now)
+        over = [t for t in taken if t.count > limits[t.key]]
+        if not over:
+            return
+        await _security(
+            conn, client, event, "throttled", now, email=email, details={"limits": len(over)}
+        )
+    retry_after = max(int((t.window_ends_at - now).total_seconds()) for t in over)
+    raise TooManyRequests("too many attempts; try again later", retry_after_s=max(retry_after, 1))
+
+
+async def refused(
+    pool: asyncpg.Pool, client: Client, event: str, reason: str, now: datetime, email: str | None
+) -> None:
+    """An attempt refused before it started (a malformed request): the security log has it too."""
+    async with pool.acquire() as conn:
+        await _security(
+            conn, client, event, "refused", now, email=email, details={"reason": reason}
         )
 
 
@@ -105,9 +142,19 @@ async def signup(
     password: str,
     postal_address: str,
     vat_number: str | None,
+    client: Client,
     now: datetime,
 ) -> SignupResult:
     """Create an account and its first owner (A1; A2 was checked by the caller's schema)."""
+    await _take(
+        pool,
+        {f"signup:{client.address}": settings.signup_max_per_address},
+        settings.signup_window_s,
+        client,
+        "signup",
+        now,
+        email,
+    )
     password_hash = await hasher.hash(password)
     async with pool.acquire() as conn, conn.transaction():
         account = await accounts.insert_account(
@@ -123,7 +170,7 @@ async def signup(
             conn,
             id=new_id("usr"),
             account_id=account.id,
-            kind="customer",
+            kind=UserKind.CUSTOMER,
             role=CustomerRole.OWNER,
             email=email,
             name=name,
@@ -137,15 +184,15 @@ async def signup(
             conn,
             "user.created",
             now=now,
-            actor=None,
+            actor=Actor.anonymous(),
             account_id=account.id,
             subject={"type": "user", "id": user.id},
-            changes={"role": user.role, "via": "signup"},
+            changes={"role": user.role.value, "via": "signup"},
         )
     return SignupResult(account, user)
 
 
-# -- login and logout ----------------------------------------------------
+# -- sign-in, sign-out and authentication ----------------------------------
 
 
 @dataclass(frozen=True)
@@ -153,6 +200,13 @@ class LoginResult:
     token: str
     expires_at: datetime
     user: accounts.User
+
+
+def _login_budgets(settings: Settings, email: str, client: Client) -> dict[str, int]:
+    return {
+        f"login-email:{email.lower()}": settings.login_max_failures_per_email,
+        f"login-address:{client.address}": settings.login_max_failures_per_address,
+    }
 
 
 async def login(
@@ -165,52 +219,34 @@ async def login(
     client: Client,
     now: datetime,
 ) -> LoginResult:
-    since = now - timedelta(seconds=settings.login_window_s)
+    budgets = _login_budgets(settings, email, client)
+    await _take(pool, budgets, settings.login_window_s, client, "login", now, email)
     async with pool.acquire() as conn:
-        by_email, by_address = await securitylog.count_recent_failures(
-            conn, email=email, source_address=client.address, since=since
-        )
-        if (
-            by_email >= settings.login_max_failures_per_email
-            or by_address >= settings.login_max_failures_per_address
-        ):
-            await securitylog.record(
-                conn,
-                event="login",
-                outcome="throttled",
-                at=now,
-                email=email,
-                source_address=client.address,
-                user_agent=client.user_agent,
-            )
-            raise TooManyRequests(
-                "too many failed logins; try again later", retry_after_s=settings.login_window_s
-            )
         user = await accounts.find_user_by_email(conn, email)
 
     ok = await hasher.verify(password, user.password_hash if user else None)
 
     async with pool.acquire() as conn, conn.transaction():
         if not ok or user is None:
-            await securitylog.record(
+            await _security(
                 conn,
-                event="login",
-                outcome="failure",
-                at=now,
+                client,
+                "login",
+                "failure",
+                now,
                 user_id=user.id if user else None,
                 email=email,
-                source_address=client.address,
-                user_agent=client.user_agent,
                 details={"reason": "bad_password" if user else "unknown_email"},
             )
             if user is not None and user.account_id is not None:
                 await _audit_login(conn, user, "login.failed", now)
-            failed = True
+            raise_after = True
         else:
-            failed = False
+            raise_after = False
+            await throttles.give_back(conn, list(budgets))
             token, digest = new_token(SESSION_PREFIX)
             expires_at = now + timedelta(seconds=settings.session_ttl_s)
-            await accounts.insert_session(
+            await credentials.insert_session(
                 conn,
                 id=new_id("ses"),
                 user_id=user.id,
@@ -220,19 +256,12 @@ async def login(
                 source_address=client.address,
                 user_agent=client.user_agent,
             )
-            await securitylog.record(
-                conn,
-                event="login",
-                outcome="success",
-                at=now,
-                user_id=user.id,
-                email=user.email,
-                source_address=client.address,
-                user_agent=client.user_agent,
+            await _security(
+                conn, client, "login", "success", now, user_id=user.id, email=user.email
             )
             if user.account_id is not None:
                 await _audit_login(conn, user, "login.succeeded", now)
-    if failed or user is None:
+    if raise_after or user is None:
         raise InvalidCredentials("e-mail or password is wrong")
 
     assert user.password_hash is not None
@@ -244,24 +273,23 @@ async def login(
     return LoginResult(token, expires_at, user)
 
 
+def _user_actor(user: accounts.User) -> Actor:
+    kind = ActorKind.USER if user.kind is UserKind.CUSTOMER else ActorKind.STAFF
+    return Actor(kind, user.id, user.role.value)
+
+
 async def _audit_login(
     conn: asyncpg.Connection, user: accounts.User, action: str, now: datetime
 ) -> None:
-    """The login in the account's trail, by opaque user id only.
+    """The sign-in in the account's trail, by opaque user id only.
 
     No source address: audit rows are hash-chained and cannot be changed, so
     they must hold nothing an erasure would have to remove (D2). The address
     stays in the security log for its 60 days (S2, S3).
     """
     assert user.account_id is not None
-    await audit.append(
-        conn,
-        account_id=user.account_id,
-        at=now,
-        actor={"type": "user", "id": user.id, "role": user.role},
-        action=action,
-        subject={"type": "user", "id": user.id},
-        details={},
+    await audited(
+        conn, user.account_id, _user_actor(user), action, {"type": "user", "id": user.id}, now
     )
 
 
@@ -269,24 +297,54 @@ async def logout(pool: asyncpg.Pool, principal: Principal, client: Client, now: 
     if principal.session_id is None:
         raise Forbidden("only a session token can be logged out; delete an API key instead")
     async with pool.acquire() as conn, conn.transaction():
-        await accounts.revoke_session(conn, principal.session_id, now)
-        await securitylog.record(
-            conn,
-            event="logout",
-            outcome="info",
-            at=now,
-            user_id=principal.id,
-            email=principal.email,
-            source_address=client.address,
-            user_agent=client.user_agent,
+        await credentials.revoke_session(conn, principal.session_id, now)
+        await _security(
+            conn, client, "logout", "info", now, user_id=principal.id, email=principal.email
         )
+
+
+async def authenticate(pool: asyncpg.Pool, token: str, now: datetime) -> Principal:
+    """The caller a bearer token stands for, looked up by the token's hash."""
+    digest = token_hash(token)
+    async with pool.acquire() as conn:
+        if token.startswith(SESSION_PREFIX + "_"):
+            found = await credentials.find_session(conn, digest, now)
+            if found is None:
+                raise Unauthenticated("the token is unknown, expired or revoked")
+            user = found.user
+            if user.account_id is None:
+                assert isinstance(user.role, StaffRole)
+                return StaffPrincipal(user.id, user.role, found.session_id, user.email)
+            assert isinstance(user.role, CustomerRole)
+            return CustomerPrincipal(
+                id=user.id,
+                account_id=user.account_id,
+                scopes=scopes_for_customer_role(user.role),
+                role=user.role,
+                session_id=found.session_id,
+                email=user.email,
+            )
+        if token.startswith(API_KEY_PREFIX + "_"):
+            key = await credentials.find_api_key_by_hash(conn, digest)
+            if key is None:
+                raise Unauthenticated("the token is unknown, expired or revoked")
+            await credentials.touch_api_key(conn, key.id, now)
+            return CustomerPrincipal(
+                id=key.id, account_id=key.account_id, scopes=frozenset(key.scopes)
+            )
+    raise Unauthenticated("the token is unknown, expired or revoked")
 
 
 # -- profile and account ---------------------------------------------------
 
 
+async def get_profile(pool: asyncpg.Pool, principal: CustomerPrincipal) -> accounts.User:
+    async with pool.acquire() as conn:
+        return await accounts.get_user(conn, principal.id)
+
+
 async def update_profile(
-    pool: asyncpg.Pool, principal: Principal, changes: dict[str, Any], now: datetime
+    pool: asyncpg.Pool, principal: CustomerPrincipal, changes: Mapping[str, object], now: datetime
 ) -> accounts.User:
     """D2 rectification by the user themselves."""
     async with pool.acquire() as conn, conn.transaction():
@@ -295,7 +353,7 @@ async def update_profile(
             conn,
             "user.updated",
             now=now,
-            actor=principal,
+            actor=principal.actor,
             account_id=principal.account_id,
             subject={"type": "user", "id": user.id},
             changes={"fields": sorted(changes)},
@@ -303,24 +361,37 @@ async def update_profile(
     return user
 
 
+async def get_account(pool: asyncpg.Pool, principal: CustomerPrincipal) -> accounts.Account:
+    async with pool.acquire() as conn:
+        return await accounts.get_account(conn, principal.account_id)
+
+
 async def update_account(
-    pool: asyncpg.Pool, principal: Principal, changes: dict[str, Any], now: datetime
+    pool: asyncpg.Pool, principal: CustomerPrincipal, changes: Mapping[str, object], now: datetime
 ) -> accounts.Account:
-    assert principal.account_id is not None
+    """The owner's changes; restriction goes through its one use case (D2)."""
+    others = {k: v for k, v in changes.items() if k != "processing_restricted"}
     async with pool.acquire() as conn, conn.transaction():
-        account = await accounts.update_account(conn, principal.account_id, changes)
-        if changes.get("processing_restricted") is True:
-            await sessions.pause_for_restriction(conn, account.id, principal.actor, now)
-        await notify_admin_change(
-            conn,
-            "account.updated",
-            now=now,
-            actor=principal,
-            account_id=account.id,
-            subject={"type": "account", "id": account.id},
-            changes={"fields": sorted(changes)},
-        )
-    return account
+        if others:
+            await accounts.update_account(conn, principal.account_id, others)
+            await notify_admin_change(
+                conn,
+                "account.updated",
+                now=now,
+                actor=principal.actor,
+                account_id=principal.account_id,
+                subject={"type": "account", "id": principal.account_id},
+                changes={"fields": sorted(others)},
+            )
+        if "processing_restricted" in changes:
+            await restriction.set_restricted(
+                conn,
+                principal.account_id,
+                bool(changes["processing_restricted"]),
+                principal.actor,
+                now,
+            )
+        return await accounts.get_account(conn, principal.account_id)
 
 
 # -- members -----------------------------------------------------------------
@@ -336,11 +407,11 @@ class Invitation:
 async def invite_user(
     pool: asyncpg.Pool,
     settings: Settings,
-    owner: Principal,
+    owner: CustomerPrincipal,
     *,
     email: str,
     name: str,
-    role: str,
+    role: CustomerRole,
     now: datetime,
 ) -> Invitation:
     """A new user of the owner's account; they choose their password with the invitation."""
@@ -351,7 +422,7 @@ async def invite_user(
             conn,
             id=new_id("usr"),
             account_id=owner.account_id,
-            kind="customer",
+            kind=UserKind.CUSTOMER,
             role=role,
             email=email,
             name=name,
@@ -364,76 +435,98 @@ async def invite_user(
             conn,
             "user.created",
             now=now,
-            actor=owner,
+            actor=owner.actor,
             account_id=owner.account_id,
             subject={"type": "user", "id": user.id},
-            changes={"role": role, "via": "invitation"},
+            changes={"role": role.value, "via": "invitation"},
         )
     return Invitation(user, token, expires_at)
 
 
 async def accept_invitation(
-    pool: asyncpg.Pool, hasher: PasswordHasher, *, token: str, password: str, now: datetime
+    pool: asyncpg.Pool,
+    settings: Settings,
+    hasher: PasswordHasher,
+    *,
+    token: str,
+    password: str,
+    client: Client,
+    now: datetime,
 ) -> accounts.User:
+    budgets = {f"invitation:{client.address}": settings.invitation_max_per_address}
+    await _take(pool, budgets, settings.login_window_s, client, "invitation", now)
     password_hash = await hasher.hash(password)
     async with pool.acquire() as conn, conn.transaction():
         user = await accounts.accept_invitation(conn, token_hash(token), password_hash, now)
         if user is None:
             raise InvitationInvalid("the invitation is unknown, used or expired")
+        await throttles.give_back(conn, list(budgets))
         await notify_admin_change(
             conn,
             "user.activated",
             now=now,
-            actor=None,
+            actor=Actor.anonymous(),
             account_id=user.account_id,
             subject={"type": "user", "id": user.id},
         )
     return user
 
 
+async def list_users(
+    pool: asyncpg.Pool, owner: CustomerPrincipal, after: tuple[datetime, str] | None, limit: int
+) -> list[accounts.User]:
+    async with pool.acquire() as conn:
+        return await accounts.list_users(conn, owner.account_id, after=after, limit=limit)
+
+
 async def change_user(
-    pool: asyncpg.Pool, owner: Principal, user_id: str, changes: dict[str, Any], now: datetime
+    pool: asyncpg.Pool,
+    owner: CustomerPrincipal,
+    user_id: str,
+    changes: Mapping[str, object],
+    now: datetime,
 ) -> accounts.User:
     async with pool.acquire() as conn, conn.transaction():
         before = await accounts.get_user(conn, user_id, account_id=owner.account_id)
-        if changes.get("role") == CustomerRole.MEMBER and before.role == CustomerRole.OWNER:
-            assert owner.account_id is not None
-            if await accounts.count_owners(conn, owner.account_id) <= 1:
-                raise LastOwner("promote another owner before demoting the last one")
+        demoting = changes.get("role") == CustomerRole.MEMBER and before.role == CustomerRole.OWNER
+        if demoting and await accounts.count_owners(conn, owner.account_id) <= 1:
+            raise LastOwner("promote another owner before demoting the last one")
         user = await accounts.update_user(conn, user_id, changes, now)
-        event = (
-            "role.changed"
-            if "role" in changes and changes["role"] != before.role
-            else "user.updated"
-        )
+        event = "role.changed" if user.role != before.role else "user.updated"
         await notify_admin_change(
             conn,
             event,
             now=now,
-            actor=owner,
+            actor=owner.actor,
             account_id=owner.account_id,
             subject={"type": "user", "id": user.id},
-            changes={"fields": sorted(changes), "role": {"from": before.role, "to": user.role}},
+            changes={
+                "fields": sorted(changes),
+                "role": {"from": before.role.value, "to": user.role.value},
+            },
         )
     return user
 
 
-async def remove_user(pool: asyncpg.Pool, owner: Principal, user_id: str, now: datetime) -> None:
+async def remove_user(
+    pool: asyncpg.Pool, owner: CustomerPrincipal, user_id: str, now: datetime
+) -> None:
     async with pool.acquire() as conn, conn.transaction():
         user = await accounts.get_user(conn, user_id, account_id=owner.account_id)
-        if user.role == CustomerRole.OWNER:
-            assert owner.account_id is not None
-            if await accounts.count_owners(conn, owner.account_id) <= 1:
-                raise LastOwner("an account needs at least one owner")
+        if (
+            user.role == CustomerRole.OWNER
+            and await accounts.count_owners(conn, owner.account_id) <= 1
+        ):
+            raise LastOwner("an account needs at least one owner")
         await accounts.delete_user(conn, user.id)
         await notify_admin_change(
             conn,
             "user.deleted",
             now=now,
-            actor=owner,
+            actor=owner.actor,
             account_id=owner.account_id,
             subject={"type": "user", "id": user.id},
-            changes={"role": user.role},
+            changes={"role": user.role.value},
         )
 
 
@@ -442,17 +535,21 @@ async def remove_user(pool: asyncpg.Pool, owner: Principal, user_id: str, now: d
 
 @dataclass(frozen=True)
 class NewApiKey:
-    key: accounts.ApiKey
-    token: str
+    key: credentials.ApiKey
+    token: str  # shown once, never again
 
 
 async def create_api_key(
-    pool: asyncpg.Pool, owner: Principal, *, name: str, scopes: list[str], now: datetime
+    pool: asyncpg.Pool,
+    owner: CustomerPrincipal,
+    *,
+    name: str,
+    scopes: list[Scope],
+    now: datetime,
 ) -> NewApiKey:
-    assert owner.account_id is not None
     token, digest = new_token(API_KEY_PREFIX)
     async with pool.acquire() as conn, conn.transaction():
-        key = await accounts.insert_api_key(
+        key = await credentials.insert_api_key(
             conn,
             id=new_id("key"),
             account_id=owner.account_id,
@@ -467,26 +564,34 @@ async def create_api_key(
             conn,
             "api_key.created",
             now=now,
-            actor=owner,
+            actor=owner.actor,
             account_id=owner.account_id,
             subject={"type": "api_key", "id": key.id},
-            changes={"scopes": key.scopes},
+            changes={"scopes": [s.value for s in key.scopes]},
         )
     return NewApiKey(key, token)
 
 
-async def revoke_api_key(pool: asyncpg.Pool, owner: Principal, key_id: str, now: datetime) -> None:
-    assert owner.account_id is not None
+async def list_api_keys(
+    pool: asyncpg.Pool, owner: CustomerPrincipal, after: tuple[datetime, str] | None, limit: int
+) -> list[credentials.ApiKey]:
+    async with pool.acquire() as conn:
+        return await credentials.list_api_keys(conn, owner.account_id, after=after, limit=limit)
+
+
+async def revoke_api_key(
+    pool: asyncpg.Pool, owner: CustomerPrincipal, key_id: str, now: datetime
+) -> None:
     async with pool.acquire() as conn, conn.transaction():
         try:
-            key = await accounts.revoke_api_key(conn, key_id, owner.account_id, now)
+            key = await credentials.revoke_api_key(conn, key_id, owner.account_id, now)
         except NotFound:
             raise NotFound("no such API key") from None
         await notify_admin_change(
             conn,
             "api_key.deleted",
             now=now,
-            actor=owner,
+            actor=owner.actor,
             account_id=owner.account_id,
             subject={"type": "api_key", "id": key.id},
         )
@@ -501,7 +606,7 @@ async def create_staff(
     *,
     email: str,
     name: str,
-    role: str,
+    role: StaffRole,
     password: str,
     now: datetime,
 ) -> accounts.User:
@@ -511,7 +616,7 @@ async def create_staff(
             conn,
             id=new_id("stf"),
             account_id=None,
-            kind="staff",
+            kind=UserKind.STAFF,
             role=role,
             email=email,
             name=name,
@@ -522,9 +627,24 @@ async def create_staff(
             conn,
             "staff.created",
             now=now,
-            actor=None,
+            actor=Actor.system("cli"),
             account_id=None,
             subject={"type": "staff_user", "id": user.id},
-            changes={"role": role, "via": "cli"},
+            changes={"role": role.value, "via": "cli"},
         )
     return user
+
+
+async def security_log(
+    pool: asyncpg.Pool,
+    *,
+    email: str | None,
+    user_id: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[securitylog.SecurityEvent]:
+    """Sign-in attempts and sign-outs, newest first (S2), for staff security_admin."""
+    async with pool.acquire() as conn:
+        return await securitylog.list_events(
+            conn, email=email, user_id=user_id, before_id=before_id, limit=limit
+        )

@@ -1,20 +1,21 @@
 """Data-subject rights: privacy requests and their execution (D2, D3); the access copy
-(D1) is `access_copy`.
+(D1) is `access_copy`, the rules are `telephony.domain.privacy`.
 
 Requests are filed by customer users and closed by staff `support` (S5: they
 act on requests, never on audio). Completing a request executes it:
 
 - `erasure` of a member removes the users row (sessions go with it), the API
   keys they created, the stored idempotent replies showing them, the free text
-  of their requests, and the e-mail, address and user agent in the security and
-  access logs. Audit rows stay untouched, so the hash chain still verifies:
-  they name users by opaque id only and carry no e-mail, name or address.
-  An owner's erasure is refused (409 `erasure-requires-termination`): the
-  owner is the account's billing contact, kept by law, so erasing them means
-  ending the service (D2).
-- `restriction` filed by an owner sets `accounts.processing_restricted`, which
-  the recording gate enforces; the owner lifts it with `PATCH /v1/account`.
-  A member's restriction request has no automatic effect.
+  of their requests, their sign-in budget, and the e-mail, address and user
+  agent in the security and access logs. Audit rows stay untouched, so the
+  hash chain still verifies: they name users by opaque id only and carry no
+  e-mail, name or address. An owner's erasure is refused (409
+  `erasure-requires-termination`): the owner is the account's billing
+  contact, kept by law, so erasing them means ending the service (D2).
+- `restriction` filed by an owner restricts the account's processing
+  (`restriction.set_restricted`), which the recording gate enforces; the
+  owner lifts it with `PATCH /v1/account`. A member's restriction request
+  has no automatic effect.
 - `access` and `rectification` are self-service (`GET /v1/me/export`,
   `PATCH /v1/me`); the request records that it was asked and answered.
 
@@ -24,70 +25,24 @@ the same transaction (S4), with ids and kinds only, never the free text.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from storage import accounts, privacy
+from storage import accounts, privacy, throttles
 from storage.ids import new_id
-from telephony.domain.errors import ErasureRequiresTermination, PrivacyRequestState
-from telephony.domain.roles import CustomerRole, Principal
-from telephony.usecases import sessions
-from telephony.usecases.identity import notify_admin_change
-
-RESPONSE_DAYS = 30  # D3: handled within 30 calendar days
-
-
-class Kind(StrEnum):
-    ACCESS = "access"
-    RECTIFICATION = "rectification"
-    ERASURE = "erasure"
-    RESTRICTION = "restriction"
-
-
-class Status(StrEnum):
-    RECEIVED = "received"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    REJECTED = "rejected"
-
-
-_NEXT: dict[str, frozenset[Status]] = {
-    Status.RECEIVED: frozenset({Status.IN_PROGRESS, Status.COMPLETED, Status.REJECTED}),
-    Status.IN_PROGRESS: frozenset({Status.COMPLETED, Status.REJECTED}),
-}
-
-
-# -- pure rules --------------------------------------------------------------------------
-
-
-def due_at_for(received_at: datetime) -> datetime:
-    """D3: the deadline is 30 calendar days after receipt (exactly, in UTC)."""
-    return received_at + timedelta(days=RESPONSE_DAYS)
-
-
-def check_transition(current: str, target: Status) -> None:
-    """Raise PrivacyRequestState unless a request in `current` may move to `target`."""
-    if target not in _NEXT.get(current, frozenset()):
-        raise PrivacyRequestState(f"a {current} request cannot become {target.value}")
-
-
-def is_overdue(request: privacy.PrivacyRequest, now: datetime) -> bool:
-    return request.status in privacy.OPEN and request.due_at < now
-
-
-def check_can_file(principal: Principal, kind: Kind) -> None:
-    """D2: billing data is kept by law, so an owner's erasure means ending the service."""
-    if kind is Kind.ERASURE and principal.is_owner:
-        raise ErasureRequiresTermination(
-            "an owner's data is the account's billing record, kept by law: hand ownership to "
-            "another user and ask again as a member, or end the service (account termination)"
-        )
-
-
-# -- staff notification and audit ---------------------------------------------------------
+from telephony.domain.errors import ErasureRequiresTermination
+from telephony.domain.privacy import (
+    RequestKind,
+    RequestStatus,
+    check_can_file,
+    check_transition,
+    due_at_for,
+)
+from telephony.domain.roles import CustomerPrincipal, CustomerRole, StaffPrincipal
+from telephony.usecases import restriction
+from telephony.usecases.trail import notify_admin_change
 
 
 def _subject(request: privacy.PrivacyRequest) -> dict[str, Any]:
@@ -98,10 +53,14 @@ def _subject(request: privacy.PrivacyRequest) -> dict[str, Any]:
 
 
 async def file_request(
-    pool: asyncpg.Pool, principal: Principal, *, kind: Kind, details: str, now: datetime
+    pool: asyncpg.Pool,
+    principal: CustomerPrincipal,
+    *,
+    kind: RequestKind,
+    details: str,
+    now: datetime,
 ) -> privacy.PrivacyRequest:
     """Record a D2 request with its D3 deadline; audited and sent to staff (S4)."""
-    assert principal.account_id is not None
     check_can_file(principal, kind)
     async with pool.acquire() as conn, conn.transaction():
         request = await privacy.insert_request(
@@ -118,21 +77,21 @@ async def file_request(
             conn,
             "privacy_request.received",
             now=now,
-            actor=principal,
+            actor=principal.actor,
             account_id=request.account_id,
             subject=_subject(request),
-            changes={"kind": request.kind, "status": request.status},
+            changes={"kind": request.kind.value, "status": request.status.value},
         )
     return request
 
 
-def _visible_to(principal: Principal) -> str | None:
+def _visible_to(principal: CustomerPrincipal) -> str | None:
     """Owners see the whole account's requests; a member sees only their own."""
     return None if principal.is_owner else principal.id
 
 
 async def get_request(
-    pool: asyncpg.Pool, principal: Principal, request_id: str
+    pool: asyncpg.Pool, principal: CustomerPrincipal, request_id: str
 ) -> privacy.PrivacyRequest:
     async with pool.acquire() as conn:
         return await privacy.get_request(
@@ -141,9 +100,11 @@ async def get_request(
 
 
 async def list_requests(
-    pool: asyncpg.Pool, principal: Principal, after: tuple[datetime, str] | None, limit: int
+    pool: asyncpg.Pool,
+    principal: CustomerPrincipal,
+    after: tuple[datetime, str] | None,
+    limit: int,
 ) -> list[privacy.PrivacyRequest]:
-    assert principal.account_id is not None
     async with pool.acquire() as conn:
         return await privacy.list_requests(
             conn, principal.account_id, user_id=_visible_to(principal), after=after, limit=limit
@@ -169,29 +130,29 @@ async def list_open(
 
 
 async def start_request(
-    pool: asyncpg.Pool, staff: Principal, request_id: str, now: datetime
+    pool: asyncpg.Pool, staff: StaffPrincipal, request_id: str, now: datetime
 ) -> privacy.PrivacyRequest:
-    return await _move(pool, staff, request_id, Status.IN_PROGRESS, None, now)
+    return await _move(pool, staff, request_id, RequestStatus.IN_PROGRESS, None, now)
 
 
 async def reject_request(
-    pool: asyncpg.Pool, staff: Principal, request_id: str, resolution: str, now: datetime
+    pool: asyncpg.Pool, staff: StaffPrincipal, request_id: str, resolution: str, now: datetime
 ) -> privacy.PrivacyRequest:
-    return await _move(pool, staff, request_id, Status.REJECTED, resolution, now)
+    return await _move(pool, staff, request_id, RequestStatus.REJECTED, resolution, now)
 
 
 async def complete_request(
-    pool: asyncpg.Pool, staff: Principal, request_id: str, resolution: str, now: datetime
+    pool: asyncpg.Pool, staff: StaffPrincipal, request_id: str, resolution: str, now: datetime
 ) -> privacy.PrivacyRequest:
     """Execute the request (see the module docstring) and close it, in one transaction."""
-    return await _move(pool, staff, request_id, Status.COMPLETED, resolution, now)
+    return await _move(pool, staff, request_id, RequestStatus.COMPLETED, resolution, now)
 
 
 async def _move(
     pool: asyncpg.Pool,
-    staff: Principal,
+    staff: StaffPrincipal,
     request_id: str,
-    target: Status,
+    target: RequestStatus,
     resolution: str | None,
     now: datetime,
 ) -> privacy.PrivacyRequest:
@@ -199,15 +160,15 @@ async def _move(
     async with pool.acquire() as conn, conn.transaction():
         request = await privacy.get_request(conn, request_id, account_id=None, lock=True)
         check_transition(request.status, target)
-        changes: dict[str, Any] = {"kind": request.kind, "status": target.value}
-        if target is Status.COMPLETED:
-            if request.kind == Kind.ERASURE:
+        changes: dict[str, Any] = {"kind": request.kind.value, "status": target.value}
+        if target is RequestStatus.COMPLETED:
+            if request.kind is RequestKind.ERASURE:
                 changes["effect"] = await _erase_member(conn, staff, request, now)
-            elif request.kind == Kind.RESTRICTION:
+            elif request.kind is RequestKind.RESTRICTION:
                 changes["effect"] = await _restrict(conn, staff, request, now)
             else:
                 changes["effect"] = "none"  # access and rectification are self-service
-        closed = target in (Status.COMPLETED, Status.REJECTED)
+        closed = target in (RequestStatus.COMPLETED, RequestStatus.REJECTED)
         request = await privacy.set_status(
             conn,
             request.id,
@@ -219,7 +180,7 @@ async def _move(
             conn,
             f"privacy_request.{target.value}",
             now=now,
-            actor=staff,
+            actor=staff.actor,
             account_id=request.account_id,
             subject=_subject(request),
             changes=changes,
@@ -228,11 +189,14 @@ async def _move(
 
 
 async def _erase_member(
-    conn: asyncpg.Connection, staff: Principal, request: privacy.PrivacyRequest, now: datetime
+    conn: asyncpg.Connection,
+    staff: StaffPrincipal,
+    request: privacy.PrivacyRequest,
+    now: datetime,
 ) -> str:
     """D2 erasure of a member; the row lock keeps a concurrent promotion from slipping by."""
     user = await privacy.lock_user(conn, request.user_id, request.account_id)
-    if user is not None and user.role == CustomerRole.OWNER:
+    if user is not None and user.role is CustomerRole.OWNER:
         raise ErasureRequiresTermination(
             "the user is now an owner: hand ownership to another user first, or end the service"
         )
@@ -242,13 +206,15 @@ async def _erase_member(
     await privacy.delete_api_keys_created_by(conn, request.account_id, request.user_id)
     await privacy.delete_stored_replies(conn, request.user_id, email)
     await privacy.clear_request_details(conn, request.user_id)
+    if email is not None:
+        await throttles.forget_email(conn, email)
     if user is not None:
         await accounts.delete_user(conn, user.id)  # sessions go with it (ON DELETE CASCADE)
     await notify_admin_change(
         conn,
         "user.erased",
         now=now,
-        actor=staff,
+        actor=staff.actor,
         account_id=request.account_id,
         subject={"type": "user", "id": request.user_id},
         changes={"privacy_request_id": request.id},
@@ -257,21 +223,16 @@ async def _erase_member(
 
 
 async def _restrict(
-    conn: asyncpg.Connection, staff: Principal, request: privacy.PrivacyRequest, now: datetime
+    conn: asyncpg.Connection,
+    staff: StaffPrincipal,
+    request: privacy.PrivacyRequest,
+    now: datetime,
 ) -> str:
     """D2 restriction: only an owner's request restricts the account (the gate then refuses)."""
     user = await privacy.lock_user(conn, request.user_id, request.account_id)
-    if user is None or user.role != CustomerRole.OWNER:
+    if user is None or user.role is not CustomerRole.OWNER:
         return "none"
-    await accounts.update_account(conn, request.account_id, {"processing_restricted": True})
-    await sessions.pause_for_restriction(conn, request.account_id, staff.actor, now)
-    await notify_admin_change(
-        conn,
-        "account.updated",
-        now=now,
-        actor=staff,
-        account_id=request.account_id,
-        subject={"type": "account", "id": request.account_id},
-        changes={"fields": ["processing_restricted"], "privacy_request_id": request.id},
+    await restriction.set_restricted(
+        conn, request.account_id, True, staff.actor, now, privacy_request_id=request.id
     )
     return "account_restricted"

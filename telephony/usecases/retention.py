@@ -14,26 +14,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 
-from storage import accounts, audit, recordings, terminations, webhooks
-from storage.blobs.filesystem import BlobStore
+from storage import accounts, recordings, securitylog, terminations, throttles
+from storage.blobs.names import recording_prefix
+from storage.blobs.protocol import BlobStore
+from storage.securitylog import PurgeResult
+from telephony.domain.actors import Actor
 from telephony.domain.errors import NotFound, RecordingInProgress
-from telephony.recorder.writer import blob_prefix
-from telephony.usecases import sessions
-from telephony.usecases.identity import notify_admin_change
+from telephony.domain.recordings import FINISHED, RecordingStatus
+from telephony.settings import Settings
+from telephony.usecases import calls
+from telephony.usecases.trail import audited, customer_event, notify_admin_change
 
 log = logging.getLogger(__name__)
 
 PERSONAL_DATA_YEARS = 5  # D4
-_FINISHED = ("completed", "interrupted")
 _BATCH = 100
-
-
-def system_actor(task: str) -> dict[str, Any]:
-    return {"type": "system", "id": task, "role": None}
+THROTTLE_KEEP_DAYS = 1  # throttle windows are minutes long; their keys name e-mails (S3)
 
 
 async def delete_recording(
@@ -42,7 +41,7 @@ async def delete_recording(
     recording_id: str,
     *,
     account_id: str | None,
-    actor: dict[str, Any],
+    actor: Actor,
     now: datetime,
     reason: str = "customer",
 ) -> bool:
@@ -51,23 +50,17 @@ async def delete_recording(
         target = await recordings.find_for_deletion(conn, recording_id, account_id)
         if target is None:
             raise NotFound("no such recording")
-        if target.status == "deleted":
+        if target.status is RecordingStatus.DELETED:
             return False
-        if target.status not in _FINISHED:
+        if target.status not in FINISHED:
             raise RecordingInProgress("stop the recording before deleting it")
         await recordings.shred(conn, recording_id, now)
         subject = {"call_id": target.call_id, "recording_id": recording_id}
-        await audit.append(
-            conn,
-            account_id=target.account_id,
-            at=now,
-            actor=actor,
-            action="recording.deleted",
-            subject=subject,
-            details={"reason": reason},
+        await audited(
+            conn, target.account_id, actor, "recording.deleted", subject, now, reason=reason
         )
-        await webhooks.enqueue(
-            conn, target.account_id, "recording.deleted", {**subject, "reason": reason}, now
+        await customer_event(
+            conn, target.account_id, "recording.deleted", now, **subject, reason=reason
         )
     await _remove_blobs(pool, blobs, recording_id, now)
     return True
@@ -77,7 +70,7 @@ async def _remove_blobs(
     pool: asyncpg.Pool, blobs: BlobStore, recording_id: str, now: datetime
 ) -> None:
     try:
-        await blobs.delete_prefix(blob_prefix(recording_id))
+        await blobs.delete_prefix(recording_prefix(recording_id))
     except OSError:
         log.exception("blob removal failed; the retention worker retries it")
         return
@@ -108,7 +101,7 @@ async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) ->
                 blobs,
                 recording_id,
                 account_id=None,
-                actor=system_actor("retention"),
+                actor=Actor.system("retention"),
                 now=now,
                 reason="retention",
             )
@@ -121,17 +114,17 @@ async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) ->
     erased = 0
     async with pool.acquire() as conn:
         cutoff = now - timedelta(days=365 * PERSONAL_DATA_YEARS + 1)  # five years, leap days
-        accounts = await terminations.due_for_removal(conn, cutoff, _BATCH)
-    for account_id in accounts:
+        due_accounts = await terminations.due_for_removal(conn, cutoff, _BATCH)
+    for account_id in due_accounts:
         async with pool.acquire() as conn, conn.transaction():
             await terminations.remove_personal_data(conn, account_id, now)
-            await audit.append(
+            await audited(
                 conn,
-                account_id=account_id,
-                at=now,
-                actor=system_actor("retention"),
-                action="account.personal_data_removed",
-                subject={"account_id": account_id},
+                account_id,
+                Actor.system("retention"),
+                "account.personal_data_removed",
+                {"account_id": account_id},
+                now,
             )
         erased += 1
     if deleted or pending or erased:
@@ -166,14 +159,14 @@ async def terminate_account(
     """End the contract: live calls end, API keys stop working, no new calls; users can
     still sign in for the grace period to download or export; then the recordings go.
     Idempotent: a second termination keeps the first one's dates."""
-    actor = system_actor("termination")
+    actor = Actor.system("termination")
     async with pool.acquire() as conn, conn.transaction():
         await accounts.get_account(conn, account_id, lock=True)  # NotFound for an unknown id
         result, changed = await terminations.terminate(
             conn, account_id, now, now + timedelta(days=grace_days)
         )
         if changed:
-            calls_ended = await sessions.end_active_calls(conn, account_id, actor, now)
+            calls_ended = await calls.end_active_calls(conn, account_id, actor, now)
             keys_revoked = await terminations.revoke_api_keys(conn, account_id, now)
             details = {
                 "grace_days": grace_days,
@@ -193,3 +186,34 @@ async def terminate_account(
                 changes=details,
             )
     return result
+
+
+# -- log retention (S3) -------------------------------------------------------------
+
+
+async def purge_logs(pool: asyncpg.Pool, settings: Settings, now: datetime) -> PurgeResult:
+    """Delete log rows older than `settings.log_retention_days` before `now` (S3)."""
+    cutoff = now - timedelta(days=settings.log_retention_days)
+    async with pool.acquire() as conn, conn.transaction():
+        result = await securitylog.purge_older_than(conn, cutoff)
+        await throttles.purge_older_than(conn, now - timedelta(days=THROTTLE_KEEP_DAYS))
+    log.info(
+        "log retention purge",
+        extra={
+            "cutoff": cutoff.isoformat(),
+            "security_log": result.security_log,
+            "access_log": result.access_log,
+            "staff_notifications": result.staff_notifications,
+        },
+    )
+    return result
+
+
+async def purge_worker(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Daily purge; the first pass runs at start-up so a long-stopped node catches up."""
+    while True:
+        try:
+            await purge_logs(pool, settings, datetime.now(UTC))
+        except (OSError, asyncpg.PostgresError):
+            log.exception("log retention purge failed")
+        await asyncio.sleep(settings.purge_interval_s)

@@ -1,15 +1,17 @@
-"""Composition root: `create_app(settings)` wires middlewares, resources and routes."""
+"""Composition root: `create_app(settings)` wires middlewares, resources, workers and routes.
+
+Every resource is created and closed in a cleanup context, in this order:
+threads (the password hasher, the blob store's and the spool's file
+threads), the database pools, the media hub (which ships what the spool
+holds and recovers what a dead process left, before the node serves), then
+the background workers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import re
-import secrets
-import time
 from collections.abc import AsyncIterator, Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -17,17 +19,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from storage.blobs.filesystem import FilesystemBlobStore
+from storage.blobs.spool import Spool
 from storage.db import create_pool
 from storage.keys.passwords import PasswordHasher
-from storage.securitylog import AccessEntry
-from telephony.delivery import workers
+from storage.keys.providers import ServiceKeys
+from telephony.delivery.staff import notification_worker
 from telephony.delivery.webhooks import delivery_worker
-from telephony.domain.errors import ServiceError
-from telephony.logs import request_id_var
 from telephony.metrics import Metrics
-from telephony.recorder.hub import MediaHub, default_node_id
+from telephony.recorder.hub import MediaHub, default_node_id, node_folder
 from telephony.settings import Settings, master_keys
 from telephony.usecases import retention
+from telephony.web import access_log
 from telephony.web.api import (
     accounts,
     audit,
@@ -46,23 +48,21 @@ from telephony.web.appkeys import (
     BLOBS,
     HASHER,
     HUB,
-    MASTER_KEYS,
+    KEYS,
     METRICS,
+    OPENAPI,
     POOL,
     REGISTRY,
     SETTINGS,
+    SPOOL,
     WRITER_POOL,
 )
-from telephony.web.auth import principal_id
 from telephony.web.idempotency import honour_idempotency_key
+from telephony.web.middleware import observe, security_headers
 from telephony.web.openapi import build as build_openapi
-from telephony.web.problems import from_http_exception, from_service_error, internal_error
-from telephony.web.spec import Route
-
-log = logging.getLogger(__name__)
+from telephony.web.routes import Route
 
 ACCESS_QUEUE_BOUND = 10_000
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def all_routes() -> list[Route]:
@@ -81,68 +81,8 @@ def all_routes() -> list[Route]:
     ]
 
 
-def _route_template(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
-@web.middleware
-async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Request id, problem+json for every error, metrics and the access log.
-
-    The one place exceptions turn into responses, so no handler can leak a
-    traceback or a secret into a body (API.md "Errors").
-    """
-    incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
-    token = request_id_var.set(request_id)
-    started = time.perf_counter()
-    try:
-        try:
-            response = await handler(request)
-        except ServiceError as exc:
-            response = from_service_error(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = from_http_exception(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unhandled error", extra={"route": _route_template(request)})
-            response = internal_error()
-        if not response.prepared:
-            response.headers["X-Request-Id"] = request_id
-        _account(request, response.status, time.perf_counter() - started, request_id)
-        return response
-    finally:
-        request_id_var.reset(token)
-
-
-def _account(request: web.Request, status: int, elapsed_s: float, request_id: str) -> None:
-    app = request.app
-    route = _route_template(request)
-    metrics = app[METRICS]
-    metrics.requests.labels(request.method, route, str(status)).inc()
-    metrics.latency.labels(request.method, route).observe(elapsed_s)
-    if not app[SETTINGS].access_log_to_db:
-        return
-    agent = request.headers.get("User-Agent")
-    entry = AccessEntry(
-        at=datetime.now(UTC),
-        request_id=request_id,
-        method=request.method[:16],
-        route=route,  # the template, never the raw path or query: no ids, no tokens
-        status=status,
-        duration_ms=elapsed_s * 1000,
-        principal_id=principal_id(request),
-        source_address=request.remote,
-        user_agent=agent[:512] if agent else None,
-    )
-    try:
-        app[ACCESS_QUEUE].put_nowait(entry)
-    except asyncio.QueueFull:
-        metrics.access_log_dropped.inc()
+def node_id_of(settings: Settings) -> str:
+    return settings.node_id or default_node_id(settings.port)
 
 
 def create_app(settings: Settings, *, run_workers: bool = True) -> web.Application:
@@ -150,19 +90,21 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
     app = web.Application(
-        middlewares=[observe, honour_idempotency_key], client_max_size=settings.max_body_bytes
+        middlewares=[observe, honour_idempotency_key],
+        client_max_size=settings.max_body_bytes,
+        handler_args={"header_timeout_s": settings.header_timeout_s},
     )
     app[SETTINGS] = settings
     registry = CollectorRegistry()
     app[REGISTRY] = registry
     app[METRICS] = Metrics.create(registry)
     app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
-    app[MASTER_KEYS] = master_keys(settings)
-    app[BLOBS] = FilesystemBlobStore(settings.data_dir / "blobs")
+    app[KEYS] = ServiceKeys(master_keys(settings))
     routes = all_routes()
-    app[ops.OPENAPI] = build_openapi(routes)
+    app[OPENAPI] = build_openapi(routes)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
+    app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_media)
@@ -172,11 +114,15 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
 
 
 async def _threads(app: web.Application) -> AsyncIterator[None]:
-    """Argon2id and file calls each on threads of their own (see storage/passwords.py)."""
-    app[HASHER] = PasswordHasher(app[SETTINGS].argon2)
+    """Argon2id, blob files and spool files each on threads of their own."""
+    settings = app[SETTINGS]
+    app[HASHER] = PasswordHasher(settings.argon2)
+    app[BLOBS] = FilesystemBlobStore(settings.data_dir / "blobs")
+    app[SPOOL] = Spool(settings.data_dir / "spool" / node_folder(node_id_of(settings)))
     yield
     app[HASHER].close()
     app[BLOBS].close()
+    app[SPOOL].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -185,20 +131,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = await create_pool(settings.database_url)
     app[WRITER_POOL] = await create_pool(settings.database_url, max_size=4, stateless=True)
     yield
-    await workers.flush_access_log(app[POOL], app[ACCESS_QUEUE])
+    await access_log.flush_access_log(app[POOL], app[ACCESS_QUEUE])
     await app[WRITER_POOL].close()
     await app[POOL].close()
 
 
 async def _media(app: web.Application) -> AsyncIterator[None]:
-    """The media hub: recover what a dead process left, then follow control messages."""
+    """The media hub: ship the spool, recover what a dead process left, follow control."""
     settings = app[SETTINGS]
     hub = MediaHub(
         app[POOL],
+        app[SPOOL],
         app[BLOBS],
-        app[MASTER_KEYS],
-        settings.node_id or default_node_id(settings.port),
+        app[KEYS],
+        node_id_of(settings),
         writer_pool=app[WRITER_POOL],
+        part_seconds=settings.spool_part_s,
     )
     app[HUB] = hub
     await hub.recover()
@@ -214,11 +162,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     pool, settings = app[POOL], app[SETTINGS]
     http = aiohttp.ClientSession()
     jobs: list[Coroutine[Any, Any, None]] = [
-        workers.access_log_writer(pool, app[ACCESS_QUEUE]),
-        workers.notification_worker(pool, http, settings, app[METRICS]),
-        workers.purge_worker(pool, settings),
+        access_log.access_log_writer(pool, app[ACCESS_QUEUE]),
+        notification_worker(pool, http, settings, app[METRICS]),
+        retention.purge_worker(pool, settings),
         retention.retention_worker(pool, app[BLOBS], settings.retention_interval_s),
-        delivery_worker(pool, settings, app[MASTER_KEYS]),
+        delivery_worker(pool, settings, app[KEYS]),
     ]
     app[BACKGROUND] = [asyncio.create_task(job) for job in jobs]
     yield

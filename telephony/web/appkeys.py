@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from storage.blobs.filesystem import BlobStore
-from storage.keys.hierarchy import MasterKeys
+from storage.blobs.protocol import BlobStore
+from storage.blobs.spool import Spool
 from storage.keys.passwords import PasswordHasher
+from storage.keys.providers import KeyProvider
 from storage.securitylog import AccessEntry
 from telephony.domain.roles import Principal
 from telephony.metrics import Metrics
@@ -24,10 +26,12 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 ACCESS_QUEUE = web.AppKey("access_queue", asyncio.Queue[AccessEntry])
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
-MASTER_KEYS = web.AppKey("master_keys", MasterKeys)
-BLOBS = web.AppKey("blobs", BlobStore)
+KEYS: web.AppKey[KeyProvider] = web.AppKey("keys")
+BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs")
+SPOOL = web.AppKey("spool", Spool)
 HUB = web.AppKey("hub", MediaHub)
 HASHER = web.AppKey("hasher", PasswordHasher)  # Argon2id on a thread of its own
+OPENAPI = web.AppKey("openapi", dict[str, Any])
 
 # Per-request state.
-PRINCIPAL = web.RequestKey("principal", Principal)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

@@ -20,8 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from storage import idempotency
-from storage.keys.crypto import derive_key, open_sealed, seal
-from storage.keys.hierarchy import MasterKeys
+from storage.keys.providers import KeyProvider
 from telephony.domain.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
@@ -30,12 +29,13 @@ from telephony.domain.errors import (
     ServiceError,
     Unauthenticated,
 )
-from telephony.web.appkeys import MASTER_KEYS, POOL
+from telephony.web.appkeys import KEYS, POOL
 from telephony.web.auth import authenticate
+from telephony.web.inputs import IDEMPOTENCY_KEY_PATTERN
 from telephony.web.problems import from_service_error
 
 HEADER = "Idempotency-Key"
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 RETENTION_HOURS = 24
 _PURPOSE = "idempotent-replies"
 
@@ -67,7 +67,7 @@ async def honour_idempotency_key(request: web.Request, handler: Handler) -> web.
         if not first:
             stored = await idempotency.find(conn, scope, key)
     if not first:
-        return _replay(stored, digest, request.app[MASTER_KEYS], f"{scope}\0{key}")
+        return _replay(stored, digest, request.app[KEYS], f"{scope}\0{key}")
 
     try:
         response = await handler(request)
@@ -85,19 +85,20 @@ async def honour_idempotency_key(request: web.Request, handler: Handler) -> web.
                 key,
                 response.status,
                 response.content_type,
-                seal(
-                    derive_key(request.app[MASTER_KEYS].current, _PURPOSE),
-                    bytes(response.body or b""),
-                    f"{scope}\0{key}",
-                ),
+                request.app[KEYS].seal_record(_PURPOSE, _body_of(response), f"{scope}\0{key}"),
             )
         else:
             await idempotency.release(conn, scope, key)
     return response
 
 
+def _body_of(response: web.Response) -> bytes:
+    body = response.body
+    return bytes(body) if isinstance(body, bytes | bytearray) else b""
+
+
 def _replay(
-    stored: idempotency.Stored | None, digest: bytes, master: MasterKeys, context: str
+    stored: idempotency.Stored | None, digest: bytes, keys: KeyProvider, context: str
 ) -> web.Response:
     if stored is None:  # released between our claim and our read: treat as in flight
         raise IdempotencyInProgress("retry in a moment")
@@ -107,19 +108,17 @@ def _replay(
         raise IdempotencyInProgress("the first request with this key has not finished")
     return web.Response(
         status=stored.status,
-        body=_open(stored.body or b"", master, context),
+        body=_open(stored.body or b"", keys, context),
         content_type=stored.content_type,
         headers={"Idempotent-Replayed": "true"},
     )
 
 
-def _open(sealed: bytes, master: MasterKeys, context: str) -> bytes:
+def _open(sealed: bytes, keys: KeyProvider, context: str) -> bytes:
     """Under the current master key, or one still configured during a rotation."""
-    for candidate in (master.current, *master.previous):
-        try:
-            return open_sealed(derive_key(candidate, _PURPOSE), sealed, context)
-        except IntegrityFailure:
-            continue
-    raise IdempotencyKeyReused(
-        "the first answer can no longer be read (the master key changed); use a new key"
-    )
+    try:
+        return keys.open_record(_PURPOSE, sealed, context)
+    except IntegrityFailure:
+        raise IdempotencyKeyReused(
+            "the first answer can no longer be read (the master key changed); use a new key"
+        ) from None

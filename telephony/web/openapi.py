@@ -1,4 +1,10 @@
-"""The OpenAPI 3.1 document, built from the same route list the app serves."""
+"""The OpenAPI 3.1 document, built from the same route list the app serves.
+
+Exact by construction: request schemas are the body models and query
+declarations the handlers validate with; the statuses are those the route
+answers itself plus those every route of its kind answers (a bad token, a
+bad body, an unknown id). `make test` runs a fuzzer against it to keep it so.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from telephony.web.spec import Route
+from telephony.web.inputs import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from telephony.web.routes import ANYONE, JSON, Route
 
 _PARAM = re.compile(r"\{(\w+)\}")
+PROBLEM_JSON = "application/problem+json"
 
 _PROBLEM = {
     "type": "object",
@@ -23,11 +31,59 @@ _PROBLEM = {
             "type": "array",
             "items": {
                 "type": "object",
+                "required": ["field", "message"],
                 "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
             },
         },
     },
 }
+
+# What every route of a kind can answer, beyond its own statuses.
+_ANY = {500: "internal-error"}
+_AUTHENTICATED = {401: "unauthenticated: no token, or an unknown, expired or revoked one"}
+_RESTRICTED = {403: "forbidden: the caller's role or scopes do not allow this"}
+_WITH_ID = {404: "not-found: no such resource in the caller's account"}
+_WITH_BODY = {
+    400: "malformed-json",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-failed, with `errors` naming each field",
+}
+_WITH_QUERY = {422: "validation-failed: a query value out of range, or unknown"}
+_CREATING = {
+    409: "idempotency-in-progress: the first request with this Idempotency-Key still runs",
+    422: "idempotency-key-reused: the key was used for a different request",
+}
+_THROTTLED = {
+    429: "too-many-attempts, with Retry-After",
+    503: "unavailable: too many sign-ins at once, with Retry-After",
+}
+
+
+def statuses(route: Route) -> dict[int, str]:
+    """Every status the route can answer, with what it means."""
+    out: dict[int, str] = {}
+
+    def add(more: dict[int, str]) -> None:
+        for status, text in more.items():
+            out[status] = f"{out[status]}; {text}" if status in out else text
+
+    add(dict(route.responses))
+    add(_ANY)
+    if route.who != ANYONE:
+        add(_AUTHENTICATED)
+        add(_RESTRICTED)
+    if _PARAM.search(route.path):
+        add(_WITH_ID)
+    if route.body is not None:
+        add(_WITH_BODY)
+    if route.query:
+        add(_WITH_QUERY)
+    if route.method == "POST":
+        add(_CREATING)
+    if route.throttled:
+        add(_THROTTLED)
+    return dict(sorted(out.items()))
 
 
 def build(routes: Iterable[Route], version: str = "1.0.0") -> dict[str, Any]:
@@ -37,30 +93,44 @@ def build(routes: Iterable[Route], version: str = "1.0.0") -> dict[str, Any]:
         operation: dict[str, Any] = {
             "summary": route.summary,
             "tags": [route.tag],
-            "operationId": route.handler.__name__,
+            "operationId": route.name,
             "x-allowed": route.who,
             "responses": {
-                str(status): _response(status, text)
-                for status, text in sorted(route.responses.items())
+                str(status): _response(route, status, text)
+                for status, text in statuses(route).items()
             },
         }
-        if route.who != "anyone":
+        if route.who != ANYONE:
             operation["security"] = [{"bearer": []}]
-            operation["responses"].setdefault("401", _response(401, "unauthenticated"))
-        params = [
-            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-            for n in _PARAM.findall(route.path)
+        params: list[dict[str, Any]] = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": ID_PATTERN},
+            }
+            for name in _PARAM.findall(route.path)
         ]
         params += [
             {
-                "name": n,
+                "name": q.name,
                 "in": "query",
                 "required": False,
-                "description": d,
-                "schema": {"type": "string"},
+                "description": q.description,
+                "schema": q.schema,
             }
-            for n, d in route.query
+            for q in route.query
         ]
+        if route.method == "POST":
+            params.append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "retries with the same key get the first answer (24 h)",
+                    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+                }
+            )
         if params:
             operation["parameters"] = params
         if route.body is not None:
@@ -71,9 +141,7 @@ def build(routes: Iterable[Route], version: str = "1.0.0") -> dict[str, Any]:
             operation["requestBody"] = {
                 "required": True,
                 "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
-                    }
+                    JSON: {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}
                 },
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
@@ -94,17 +162,14 @@ def build(routes: Iterable[Route], version: str = "1.0.0") -> dict[str, Any]:
     }
 
 
-def _response(status: int, text: str) -> dict[str, Any]:
-    if status < 400:
-        if status == 204:
-            return {"description": text}
+def _response(route: Route, status: int, text: str) -> dict[str, Any]:
+    if status >= 400:
         return {
             "description": text,
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-    return {
-        "description": text,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
-    }
+    if status in (101, 204, 304):
+        return {"description": text}
+    if route.produces == JSON:
+        return {"description": text, "content": {JSON: {"schema": {"type": "object"}}}}
+    return {"description": text, "content": {route.produces: {}}}

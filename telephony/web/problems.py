@@ -25,6 +25,7 @@ from telephony.domain.errors import (
 
 PROBLEM_TYPE = "application/problem+json"
 _TYPE_BASE = "https://docs.telephony.example/problems/"
+SERVER_NAME = "telephony"  # the `Server` header: no product versions for a scanner to match
 
 _STATUS: dict[type[ServiceError], int] = {
     BadRequest: 400,
@@ -48,6 +49,7 @@ _HTTP_CODES = {
     405: ("method-not-allowed", "Method not allowed"),
     413: ("payload-too-large", "The request body is too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
+    500: ("internal-error", "Internal error"),
 }
 
 
@@ -93,6 +95,18 @@ def from_service_error(exc: ServiceError) -> web.Response:
     if isinstance(exc, RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{exc.size_bytes}"
     return problem(status_of(exc), exc.code, exc.title, exc.detail, headers, extra)
+
+
+def http_problem_body(status: int, detail: str | None = None) -> dict[str, Any]:
+    """The problem document for a status aiohttp itself answers (routing, parsing, size)."""
+    code, title = _HTTP_CODES.get(status, ("malformed-request", "The request could not be read"))
+    return {
+        "type": _TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "code": code,
+    }
 
 
 def from_http_exception(exc: web.HTTPException) -> web.Response:

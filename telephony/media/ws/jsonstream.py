@@ -51,7 +51,8 @@ def _int(value: Any, name: str) -> int:
         raise _invalid(f"{name} is not an integer")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        # ASCII only: "²" is a digit to str.isdigit() and a ValueError to int().
         number = int(value)
     else:
         raise _invalid(f"{name} is not an integer")

@@ -8,8 +8,9 @@ stereo pair anywhere: the remainder waits for the next frame.
 from __future__ import annotations
 
 import array
-import json
 from typing import Any
+
+import orjson
 
 from telephony.media.events import (
     Audio,
@@ -35,7 +36,7 @@ class PcmStreamParser:
 
     def feed_text(self, text: str) -> list[MediaEvent]:
         try:
-            message = json.loads(text)
+            message = orjson.loads(text)  # bounded depth: no RecursionError
         except ValueError:
             message = None
         if self.start is None:
@@ -54,7 +55,7 @@ class PcmStreamParser:
 
     def _metadata(self, message: dict[str, Any]) -> StreamStart:
         rate = message.get("sampleRate", 8000)
-        if isinstance(rate, str) and rate.isdigit():
+        if isinstance(rate, str) and rate.isascii() and rate.isdigit() and len(rate) <= 6:
             rate = int(rate)
         if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
             raise ProtocolViolation(1007, "sampleRate out of range")

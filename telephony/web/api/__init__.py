@@ -1,1 +1,1 @@
-"""HTTP handlers, one module per resource; the only package importing aiohttp.web."""
+"""HTTP handlers, one module per resource."""

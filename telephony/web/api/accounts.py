@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from aiohttp import web
-from pydantic import AnyHttpUrl, EmailStr, Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints
 
-from storage import accounts
+from storage import accounts, credentials
 from telephony.delivery.ssrf import check_webhook_url
 from telephony.domain.errors import InvalidInput
 from telephony.domain.roles import CustomerRole, Scope
 from telephony.usecases import identity
 from telephony.web.appkeys import HASHER, POOL, SETTINGS
-from telephony.web.auth import authenticate, client_of, require_customer_user, require_owner
-from telephony.web.spec import Body, Route, iso, page_of, read_body, read_page
+from telephony.web.auth import (
+    authenticate,
+    client_of,
+    require_customer_user,
+    require_owner,
+)
+from telephony.web.inputs import (
+    EMAIL_PATTERN,
+    FREE_TEXT,
+    KEYSET_PAGING,
+    Body,
+    Email,
+    Password,
+    Token,
+    iso,
+    keyset_cursor,
+    page,
+    page_of,
+    path_id,
+    read_body,
+    read_query,
+    trimmed,
+)
+from telephony.web.routes import ANYONE, OWNER, USER, Route
 
-# Field types. Lengths bound every string: 254 is RFC 5321's limit for an address.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Address = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-Vat = Annotated[str, StringConstraints(min_length=2, max_length=32)]
-Email = Annotated[EmailStr, StringConstraints(max_length=254)]
-# S1: at least 12 characters; the upper bound keeps Argon2 input sane.
-Password = Annotated[str, StringConstraints(min_length=12, max_length=1024, strip_whitespace=False)]
+Name = Annotated[str, trimmed(200)]
+Address = Annotated[str, trimmed(500)]
+Vat = Annotated[str, trimmed(32)]
 Role = Literal["owner", "member"]
+# Sign-in takes any string an e-mail field could hold: a malformed e-mail is just a
+# wrong credential, logged and throttled like one.
+LoginEmail = Annotated[str, StringConstraints(min_length=1, max_length=254, pattern=FREE_TEXT)]
+LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=FREE_TEXT)]
+# A public http(s) URL: the SSRF guard decides what is reachable; this says what is a URL.
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WEBHOOK_URL_PATTERN = (
+    rf"^https?://(\[[0-9A-Fa-f:.]{{2,45}}\]|[A-Za-z0-9.-]{{1,253}})(:{_PORT})?(/[!-~]*)?$"
+)
+WebhookUrl = Annotated[
+    str, StringConstraints(min_length=10, max_length=2000, pattern=WEBHOOK_URL_PATTERN)
+]
 
 
 def _now() -> datetime:
@@ -42,7 +75,7 @@ def render_user(user: accounts.User) -> dict[str, Any]:
         "name": user.name,
         "postal_address": user.postal_address,
         "vat_number": user.vat_number,
-        "role": user.role,
+        "role": user.role.value,
         "account_id": user.account_id,
         "status": "active" if user.password_hash else "invited",
         "created_at": iso(user.created_at),
@@ -63,15 +96,39 @@ def render_account(account: accounts.Account) -> dict[str, Any]:
     }
 
 
-def render_key(key: accounts.ApiKey) -> dict[str, Any]:
+def render_key(key: credentials.ApiKey) -> dict[str, Any]:
     return {
         "id": key.id,
         "name": key.name,
-        "scopes": key.scopes,
+        "scopes": [s.value for s in key.scopes],
         "token_prefix": key.token_prefix,
         "created_at": iso(key.created_at),
         "last_used_at": iso(key.last_used_at),
     }
+
+
+async def _read_attempt(request: web.Request, model: type[Body], event: str) -> Any:
+    """The body of a sign-in kind of attempt; a refused one is in the security log too (S2)."""
+    try:
+        return await read_body(request, model)
+    except InvalidInput as exc:
+        email = await _email_in(request)
+        await identity.refused(
+            request.app[POOL], client_of(request), event, exc.code, _now(), email
+        )
+        raise
+
+
+async def _email_in(request: web.Request) -> str | None:
+    """The e-mail a refused attempt named, when it is one (aiohttp keeps the body read)."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    email = data.get("email") if isinstance(data, dict) else None
+    if isinstance(email, str) and len(email) <= 254 and re.match(EMAIL_PATTERN, email):
+        return email
+    return None
 
 
 # -- signup and sessions ---------------------------------------------------
@@ -89,7 +146,7 @@ class SignupBody(Body):
 
 
 async def signup(request: web.Request) -> web.Response:
-    body = await read_body(request, SignupBody)
+    body = await _read_attempt(request, SignupBody, "signup")
     result = await identity.signup(
         request.app[POOL],
         request.app[SETTINGS],
@@ -100,28 +157,29 @@ async def signup(request: web.Request) -> web.Response:
         password=body.password,
         postal_address=body.postal_address,
         vat_number=body.vat_number,
+        client=client_of(request),
         now=_now(),
     )
     return _json(
         {
             "account": {"id": result.account.id, "name": result.account.name},
-            "user": {"id": result.user.id, "email": result.user.email, "role": result.user.role},
+            "user": {
+                "id": result.user.id,
+                "email": result.user.email,
+                "role": result.user.role.value,
+            },
         },
         201,
     )
 
 
 class LoginBody(Body):
-    # Plain strings, not EmailStr: a malformed e-mail is just a wrong credential,
-    # and must be logged and throttled like one.
-    email: Annotated[str, StringConstraints(min_length=1, max_length=254)]
-    password: Annotated[
-        str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)
-    ]
+    email: LoginEmail
+    password: LoginPassword
 
 
 async def create_session(request: web.Request) -> web.Response:
-    body = await read_body(request, LoginBody)
+    body = await _read_attempt(request, LoginBody, "login")
     result = await identity.login(
         request.app[POOL],
         request.app[SETTINGS],
@@ -159,15 +217,20 @@ def _changes(body: Body, nullable: set[str]) -> dict[str, Any]:
             "these fields cannot be cleared",
             errors=[{"field": k, "message": "may not be null"} for k in bad],
         )
-    if not changes:
-        raise InvalidInput("send at least one field to change")
     return changes
+
+
+def _some(changes: Mapping[str, object]) -> None:
+    if not changes:
+        raise InvalidInput(
+            "send at least one field to change",
+            errors=[{"field": "body", "message": "at least one field"}],
+        )
 
 
 async def get_me(request: web.Request) -> web.Response:
     principal = await require_customer_user(request)
-    async with request.app[POOL].acquire() as conn:
-        user = await accounts.get_user(conn, principal.id)
+    user = await identity.get_profile(request.app[POOL], principal)
     return _json(render_user(user))
 
 
@@ -175,6 +238,7 @@ async def patch_me(request: web.Request) -> web.Response:
     principal = await require_customer_user(request)
     body = await read_body(request, ProfilePatch)
     changes = _changes(body, nullable={"vat_number", "postal_address"})
+    _some(changes)
     user = await identity.update_profile(request.app[POOL], principal, changes, _now())
     return _json(render_user(user))
 
@@ -186,20 +250,12 @@ class AccountPatch(Body):
     name: Name | None = None
     recording_retention_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     processing_restricted: bool | None = None
-    webhook_url: Annotated[AnyHttpUrl, Field()] | None = None
-
-    @field_validator("webhook_url", mode="before")
-    @classmethod
-    def _bounded(cls, value: object) -> object:
-        if isinstance(value, str) and len(value) > 2000:
-            raise ValueError("at most 2000 characters")
-        return value
+    webhook_url: WebhookUrl | None = None
 
 
 async def get_account(request: web.Request) -> web.Response:
     principal = await require_owner(request)
-    async with request.app[POOL].acquire() as conn:
-        account = await accounts.get_account(conn, principal.account_id or "")
+    account = await identity.get_account(request.app[POOL], principal)
     return _json(render_account(account))
 
 
@@ -207,9 +263,9 @@ async def patch_account(request: web.Request) -> web.Response:
     principal = await require_owner(request)
     body = await read_body(request, AccountPatch)
     changes = _changes(body, nullable={"recording_retention_days", "webhook_url"})
+    _some(changes)
     if changes.get("webhook_url") is not None:
-        changes["webhook_url"] = str(changes["webhook_url"])
-        # SSRF guard at registration; delivery checks again (telephony/webhooks.py).
+        # SSRF guard at registration; delivery checks again (telephony/delivery/webhooks.py).
         await check_webhook_url(
             changes["webhook_url"], allow_private=request.app[SETTINGS].webhook_allow_private
         )
@@ -232,7 +288,7 @@ class UserPatch(Body):
 
 
 class InvitationAccept(Body):
-    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    token: Token
     password: Password
 
 
@@ -245,7 +301,7 @@ async def create_user(request: web.Request) -> web.Response:
         owner,
         email=body.email,
         name=body.name,
-        role=body.role,
+        role=CustomerRole(body.role),
         now=_now(),
     )
     rendered = render_user(invitation.user)
@@ -257,40 +313,45 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 async def accept_invitation(request: web.Request) -> web.Response:
-    body = await read_body(request, InvitationAccept)
+    body = await _read_attempt(request, InvitationAccept, "invitation")
     user = await identity.accept_invitation(
         request.app[POOL],
+        request.app[SETTINGS],
         request.app[HASHER],
         token=body.token,
         password=body.password,
+        client=client_of(request),
         now=_now(),
     )
     return _json(render_user(user))
 
 
+def _by_creation(item: accounts.User | credentials.ApiKey) -> str:
+    return keyset_cursor(item.created_at, item.id)
+
+
 async def list_users(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    page = read_page(request)
-    async with request.app[POOL].acquire() as conn:
-        users = await accounts.list_users(
-            conn, owner.account_id or "", after=page.after, limit=page.limit + 1
-        )
-    return _json(page_of(users, page, render_user))
+    paging = page(read_query(request, KEYSET_PAGING))
+    users = await identity.list_users(request.app[POOL], owner, paging.after, paging.limit + 1)
+    return _json(page_of(users, paging, render_user, _by_creation))
 
 
 async def patch_user(request: web.Request) -> web.Response:
     owner = await require_owner(request)
+    user_id = path_id(request)
     body = await read_body(request, UserPatch)
     changes = _changes(body, nullable=set())
-    user = await identity.change_user(
-        request.app[POOL], owner, request.match_info["id"], changes, _now()
-    )
+    _some(changes)
+    if "role" in changes:
+        changes["role"] = CustomerRole(changes["role"])
+    user = await identity.change_user(request.app[POOL], owner, user_id, changes, _now())
     return _json(render_user(user))
 
 
 async def delete_user(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    await identity.remove_user(request.app[POOL], owner, request.match_info["id"], _now())
+    await identity.remove_user(request.app[POOL], owner, path_id(request), _now())
     return web.Response(status=204)
 
 
@@ -309,7 +370,7 @@ async def create_api_key(request: web.Request) -> web.Response:
     owner = await require_owner(request)
     body = await read_body(request, ApiKeyCreate)
     created = await identity.create_api_key(
-        request.app[POOL], owner, name=body.name, scopes=list(body.scopes), now=_now()
+        request.app[POOL], owner, name=body.name, scopes=[Scope(s) for s in body.scopes], now=_now()
     )
     rendered = render_key(created.key)
     rendered["token"] = created.token  # shown once, never again
@@ -318,21 +379,16 @@ async def create_api_key(request: web.Request) -> web.Response:
 
 async def list_api_keys(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    page = read_page(request)
-    async with request.app[POOL].acquire() as conn:
-        keys = await accounts.list_api_keys(
-            conn, owner.account_id or "", after=page.after, limit=page.limit + 1
-        )
-    return _json(page_of(keys, page, render_key))
+    paging = page(read_query(request, KEYSET_PAGING))
+    keys = await identity.list_api_keys(request.app[POOL], owner, paging.after, paging.limit + 1)
+    return _json(page_of(keys, paging, render_key, _by_creation))
 
 
 async def delete_api_key(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    await identity.revoke_api_key(request.app[POOL], owner, request.match_info["id"], _now())
+    await identity.revoke_api_key(request.app[POOL], owner, path_id(request), _now())
     return web.Response(status=204)
 
-
-_ = (Scope, CustomerRole)  # the literals above mirror these enums; tests check they agree
 
 ROUTES = [
     Route(
@@ -340,29 +396,31 @@ ROUTES = [
         "/v1/signup",
         signup,
         "Create an account and its owner",
-        "anyone",
+        ANYONE,
         SignupBody,
-        {201: "account and owner created", 409: "email-taken", 422: "validation-failed"},
+        {201: "account and owner created", 409: "email-taken"},
         "accounts",
+        throttled=True,
     ),
     Route(
         "POST",
         "/v1/sessions",
         create_session,
-        "Log in",
-        "anyone",
+        "Sign in",
+        ANYONE,
         LoginBody,
-        {201: "session token", 401: "invalid-credentials", 429: "too-many-attempts"},
+        {201: "session token", 401: "invalid-credentials"},
         "accounts",
+        throttled=True,
     ),
     Route(
         "DELETE",
         "/v1/sessions/current",
         delete_session,
-        "Log out",
-        "user",
+        "Sign out",
+        USER,
         None,
-        {204: "logged out", 401: "unauthenticated"},
+        {204: "signed out"},
         "accounts",
     ),
     Route(
@@ -370,38 +428,32 @@ ROUTES = [
         "/v1/invitations/accept",
         accept_invitation,
         "Set a password with an invitation",
-        "anyone",
+        ANYONE,
         InvitationAccept,
         {200: "user activated", 401: "invalid-invitation"},
         "accounts",
+        throttled=True,
     ),
-    Route("GET", "/v1/me", get_me, "Your profile", "user", None, {200: "profile"}, "accounts"),
+    Route("GET", "/v1/me", get_me, "Your profile", USER, None, {200: "profile"}, "accounts"),
     Route(
         "PATCH",
         "/v1/me",
         patch_me,
         "Rectify your profile (D2)",
-        "user",
+        USER,
         ProfilePatch,
         {200: "profile", 409: "email-taken"},
         "accounts",
     ),
     Route(
-        "GET",
-        "/v1/account",
-        get_account,
-        "The account",
-        "owner",
-        None,
-        {200: "account"},
-        "accounts",
+        "GET", "/v1/account", get_account, "The account", OWNER, None, {200: "account"}, "accounts"
     ),
     Route(
         "PATCH",
         "/v1/account",
         patch_account,
         "Change the account",
-        "owner",
+        OWNER,
         AccountPatch,
         {200: "account", 422: "validation-failed (webhook_url not a public http(s) address)"},
         "accounts",
@@ -411,7 +463,7 @@ ROUTES = [
         "/v1/users",
         create_user,
         "Invite a user",
-        "owner",
+        OWNER,
         UserCreate,
         {201: "user with a one-time invitation token", 409: "email-taken"},
         "users",
@@ -421,20 +473,20 @@ ROUTES = [
         "/v1/users",
         list_users,
         "List users",
-        "owner",
+        OWNER,
         None,
         {200: "users"},
         "users",
-        query=(("limit", "1 to 200, default 50"), ("cursor", "next_cursor of the previous page")),
+        query=KEYSET_PAGING,
     ),
     Route(
         "PATCH",
         "/v1/users/{id}",
         patch_user,
         "Change a user's name or role",
-        "owner",
+        OWNER,
         UserPatch,
-        {200: "user", 404: "not-found", 409: "last-owner"},
+        {200: "user", 409: "last-owner"},
         "users",
     ),
     Route(
@@ -442,9 +494,9 @@ ROUTES = [
         "/v1/users/{id}",
         delete_user,
         "Delete a user",
-        "owner",
+        OWNER,
         None,
-        {204: "deleted", 404: "not-found", 409: "last-owner"},
+        {204: "deleted", 409: "last-owner"},
         "users",
     ),
     Route(
@@ -452,7 +504,7 @@ ROUTES = [
         "/v1/api-keys",
         create_api_key,
         "Create an API key (token shown once)",
-        "owner",
+        OWNER,
         ApiKeyCreate,
         {201: "key with its token"},
         "api-keys",
@@ -462,20 +514,20 @@ ROUTES = [
         "/v1/api-keys",
         list_api_keys,
         "List API keys",
-        "owner",
+        OWNER,
         None,
         {200: "keys"},
         "api-keys",
-        query=(("limit", "1 to 200"), ("cursor", "paging cursor")),
+        query=KEYSET_PAGING,
     ),
     Route(
         "DELETE",
         "/v1/api-keys/{id}",
         delete_api_key,
         "Revoke an API key",
-        "owner",
+        OWNER,
         None,
-        {204: "revoked", 404: "not-found"},
+        {204: "revoked"},
         "api-keys",
     ),
 ]

@@ -7,10 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from storage import audit
-from telephony.domain.errors import InvalidInput
+from telephony.usecases import audit_trail
 from telephony.web.appkeys import POOL
 from telephony.web.auth import require_owner
-from telephony.web.spec import MAX_LIMIT, Route, iso
+from telephony.web.inputs import SEQUENCE_PAGING, iso, page, page_of, read_query, sequence_cursor
+from telephony.web.routes import OWNER, Route
 
 
 def render_audit(e: audit.AuditEvent) -> dict[str, Any]:
@@ -28,23 +29,12 @@ def render_audit(e: audit.AuditEvent) -> dict[str, Any]:
 
 async def list_audit(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    raw_limit = request.query.get("limit", "50")
-    raw_cursor = request.query.get("cursor", "0")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise InvalidInput(errors=[{"field": "limit", "message": "an integer from 1 to 200"}])
-    if not raw_cursor.isdigit():
-        raise InvalidInput(errors=[{"field": "cursor", "message": "unknown cursor"}])
-    limit = int(raw_limit)
-    async with request.app[POOL].acquire() as conn:
-        events = await audit.list_events(
-            conn, owner.account_id or "", after_seq=int(raw_cursor), limit=limit + 1
-        )
-    shown = events[:limit]
+    paging = page(read_query(request, SEQUENCE_PAGING))
+    events = await audit_trail.list_trail(
+        request.app[POOL], owner, after_seq=paging.after or 0, limit=paging.limit + 1
+    )
     return web.json_response(
-        {
-            "items": [render_audit(e) for e in shown],
-            "next_cursor": str(shown[-1].seq) if len(events) > limit else None,
-        }
+        page_of(events, paging, render_audit, lambda e: sequence_cursor(e.seq))
     )
 
 
@@ -54,10 +44,10 @@ ROUTES = [
         "/v1/audit",
         list_audit,
         "The account's hash-chained audit trail, oldest first",
-        "owner",
+        OWNER,
         None,
         {200: "audit events"},
         "audit",
-        query=(("limit", "1 to 200"), ("cursor", "next_cursor of the previous page")),
+        query=SEQUENCE_PAGING,
     ),
 ]

@@ -5,34 +5,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import phonenumbers
 from aiohttp import web
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+from pydantic import Field
 
 from storage.consents import ConsentEvent
+from telephony.domain.calls import Direction
+from telephony.domain.consent import Decision, Method
 from telephony.domain.roles import Scope
-from telephony.usecases import sessions
+from telephony.usecases import calls, consent
+from telephony.usecases.calls import CallView
 from telephony.web.appkeys import POOL, SETTINGS
 from telephony.web.auth import require_scope
-from telephony.web.spec import Body, Route, iso, page_of, read_body, read_page
+from telephony.web.inputs import (
+    KEYSET_PAGING,
+    Body,
+    Id,
+    Phone,
+    Timestamp,
+    free,
+    iso,
+    keyset_cursor,
+    page,
+    page_of,
+    path_id,
+    read_body,
+    read_query,
+    trimmed,
+)
+from telephony.web.routes import Route
 
-
-def e164(value: str) -> str:
-    """A dialable number in E.164 form, checked against real numbering plans."""
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        raise ValueError("not a phone number in E.164 form (+48221234567)") from None
-    if not phonenumbers.is_valid_number(parsed):
-        raise ValueError("not a valid phone number")
-    formatted = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    if formatted != value:
-        raise ValueError(f"write it in E.164 form: {formatted}")
-    return formatted
-
-
-Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(e164)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Label = Annotated[str, trimmed(100)]
+Evidence = Annotated[str, free(2000)]
 
 
 class CounterpartBody(Body):
@@ -48,12 +51,11 @@ class CallCreate(Body):
 
 
 class ConsentCreate(Body):
-    counterpart_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    counterpart_id: Id
     decision: Literal["granted", "refused", "revoked"]
     method: Literal["announcement", "dtmf", "verbal", "written", "prior_agreement"]
-    evidence: Annotated[str, StringConstraints(max_length=2000)] | None = None
-    # RFC 3339 with an offset; strict mode would refuse the string form JSON has.
-    obtained_at: Annotated[AwareDatetime, Field(strict=False)] | None = None
+    evidence: Evidence | None = None
+    obtained_at: Timestamp | None = None
 
 
 def render_event(e: ConsentEvent) -> dict[str, Any]:
@@ -61,23 +63,23 @@ def render_event(e: ConsentEvent) -> dict[str, Any]:
         "id": e.id,
         "call_id": e.call_id,
         "counterpart_id": e.counterpart_id,
-        "decision": e.decision,
-        "method": e.method,
+        "decision": e.decision.value,
+        "method": e.method.value,
         "evidence": e.evidence,
         "obtained_at": iso(e.obtained_at),
         "recorded_at": iso(e.recorded_at),
-        "recorded_by": {"type": e.recorded_by_type, "id": e.recorded_by_id},
+        "recorded_by": {"type": e.recorded_by.kind.value, "id": e.recorded_by.id},
     }
 
 
-def render_call(view: sessions.CallView) -> dict[str, Any]:
+def render_call(view: CallView) -> dict[str, Any]:
     call = view.call
     return {
         "id": call.id,
-        "direction": call.direction,
+        "direction": call.direction.value,
         "from": call.from_number,
         "to": call.to_number,
-        "status": call.status,
+        "status": call.status.value,
         "created_at": iso(call.created_at),
         "ended_at": iso(call.ended_at),
         "counterparts": [
@@ -90,7 +92,7 @@ def render_call(view: sessions.CallView) -> dict[str, Any]:
             }
             for v in view.counterparts
         ],
-        "recordings": [{"id": r.id, "status": r.status} for r in view.recordings],
+        "recordings": [{"id": r.id, "status": r.status.value} for r in view.recordings],
     }
 
 
@@ -107,10 +109,10 @@ def media_block(request: web.Request, token: str, expires_at: datetime) -> dict[
 async def create_call(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
     body = await read_body(request, CallCreate)
-    created = await sessions.create_call(
+    created = await calls.create_call(
         request.app[POOL],
         principal,
-        direction=body.direction,
+        direction=Direction(body.direction),
         from_number=body.from_,
         to_number=body.to,
         counterparts=[(c.label, c.number) for c in body.counterparts],
@@ -125,28 +127,27 @@ async def create_call(request: web.Request) -> web.Response:
 
 async def list_calls(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
-    page = read_page(request)
-    views = await sessions.list_calls(
-        request.app[POOL], principal.account_id or "", page.after, page.limit + 1
+    paging = page(read_query(request, KEYSET_PAGING))
+    views = await calls.list_calls(
+        request.app[POOL], principal.account_id, paging.after, paging.limit + 1
     )
     return web.json_response(
-        page_of(views, page, render_call, cursor_of=lambda v: (v.call.created_at, v.call.id))
+        page_of(views, paging, render_call, lambda v: keyset_cursor(v.call.created_at, v.call.id))
     )
 
 
 async def get_call(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
-    view = await sessions.get_call(
-        request.app[POOL], principal.account_id, request.match_info["id"]
-    )
+    view = await calls.get_call(request.app[POOL], principal.account_id, path_id(request))
     return web.json_response(render_call(view))
 
 
 async def add_counterpart(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
+    call_id = path_id(request)
     body = await read_body(request, CounterpartBody)
-    party = await sessions.add_counterpart(
-        request.app[POOL], principal, request.match_info["id"], label=body.label, number=body.number
+    party = await calls.add_counterpart(
+        request.app[POOL], principal, call_id, label=body.label, number=body.number
     )
     return web.json_response(
         {
@@ -163,14 +164,15 @@ async def add_counterpart(request: web.Request) -> web.Response:
 
 async def create_consent(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
+    call_id = path_id(request)
     body = await read_body(request, ConsentCreate)
-    event = await sessions.record_consent(
+    event = await consent.record_consent(
         request.app[POOL],
         principal,
-        request.match_info["id"],
+        call_id,
         counterpart_id=body.counterpart_id,
-        decision=body.decision,
-        method=body.method,
+        decision=Decision(body.decision),
+        method=Method(body.method),
         evidence=body.evidence,
         obtained_at=body.obtained_at,
     )
@@ -179,15 +181,13 @@ async def create_consent(request: web.Request) -> web.Response:
 
 async def list_consents(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
-    events = await sessions.list_consents(
-        request.app[POOL], principal.account_id or "", request.match_info["id"]
-    )
+    events = await consent.list_consents(request.app[POOL], principal.account_id, path_id(request))
     return web.json_response({"items": [render_event(e) for e in events], "next_cursor": None})
 
 
 async def end_call(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
-    view = await sessions.end_call(request.app[POOL], principal, request.match_info["id"])
+    view = await calls.end_call(request.app[POOL], principal, path_id(request))
     return web.json_response(render_call(view))
 
 
@@ -199,7 +199,7 @@ ROUTES = [
         "Open a call session",
         "calls",
         CallCreate,
-        {201: "call with its media block", 422: "validation-failed"},
+        {201: "call with its media block", 409: "account-terminated"},
         "calls",
     ),
     Route(
@@ -211,7 +211,7 @@ ROUTES = [
         None,
         {200: "calls"},
         "calls",
-        query=(("limit", "1 to 200"), ("cursor", "paging cursor")),
+        query=KEYSET_PAGING,
     ),
     Route(
         "GET",
@@ -220,7 +220,7 @@ ROUTES = [
         "A call with each counterpart's consent",
         "calls",
         None,
-        {200: "call", 404: "not-found"},
+        {200: "call"},
         "calls",
     ),
     Route(
@@ -230,7 +230,7 @@ ROUTES = [
         "Add a counterpart mid-call; a running recording pauses until they consent",
         "calls",
         CounterpartBody,
-        {201: "counterpart", 404: "not-found", 409: "call-not-active"},
+        {201: "counterpart", 409: "call-not-active"},
         "calls",
     ),
     Route(
@@ -240,7 +240,11 @@ ROUTES = [
         "Record a consent decision; anything but a grant stops a running recording",
         "calls",
         ConsentCreate,
-        {201: "consent event", 404: "not-found", 422: "validation-failed"},
+        {
+            201: "consent event",
+            422: "validation-failed: counterpart_id is not on this call, or obtained_at is "
+            "in the future",
+        },
         "calls",
     ),
     Route(
@@ -250,7 +254,7 @@ ROUTES = [
         "Consent events, oldest first",
         "calls",
         None,
-        {200: "consent events", 404: "not-found"},
+        {200: "consent events"},
         "calls",
     ),
     Route(
@@ -260,7 +264,7 @@ ROUTES = [
         "End the call; a running recording completes",
         "calls",
         None,
-        {200: "call", 404: "not-found", 409: "call-not-active"},
+        {200: "call", 409: "call-not-active"},
         "calls",
     ),
 ]

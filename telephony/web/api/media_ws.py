@@ -3,6 +3,13 @@
 Once upgraded, no middleware can answer: this handler closes the socket with
 a code and a reason itself. 1008 for anything about the token or the call
 (before any audio is read), 1003/1007 for a malformed frame.
+
+What an unauthenticated socket may do is bounded: before its token is
+shown it may send only `connected` and `start` (the dialect's metadata),
+at most PRE_AUTH_BYTES in PRE_AUTH_S, and nothing it sent is kept beyond
+those. Once authenticated it must `start` within START_S, and a stream
+silent for SILENCE_S is closed, so a socket that holds its call's stream
+slot is one that streams.
 """
 
 from __future__ import annotations
@@ -12,13 +19,13 @@ import contextlib
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
 
-from storage.ids import token_hash
-from telephony.domain.errors import NotFound
+from telephony.domain.errors import NotFound, StreamRefused
 from telephony.media.events import (
     Audio,
     MediaEvent,
@@ -30,13 +37,18 @@ from telephony.media.events import (
 from telephony.media.ws import DIALECTS, parser_for
 from telephony.metrics import Metrics
 from telephony.recorder.hub import LiveStream, MediaHub
+from telephony.usecases import media_lifecycle
 from telephony.web.appkeys import HUB, METRICS, POOL
-from telephony.web.spec import Route
+from telephony.web.routes import ANYONE, Route
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024  # a 1 MiB frame is refused by aiohttp with 1009
-AUTH_TIMEOUT_S = 10.0  # a peer must show its token (URL or first frames) this fast
+PRE_AUTH_BYTES = 8 * 1024  # `connected` and `start` are a few hundred bytes each
+PRE_AUTH_S = 2.0  # a peer must show its token (URL or first frames) this fast
+START_S = 5.0  # an authenticated stream must say what it sends this fast
+SILENCE_S = 30.0  # a stream that sends nothing for this long is gone
+WATCH_EVERY_S = 1.0
 POLICY = aiohttp.WSCloseCode.POLICY_VIOLATION  # 1008
 # A peer whose host died without a FIN or RST is found by TCP keepalive: probes
 # after KEEPALIVE_IDLE_S without a segment, KEEPALIVE_PROBES unanswered ones close it.
@@ -52,33 +64,13 @@ class Refused(Exception):
         self.reason = reason
 
 
-async def _claim_call(request: web.Request, token: str) -> tuple[str, str]:
-    """(call id, account id) for a valid token, registering this socket as the call's stream."""
-    hub = request.app[HUB]
-    now = datetime.now(UTC)
-    async with request.app[POOL].acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT id, account_id, status, media_token_expires_at FROM calls"
-            " WHERE media_token_hash = $1",
-            token_hash(token),
-        )
-        if row is None:
-            raise Refused("unknown media token")
-        if row["media_token_expires_at"] <= now:
-            raise Refused("media token expired")
-        if row["status"] != "active":
-            raise Refused("the call has ended")
-        claimed = await conn.fetchval(
-            """INSERT INTO media_streams (call_id, node_id, dialect, connected_at)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
-            row["id"],
-            hub.node_id,
-            request.match_info["dialect"],
-            now,
-        )
-        if not claimed:
-            raise Refused("a media stream of this call is already live")
-    return row["id"], row["account_id"]
+@dataclass
+class Liveness:
+    """What the watchdog reads: a counter per message, nothing timed per frame."""
+
+    messages: int = 0
+    started: bool = False
+    closing_reason: str | None = None
 
 
 async def media(request: web.Request) -> web.StreamResponse:
@@ -92,31 +84,70 @@ async def media(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     tune_media_socket(sock)
-    hub = request.app[HUB]
+    app = request.app
+    hub = app[HUB]
     stream: LiveStream | None = None
+    watchdog: asyncio.Task[None] | None = None
+    liveness = Liveness()
     ended_by_peer = False
     try:
         early: list[MediaEvent] = []
         token = request.query.get("token")
         if token is None:
             token, early = await _token_from_metadata(ws, parser)
-        call_id, account_id = await _claim_call(request, token)
-        stream = LiveStream(call_id, account_id)
-        ended_by_peer = await _pump(ws, parser, hub, request.app[METRICS], stream, early, sock)
+        try:
+            attached = await media_lifecycle.attach_stream(
+                app[POOL], token, node_id=hub.node_id, dialect=dialect, now=datetime.now(UTC)
+            )
+        except StreamRefused as exc:
+            raise Refused(exc.detail) from None
+        stream = LiveStream(attached)
+        liveness.started = any(isinstance(e, StreamStart) for e in early)
+        watchdog = asyncio.create_task(_watch(ws, liveness), name="media-watchdog")
+        ended_by_peer = await _pump(ws, parser, hub, app[METRICS], stream, early, sock, liveness)
     except Refused as exc:
         await ws.close(code=POLICY, message=exc.reason.encode()[:123])
     except ProtocolViolation as exc:
         await ws.close(code=exc.close_code, message=exc.reason.encode()[:123])
-    except TimeoutError:
-        await ws.close(code=POLICY, message=b"no media token in time")
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         if stream is not None:
-            request.app[METRICS].media_frames.inc(stream.frames % METRIC_EVERY)
+            app[METRICS].media_frames.inc(stream.frames % METRIC_EVERY)
             await asyncio.shield(hub.detach(stream, final=True))
         if not ws.closed:
             await ws.close()
-    log.info("media stream closed", extra={"dialect": dialect, "ended_by_peer": ended_by_peer})
+    log.info(
+        "media stream closed",
+        extra={
+            "dialect": dialect,
+            "ended_by_peer": ended_by_peer,
+            "reason": liveness.closing_reason,
+        },
+    )
     return ws
+
+
+async def _watch(ws: web.WebSocketResponse, liveness: Liveness) -> None:
+    """Close a stream that never starts, or stops sending: its call's slot is then free."""
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    seen, quiet_since = liveness.messages, opened
+    while not ws.closed:
+        await asyncio.sleep(WATCH_EVERY_S)
+        now = loop.time()
+        if not liveness.started and now - opened >= START_S:
+            liveness.closing_reason = f"no start within {START_S:g} s"
+            await ws.close(code=POLICY, message=liveness.closing_reason.encode())
+            return
+        if liveness.messages != seen:
+            seen, quiet_since = liveness.messages, now
+        elif now - quiet_since >= SILENCE_S:
+            liveness.closing_reason = f"nothing received for {SILENCE_S:g} s"
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"silent stream")
+            return
 
 
 def tune_media_socket(sock: socket.socket | None) -> None:
@@ -156,25 +187,35 @@ def _delay_acks(sock: socket.socket | None) -> None:
 async def _token_from_metadata(
     ws: web.WebSocketResponse, parser: Parser
 ) -> tuple[str, list[MediaEvent]]:
-    """Read frames until the start event carries a token; no audio is accepted before it."""
+    """Read frames until the start event carries a token: only `connected` and `start`,
+    at most PRE_AUTH_BYTES in PRE_AUTH_S; nothing else is read, nothing is kept."""
     events: list[MediaEvent] = []
-    async with asyncio.timeout(AUTH_TIMEOUT_S):
-        while True:
-            msg = await ws.receive()
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                new = parser.feed_text(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                new = parser.feed_binary(msg.data)
-            else:
-                raise Refused("closed before showing a media token")
-            for event in new:
-                if isinstance(event, Audio):
-                    raise Refused("audio before the media token")
-                events.append(event)
-                if isinstance(event, StreamStart):
-                    if not event.token:
-                        raise Refused("missing media token")
-                    return event.token, events
+    received = 0
+    try:
+        async with asyncio.timeout(PRE_AUTH_S):
+            while True:
+                msg = await ws.receive()
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    raise Refused("closed before showing a media token")
+                received += len(msg.data)
+                if received > PRE_AUTH_BYTES:
+                    raise Refused("too much before the media token")
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    new = parser.feed_text(msg.data)
+                else:
+                    new = parser.feed_binary(msg.data)
+                for event in new:
+                    if isinstance(event, Audio):
+                        raise Refused("audio before the media token")
+                    if not isinstance(event, StreamStart):
+                        raise Refused("only connected and start before the media token")
+                    events.append(event)
+                    if isinstance(event, StreamStart):
+                        if not event.token:
+                            raise Refused("missing media token")
+                        return event.token, events
+    except TimeoutError:
+        raise Refused("no media token in time") from None
 
 
 async def _pump(
@@ -185,25 +226,27 @@ async def _pump(
     stream: LiveStream,
     early: list[MediaEvent],
     sock: socket.socket | None,
+    liveness: Liveness,
 ) -> bool:
     """Feed frames to the stream until the peer stops; True when it ended the stream itself."""
-    if await _handle(hub, metrics, stream, early):
+    if await _handle(hub, metrics, stream, early, liveness):
         return True
     _delay_acks(sock)  # the token check's database round trip may have ended that mode
     retune_at = stream.frames + RETUNE_FRAMES
     async for msg in ws:
+        liveness.messages += 1
         if msg.type == aiohttp.WSMsgType.TEXT:
             events = parser.feed_text(msg.data)
         elif msg.type == aiohttp.WSMsgType.BINARY:
             events = parser.feed_binary(msg.data)
         else:
             break
-        if await _handle(hub, metrics, stream, events):
+        if await _handle(hub, metrics, stream, events, liveness):
             return True
         if stream.frames >= retune_at:
             retune_at = stream.frames + RETUNE_FRAMES
             _delay_acks(sock)
-    await _handle(hub, metrics, stream, parser.finish())
+    await _handle(hub, metrics, stream, parser.finish(), liveness)
     return False
 
 
@@ -220,7 +263,11 @@ def _count_frames(metrics: Metrics, stream: LiveStream, event: Audio) -> None:
 
 
 async def _handle(
-    hub: MediaHub, metrics: Metrics, stream: LiveStream, events: list[MediaEvent]
+    hub: MediaHub,
+    metrics: Metrics,
+    stream: LiveStream,
+    events: list[MediaEvent],
+    liveness: Liveness,
 ) -> bool:
     for event in events:
         if isinstance(event, Audio):
@@ -234,6 +281,7 @@ async def _handle(
             if writer is not None:
                 writer.offer(event, datetime.now(UTC))
         elif isinstance(event, StreamStart):
+            liveness.started = True
             await hub.attach(stream, event)
         elif isinstance(event, StreamStop):
             return True
@@ -246,10 +294,13 @@ ROUTES = [
         "/v1/media/{dialect}",
         media,
         "Live call audio over a WebSocket (twilio, telnyx, jambonz, audiofork dialects)",
-        "media token",
+        ANYONE,  # the call's media token, checked once upgraded (closes with 1008)
         None,
-        {101: "switching protocols", 404: "not-found (unknown dialect)"},
+        {
+            101: "switching protocols",
+            400: "malformed-request: not a WebSocket upgrade",
+            404: "not-found (unknown dialect)",
+        },
         "media",
-        query=(("token", "the call's media token (or in the dialect's metadata slot)"),),
     ),
 ]

@@ -8,25 +8,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from telephony.domain.errors import Unavailable
-from telephony.web.appkeys import BLOBS, METRICS, POOL, REGISTRY
-from telephony.web.spec import Route
+from telephony.web.appkeys import BLOBS, METRICS, OPENAPI, POOL, REGISTRY, SPOOL
+from telephony.web.routes import ANYONE, Route
 
-OPENAPI = web.AppKey("openapi", dict)
+READY_TIMEOUT_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-READY_TIMEOUT_S = 2.0
-
-
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers and the blob store's threads do.
+    """Ready when the database answers and the threads of the blob store and spool do.
 
-    The blob store's threads are probed, not only the database: when they
-    hang, live recordings stop being written while every HTTP route still
-    answers, and a load balancer must stop sending calls here.
+    The file threads are probed, not only the database: when they hang, live
+    recordings stop being written while every HTTP route still answers, and
+    a load balancer must stop sending calls here.
     """
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -34,11 +31,12 @@ async def readyz(request: web.Request) -> web.Response:
                 await conn.fetchval("SELECT 1")
     except Exception as exc:  # any failure means "not ready"
         raise Unavailable(f"database not reachable ({type(exc).__name__})") from None
-    try:
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            await request.app[BLOBS].probe()
-    except Exception as exc:
-        raise Unavailable(f"blob store not answering ({type(exc).__name__})") from None
+    for name, store in (("blob store", request.app[BLOBS]), ("spool", request.app[SPOOL])):
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await store.probe()
+        except Exception as exc:
+            raise Unavailable(f"{name} not answering ({type(exc).__name__})") from None
     return web.json_response({"status": "ready"})
 
 
@@ -57,21 +55,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 ROUTES = [
     Route(
-        "GET",
-        "/healthz",
-        healthz,
-        "The process is alive",
-        "anyone",
-        None,
-        {200: "ok"},
-        "operations",
+        "GET", "/healthz", healthz, "The process is alive", ANYONE, None, {200: "ok"}, "operations"
     ),
     Route(
         "GET",
         "/readyz",
         readyz,
-        "The database is reachable",
-        "anyone",
+        "The database, the blob store and the spool answer",
+        ANYONE,
         None,
         {200: "ready", 503: "unavailable"},
         "operations",
@@ -81,17 +72,18 @@ ROUTES = [
         "/metrics",
         metrics,
         "Prometheus metrics",
-        "anyone",
+        ANYONE,
         None,
-        {200: "text"},
+        {200: "Prometheus text"},
         "operations",
+        produces="text/plain",
     ),
     Route(
         "GET",
         "/openapi.json",
         openapi,
         "This API description",
-        "anyone",
+        ANYONE,
         None,
         {200: "OpenAPI 3.1"},
         "operations",

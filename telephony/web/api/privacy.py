@@ -12,39 +12,40 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, StringConstraints
 
 from storage.privacy import PrivacyRequest
-from telephony.domain.errors import InvalidInput
-from telephony.domain.roles import StaffRole
+from telephony.domain.privacy import RequestKind, is_overdue
+from telephony.domain.roles import StaffPrincipal, StaffRole
 from telephony.usecases import access_copy, privacy
 from telephony.web.appkeys import POOL, SETTINGS
 from telephony.web.auth import require_customer_user, require_staff
-from telephony.web.spec import Body, Handler, Route, iso, page_of, read_body, read_page
+from telephony.web.inputs import (
+    KEYSET_PAGING,
+    Body,
+    Query,
+    free,
+    iso,
+    keyset_cursor,
+    one_of,
+    page,
+    page_of,
+    path_id,
+    read_body,
+    read_query,
+    trimmed,
+)
+from telephony.web.routes import USER, Handler, Route
 
 DETAILS_MAX_CHARS = 2000  # the migration's CHECK says the same
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Details = Annotated[str, StringConstraints(max_length=DETAILS_MAX_CHARS), AfterValidator(_no_nul)]
-Resolution = Annotated[
-    str, StringConstraints(min_length=1, max_length=DETAILS_MAX_CHARS), AfterValidator(_no_nul)
-]
-
-
 class PrivacyRequestCreate(Body):
     kind: Literal["access", "rectification", "erasure", "restriction"]
-    details: Details = ""
+    details: Annotated[str, free(DETAILS_MAX_CHARS)] = ""
 
 
 class PrivacyResolution(Body):
-    resolution: Resolution
+    resolution: Annotated[str, trimmed(DETAILS_MAX_CHARS)]
 
 
 def _now() -> datetime:
@@ -56,8 +57,8 @@ def render_request(r: PrivacyRequest) -> dict[str, Any]:
     return {
         "id": r.id,
         "user_id": r.user_id,
-        "kind": r.kind,
-        "status": r.status,
+        "kind": r.kind.value,
+        "status": r.status.value,
         "details": r.details,
         "received_at": iso(r.received_at),
         "due_at": iso(r.due_at),
@@ -72,14 +73,18 @@ def render_for_support(r: PrivacyRequest, now: datetime) -> dict[str, Any]:
         "id": r.id,
         "account_id": r.account_id,
         "user_id": r.user_id,
-        "kind": r.kind,
-        "status": r.status,
+        "kind": r.kind.value,
+        "status": r.status.value,
         "received_at": iso(r.received_at),
         "due_at": iso(r.due_at),
         "completed_at": iso(r.completed_at),
-        "overdue": privacy.is_overdue(r, now),
+        "overdue": is_overdue(r.status, r.due_at, now),
         "resolution": r.resolution,
     }
+
+
+def _by_receipt(r: PrivacyRequest) -> str:
+    return keyset_cursor(r.received_at, r.id)
 
 
 # -- customers -------------------------------------------------------------------------
@@ -99,71 +104,80 @@ async def file_privacy_request(request: web.Request) -> web.Response:
     principal = await require_customer_user(request)
     body = await read_body(request, PrivacyRequestCreate)
     created = await privacy.file_request(
-        request.app[POOL],
-        principal,
-        kind=privacy.Kind(body.kind),
-        details=body.details,
-        now=_now(),
+        request.app[POOL], principal, kind=RequestKind(body.kind), details=body.details, now=_now()
     )
     return web.json_response(render_request(created), status=201)
 
 
 async def list_privacy_requests(request: web.Request) -> web.Response:
     principal = await require_customer_user(request)
-    page = read_page(request)
-    found = await privacy.list_requests(request.app[POOL], principal, page.after, page.limit + 1)
-    return web.json_response(page_of(found, page, render_request, lambda r: (r.received_at, r.id)))
+    paging = page(read_query(request, KEYSET_PAGING))
+    found = await privacy.list_requests(
+        request.app[POOL], principal, paging.after, paging.limit + 1
+    )
+    return web.json_response(page_of(found, paging, render_request, _by_receipt))
 
 
 async def get_privacy_request(request: web.Request) -> web.Response:
     principal = await require_customer_user(request)
-    found = await privacy.get_request(request.app[POOL], principal, request.match_info["id"])
+    found = await privacy.get_request(request.app[POOL], principal, path_id(request))
     return web.json_response(render_request(found))
 
 
 # -- support ---------------------------------------------------------------------------
 
-
-def _overdue_flag(request: web.Request) -> bool:
-    raw = request.query.get("overdue", "false")
-    if raw not in ("true", "false"):
-        raise InvalidInput(
-            "overdue must be true or false",
-            errors=[{"field": "overdue", "message": "true or false"}],
-        )
-    return raw == "true"
+_QUEUE_QUERY = (
+    Query(
+        "overdue",
+        "true: only those past due_at",
+        {"type": "string", "enum": ["true", "false"]},
+        one_of(("true", "false")),
+    ),
+    *KEYSET_PAGING,
+)
 
 
 async def support_list_privacy_requests(request: web.Request) -> web.Response:
     await require_staff(request, StaffRole.SUPPORT)
-    overdue = _overdue_flag(request)
-    page = read_page(request)
+    values = read_query(request, _QUEUE_QUERY)
+    paging = page(values)
     now = _now()
     found = await privacy.list_open(
-        request.app[POOL], overdue=overdue, now=now, after=page.after, limit=page.limit + 1
+        request.app[POOL],
+        overdue=values.get("overdue") == "true",
+        now=now,
+        after=paging.after,
+        limit=paging.limit + 1,
     )
     return web.json_response(
-        page_of(found, page, lambda r: render_for_support(r, now), lambda r: (r.due_at, r.id))
+        page_of(
+            found,
+            paging,
+            lambda r: render_for_support(r, now),
+            lambda r: keyset_cursor(r.due_at, r.id),
+        )
     )
 
 
 async def support_start_privacy_request(request: web.Request) -> web.Response:
     staff = await require_staff(request, StaffRole.SUPPORT)
     now = _now()
-    found = await privacy.start_request(request.app[POOL], staff, request.match_info["id"], now)
+    found = await privacy.start_request(request.app[POOL], staff, path_id(request), now)
     return web.json_response(render_for_support(found, now))
 
 
-def _close(use_case: Callable[..., Awaitable[PrivacyRequest]], name: str) -> Handler:
+Close = Callable[[Any, StaffPrincipal, str, str, datetime], Awaitable[PrivacyRequest]]
+
+
+def _close(use_case: Close, name: str) -> Handler:
     """Support closes a request with a resolution: by executing it, or by rejecting it."""
 
     async def handler(request: web.Request) -> web.Response:
         staff = await require_staff(request, StaffRole.SUPPORT)
+        request_id = path_id(request)
         body = await read_body(request, PrivacyResolution)
         now = _now()
-        found = await use_case(
-            request.app[POOL], staff, request.match_info["id"], body.resolution, now
-        )
+        found = await use_case(request.app[POOL], staff, request_id, body.resolution, now)
         return web.json_response(render_for_support(found, now))
 
     handler.__name__ = name
@@ -174,15 +188,13 @@ support_complete_privacy_request = _close(privacy.complete_request, "support_com
 support_reject_privacy_request = _close(privacy.reject_request, "support_reject")
 
 
-_PAGING = (("limit", "1 to 200, default 50"), ("cursor", "next_cursor of the previous page"))
-
 ROUTES = [
     Route(
         "GET",
         "/v1/me/export",
         export_me,
         "A machine-readable copy of your personal data, by resource and storage location (D1)",
-        "user",
+        USER,
         None,
         {200: "the access copy"},
         "privacy",
@@ -192,9 +204,9 @@ ROUTES = [
         "/v1/privacy-requests",
         file_privacy_request,
         "Ask for access, rectification, erasure or restriction; due in 30 days (D2, D3)",
-        "user",
+        USER,
         PrivacyRequestCreate,
-        {201: "request received", 409: "erasure-requires-termination", 422: "validation-failed"},
+        {201: "request received", 409: "erasure-requires-termination"},
         "privacy",
     ),
     Route(
@@ -202,20 +214,20 @@ ROUTES = [
         "/v1/privacy-requests",
         list_privacy_requests,
         "Your privacy requests (owners: the account's)",
-        "user",
+        USER,
         None,
         {200: "privacy requests"},
         "privacy",
-        query=_PAGING,
+        query=KEYSET_PAGING,
     ),
     Route(
         "GET",
         "/v1/privacy-requests/{id}",
         get_privacy_request,
         "One privacy request",
-        "user",
+        USER,
         None,
-        {200: "privacy request", 404: "not-found"},
+        {200: "privacy request"},
         "privacy",
     ),
     Route(
@@ -225,9 +237,9 @@ ROUTES = [
         "Open privacy requests of every account, nearest deadline first (D3); no free text (S5)",
         "support",
         None,
-        {200: "privacy requests", 403: "forbidden", 422: "validation-failed"},
+        {200: "privacy requests"},
         "support",
-        query=(("overdue", "true: only those past due_at"), *_PAGING),
+        query=_QUEUE_QUERY,
     ),
     Route(
         "POST",
@@ -236,7 +248,7 @@ ROUTES = [
         "Mark a privacy request in progress",
         "support",
         None,
-        {200: "privacy request", 404: "not-found", 409: "invalid-state"},
+        {200: "privacy request", 409: "invalid-state"},
         "support",
     ),
     Route(
@@ -246,11 +258,7 @@ ROUTES = [
         "Execute and close a privacy request (erasure, restriction) (D2)",
         "support",
         PrivacyResolution,
-        {
-            200: "privacy request",
-            404: "not-found",
-            409: "invalid-state or erasure-requires-termination",
-        },
+        {200: "privacy request", 409: "invalid-state or erasure-requires-termination"},
         "support",
     ),
     Route(
@@ -260,7 +268,7 @@ ROUTES = [
         "Close a privacy request without executing it, with the reason",
         "support",
         PrivacyResolution,
-        {200: "privacy request", 404: "not-found", 409: "invalid-state"},
+        {200: "privacy request", 409: "invalid-state"},
         "support",
     ),
 ]

@@ -1,4 +1,4 @@
-"""The recording gate and recording metadata (API.md "Recordings")."""
+"""The recording gate, recording metadata and the audio itself (API.md "Recordings")."""
 
 from __future__ import annotations
 
@@ -10,13 +10,30 @@ from typing import Any, Literal
 from aiohttp import web
 
 from storage.recordings import Recording
-from telephony.domain.errors import IntegrityFailure, InvalidInput
-from telephony.domain.roles import Principal, Scope
+from telephony.domain.errors import IntegrityFailure
+from telephony.domain.recordings import Action, Channels, PauseBehavior
+from telephony.domain.roles import CustomerPrincipal, Scope
 from telephony.media.wav import OUTPUT_ENCODINGS
-from telephony.usecases import playback, retention, sessions
-from telephony.web.appkeys import BLOBS, MASTER_KEYS, POOL
+from telephony.usecases import playback, recording_control, retention
+from telephony.web.appkeys import BLOBS, KEYS, POOL
 from telephony.web.auth import client_of, require_scope
-from telephony.web.spec import Body, Route, iso, page_of, read_body, read_page
+from telephony.web.inputs import (
+    ID_PATTERN,
+    KEYSET_PAGING,
+    Body,
+    Query,
+    id_query,
+    iso,
+    keyset_cursor,
+    one_of,
+    page,
+    page_of,
+    path_id,
+    read_body,
+    read_query,
+)
+from telephony.web.ranges import parse_range
+from telephony.web.routes import Handler, Route
 
 
 class RecordingCreate(Body):
@@ -37,18 +54,22 @@ def render_recording(rec: Recording) -> dict[str, Any]:
     return {
         "id": rec.id,
         "call_id": rec.call_id,
-        "status": rec.status,
-        "pause_reason": rec.pause_reason,
-        "stop_reason": rec.stop_reason,
-        "channels": rec.channels,
-        "pause_behavior": rec.pause_behavior,
+        "status": rec.status.value,
+        "pause_reason": rec.pause_reason.value if rec.pause_reason else None,
+        "stop_reason": rec.stop_reason.value if rec.stop_reason else None,
+        "channels": rec.channels.value,
+        "pause_behavior": rec.pause_behavior.value,
         "started_at": iso(rec.started_at),
         "ended_at": iso(rec.ended_at),
         "duration_ms": duration_ms(rec),
         "size_bytes": rec.size_bytes,
-        "started_by": {"type": rec.started_by_type, "id": rec.started_by_id},
+        "started_by": {"type": rec.started_by.kind.value, "id": rec.started_by.id},
         "segments": [
-            {"started_at": iso(s.started_at), "ended_at": iso(s.ended_at), "ended_by": s.ended_by}
+            {
+                "started_at": iso(s.started_at),
+                "ended_at": iso(s.ended_at),
+                "ended_by": s.ended_by.value if s.ended_by else None,
+            }
             for s in rec.segments
         ],
     }
@@ -56,51 +77,69 @@ def render_recording(rec: Recording) -> dict[str, Any]:
 
 async def start_recording(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.RECORDINGS_WRITE)
+    call_id = path_id(request)
     body = await read_body(request, RecordingCreate)
-    rec = await sessions.start_recording(
+    rec = await recording_control.start_recording(
         request.app[POOL],
         principal,
-        request.match_info["id"],
-        channels=body.channels,
-        pause_behavior=body.pause_behavior,
-        master=request.app[MASTER_KEYS],
+        call_id,
+        channels=Channels(body.channels),
+        pause_behavior=PauseBehavior(body.pause_behavior),
+        keys=request.app[KEYS],
     )
     return web.json_response(render_recording(rec), status=201)
 
 
-def _action(action: str):
+def _action(action: Action) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         principal = await require_scope(request, Scope.RECORDINGS_WRITE)
-        rec = await sessions.change_recording(
-            request.app[POOL], principal, request.match_info["id"], action
+        rec = await recording_control.change_recording(
+            request.app[POOL], principal, path_id(request), action
         )
         return web.json_response(render_recording(rec))
 
-    handler.__name__ = f"{action}_recording"
+    handler.__name__ = f"{action.value}_recording"
     return handler
+
+
+_LIST_QUERY = (
+    *KEYSET_PAGING,
+    Query("call_id", "one call's", {"type": "string", "pattern": ID_PATTERN}, id_query),
+)
 
 
 async def list_recordings(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.RECORDINGS_READ)
-    page = read_page(request)
-    recs = await sessions.list_recordings(
+    values = read_query(request, _LIST_QUERY)
+    paging = page(values)
+    recs = await recording_control.list_recordings(
         request.app[POOL],
-        principal.account_id or "",
-        page.after,
-        page.limit + 1,
-        call_id=request.query.get("call_id"),
+        principal.account_id,
+        paging.after,
+        paging.limit + 1,
+        call_id=values.get("call_id"),
     )
     return web.json_response(
-        page_of(recs, page, render_recording, cursor_of=lambda r: (r.started_at, r.id))
+        page_of(recs, paging, render_recording, lambda r: keyset_cursor(r.started_at, r.id))
     )
 
 
 async def get_recording(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.RECORDINGS_READ)
-    rec = await sessions.get_recording(
-        request.app[POOL], principal.account_id or "", request.match_info["id"]
+    rec = await recording_control.get_recording(
+        request.app[POOL], principal.account_id, path_id(request)
     )
     return web.json_response(render_recording(rec))
+
+
+_AUDIO_QUERY = (
+    Query(
+        "encoding",
+        "pcm16 (default, for browsers) or mulaw",
+        {"type": "string", "enum": list(OUTPUT_ENCODINGS)},
+        one_of(OUTPUT_ENCODINGS),
+    ),
+)
 
 
 async def download_audio(request: web.Request) -> web.StreamResponse:
@@ -111,21 +150,12 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
     never mistake altered or truncated audio for the recording.
     """
     principal = await require_scope(request, Scope.RECORDINGS_READ)
-    encoding = request.query.get("encoding", "pcm16")
-    if encoding not in OUTPUT_ENCODINGS:
-        raise InvalidInput(
-            "unknown encoding",
-            errors=[{"field": "encoding", "message": f"one of {', '.join(OUTPUT_ENCODINGS)}"}],
-        )
-    app, recording_id = request.app, request.match_info["id"]
+    recording_id = path_id(request)
+    encoding = read_query(request, _AUDIO_QUERY).get("encoding", "pcm16")
+    app = request.app
     async with _reporting_damage(request, principal, recording_id):
         found = await playback.open_recording(
-            app[POOL],
-            app[BLOBS],
-            app[MASTER_KEYS],
-            recording_id,
-            principal.account_id,
-            output=encoding,
+            app[POOL], app[BLOBS], app[KEYS], recording_id, principal.account_id, output=encoding
         )
     size, etag = found.size_bytes, found.etag
     headers = {
@@ -138,7 +168,7 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
         return web.Response(status=304, headers=headers)
     byte_range = None
     if request.headers.get("If-Range", etag) == etag:
-        byte_range = playback.parse_range(request.headers.get("Range"), size)
+        byte_range = parse_range(request.headers.get("Range"), size)
     start, end = byte_range or (0, size)
     pieces = playback.iter_wav(found, app[BLOBS], start, end)
     async with _reporting_damage(request, principal, recording_id):
@@ -174,7 +204,7 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
 
 @contextlib.asynccontextmanager
 async def _reporting_damage(
-    request: web.Request, principal: Principal, recording_id: str
+    request: web.Request, principal: CustomerPrincipal, recording_id: str
 ) -> AsyncIterator[None]:
     """An IntegrityFailure passes through, written to the security log on its way (S6)."""
     try:
@@ -202,20 +232,13 @@ async def delete_recording(request: web.Request) -> web.Response:
     await retention.delete_recording(
         request.app[POOL],
         request.app[BLOBS],
-        request.match_info["id"],
+        path_id(request),
         account_id=principal.account_id,
         actor=principal.actor,
         now=datetime.now(UTC),
     )
     return web.Response(status=204)
 
-
-_REFUSALS = {
-    201: "recording started",
-    404: "not-found",
-    409: "consent-required (with `missing`), call-not-active, recording-in-progress, "
-    "processing-restricted",
-}
 
 ROUTES = [
     Route(
@@ -225,13 +248,17 @@ ROUTES = [
         "Start recording: only by this explicit call, only with every consent (R1, R2)",
         "recordings:write",
         RecordingCreate,
-        _REFUSALS,
+        {
+            201: "recording started",
+            409: "consent-required (with `missing`), call-not-active, recording-in-progress, "
+            "processing-restricted",
+        },
         "recordings",
     ),
     Route(
         "POST",
         "/v1/recordings/{id}/pause",
-        _action("pause"),
+        _action(Action.PAUSE),
         "Pause a recording",
         "recordings:write",
         None,
@@ -241,17 +268,17 @@ ROUTES = [
     Route(
         "POST",
         "/v1/recordings/{id}/resume",
-        _action("resume"),
+        _action(Action.RESUME),
         "Resume a paused recording; consent is checked again",
         "recordings:write",
         None,
-        {200: "recording", 409: "consent-required, invalid-state"},
+        {200: "recording", 409: "consent-required, processing-restricted, invalid-state"},
         "recordings",
     ),
     Route(
         "POST",
         "/v1/recordings/{id}/stop",
-        _action("stop"),
+        _action(Action.STOP),
         "Stop a recording for good",
         "recordings:write",
         None,
@@ -267,7 +294,7 @@ ROUTES = [
         None,
         {200: "recordings"},
         "recordings",
-        query=(("limit", "1 to 200"), ("cursor", "paging cursor"), ("call_id", "one call's")),
+        query=_LIST_QUERY,
     ),
     Route(
         "GET",
@@ -276,7 +303,7 @@ ROUTES = [
         "A recording with its coverage map",
         "recordings:read",
         None,
-        {200: "recording", 404: "not-found"},
+        {200: "recording"},
         "recordings",
     ),
     Route(
@@ -293,11 +320,11 @@ ROUTES = [
             404: "not-found (also after deletion)",
             409: "recording-in-progress: the recording has not ended yet",
             416: "range-not-satisfiable, with Content-Range: bytes */size",
-            422: "validation-failed: unknown encoding",
             500: "integrity-error: stored audio failed its check; never altered audio",
         },
         "recordings",
-        query=(("encoding", "pcm16 (default, for browsers) or mulaw"),),
+        query=_AUDIO_QUERY,
+        produces="audio/wav",
     ),
     Route(
         "DELETE",
@@ -306,7 +333,7 @@ ROUTES = [
         "Delete a recording: its key is destroyed, then its audio (R3); idempotent",
         "recordings:write",
         None,
-        {204: "deleted (or already deleted)", 404: "not-found", 409: "recording-in-progress"},
+        {204: "deleted (or already deleted)", 409: "recording-in-progress"},
         "recordings",
     ),
 ]

@@ -7,11 +7,24 @@ from typing import Any
 from aiohttp import web
 
 from storage import securitylog
-from telephony.domain.errors import InvalidInput
 from telephony.domain.roles import StaffRole
+from telephony.usecases import identity
 from telephony.web.appkeys import POOL
 from telephony.web.auth import require_staff
-from telephony.web.spec import MAX_LIMIT, Route, iso
+from telephony.web.inputs import (
+    EMAIL_PATTERN,
+    ID_PATTERN,
+    SEQUENCE_PAGING,
+    Query,
+    email_query,
+    id_query,
+    iso,
+    page,
+    page_of,
+    read_query,
+    sequence_cursor,
+)
+from telephony.web.routes import Route
 
 
 def render_event(event: securitylog.SecurityEvent) -> dict[str, Any]:
@@ -28,30 +41,30 @@ def render_event(event: securitylog.SecurityEvent) -> dict[str, Any]:
     }
 
 
+_QUERY = (
+    Query(
+        "email",
+        "only this e-mail",
+        {"type": "string", "maxLength": 254, "pattern": EMAIL_PATTERN},
+        email_query,
+    ),
+    Query("user_id", "only this user", {"type": "string", "pattern": ID_PATTERN}, id_query),
+    *SEQUENCE_PAGING,
+)
+
+
 async def list_security_log(request: web.Request) -> web.Response:
     await require_staff(request, StaffRole.SECURITY_ADMIN)
-    raw_limit = request.query.get("limit", "50")
-    raw_cursor = request.query.get("cursor")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise InvalidInput(errors=[{"field": "limit", "message": "an integer from 1 to 200"}])
-    if raw_cursor is not None and not raw_cursor.isdigit():
-        raise InvalidInput(errors=[{"field": "cursor", "message": "unknown cursor"}])
-    limit = int(raw_limit)
-    async with request.app[POOL].acquire() as conn:
-        events = await securitylog.list_events(
-            conn,
-            email=request.query.get("email"),
-            user_id=request.query.get("user_id"),
-            before_id=int(raw_cursor) if raw_cursor else None,
-            limit=limit + 1,
-        )
-    shown = events[:limit]
-    return web.json_response(
-        {
-            "items": [render_event(e) for e in shown],
-            "next_cursor": str(shown[-1].id) if len(events) > limit else None,
-        }
+    values = read_query(request, _QUERY)
+    paging = page(values)
+    events = await identity.security_log(
+        request.app[POOL],
+        email=values.get("email"),
+        user_id=values.get("user_id"),
+        before_id=paging.after,
+        limit=paging.limit + 1,
     )
+    return web.json_response(page_of(events, paging, render_event, lambda e: sequence_cursor(e.id)))
 
 
 ROUTES = [
@@ -59,16 +72,11 @@ ROUTES = [
         "GET",
         "/v1/security-log",
         list_security_log,
-        "Login attempts and logouts, newest first (S2)",
+        "Sign-in attempts and sign-outs, newest first (S2)",
         "security_admin",
         None,
-        {200: "security events", 403: "forbidden"},
+        {200: "security events"},
         "staff",
-        query=(
-            ("email", "only this e-mail"),
-            ("user_id", "only this user"),
-            ("limit", "1 to 200"),
-            ("cursor", "paging cursor"),
-        ),
+        query=_QUERY,
     ),
 ]

@@ -7,11 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from telephony.domain.roles import StaffRole
-from telephony.usecases import sessions
+from telephony.usecases import support
+from telephony.usecases.calls import CallView
 from telephony.web.api.calls import render_event
 from telephony.web.appkeys import POOL
 from telephony.web.auth import require_staff
-from telephony.web.spec import Route, iso
+from telephony.web.inputs import iso, path_id
+from telephony.web.routes import Route
 
 VISIBLE_DIGITS = 3
 
@@ -23,11 +25,11 @@ def mask_number(number: str) -> str:
     return "".join(ch if ch == "+" else "*" for ch in head) + keep
 
 
-def render_support_view(view: sessions.CallView) -> dict[str, Any]:
+def render_support_view(view: CallView) -> dict[str, Any]:
     return {
         "call_id": view.call.id,
         "account_id": view.call.account_id,
-        "status": view.call.status,
+        "status": view.call.status.value,
         "created_at": iso(view.call.created_at),
         "ended_at": iso(view.call.ended_at),
         "counterparts": [
@@ -44,8 +46,8 @@ def render_support_view(view: sessions.CallView) -> dict[str, Any]:
         "recordings": [
             {
                 "id": r.id,
-                "status": r.status,
-                "stop_reason": r.stop_reason,
+                "status": r.status.value,
+                "stop_reason": r.stop_reason.value if r.stop_reason else None,
                 "started_at": iso(r.started_at),
                 "ended_at": iso(r.ended_at),
             }
@@ -56,7 +58,7 @@ def render_support_view(view: sessions.CallView) -> dict[str, Any]:
 
 async def consent_view(request: web.Request) -> web.Response:
     staff = await require_staff(request, StaffRole.SUPPORT)
-    view = await sessions.support_view(request.app[POOL], staff, request.match_info["id"])
+    view = await support.support_view(request.app[POOL], staff, path_id(request))
     return web.json_response(render_support_view(view))
 
 
@@ -68,7 +70,7 @@ ROUTES = [
         "Consent flags, their history and recording metadata of a call (S5); audited",
         "support",
         None,
-        {200: "consent view", 403: "forbidden", 404: "not-found"},
+        {200: "consent view"},
         "support",
     ),
 ]

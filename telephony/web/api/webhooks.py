@@ -8,11 +8,21 @@ from typing import Any
 from aiohttp import web
 
 from storage import webhooks as events
-from telephony.delivery import webhooks as delivery
-from telephony.domain.errors import InvalidInput
-from telephony.web.appkeys import MASTER_KEYS, POOL
+from telephony.usecases import webhooks
+from telephony.web.appkeys import KEYS, POOL
 from telephony.web.auth import require_owner
-from telephony.web.spec import Route, iso, page_of, read_page
+from telephony.web.inputs import (
+    KEYSET_PAGING,
+    Query,
+    iso,
+    keyset_cursor,
+    one_of,
+    page,
+    page_of,
+    path_id,
+    read_query,
+)
+from telephony.web.routes import OWNER, Route
 
 
 def render_event(event: events.WebhookEvent) -> dict[str, Any]:
@@ -35,33 +45,42 @@ def render_event(event: events.WebhookEvent) -> dict[str, Any]:
 
 async def create_secret(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    secret = await delivery.rotate_secret(
-        request.app[POOL], request.app[MASTER_KEYS], owner, datetime.now(UTC)
+    secret = await webhooks.rotate_secret(
+        request.app[POOL], request.app[KEYS], owner, datetime.now(UTC)
     )
-    # Shown once, never again: no cache on the way may keep it.
-    return web.json_response({"secret": secret}, status=201, headers={"Cache-Control": "no-store"})
+    return web.json_response({"secret": secret}, status=201)  # shown once; no-store
+
+
+_LIST_QUERY = (
+    *KEYSET_PAGING,
+    Query(
+        "status",
+        "pending, delivered, failed (given up) or skipped (no webhook_url)",
+        {"type": "string", "enum": list(events.STATUSES)},
+        one_of(events.STATUSES),
+    ),
+)
 
 
 async def list_events(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    page = read_page(request)
-    status = request.query.get("status")
-    if status is not None and status not in events.STATUSES:
-        raise InvalidInput(
-            "unknown status",
-            errors=[{"field": "status", "message": "one of " + ", ".join(events.STATUSES)}],
-        )
-    async with request.app[POOL].acquire() as conn:
-        found = await events.list_events(
-            conn, owner.account_id or "", status=status, before=page.after, limit=page.limit + 1
-        )
-    return web.json_response(page_of(found, page, render_event))
+    values = read_query(request, _LIST_QUERY)
+    paging = page(values)
+    found = await webhooks.list_events(
+        request.app[POOL],
+        owner,
+        status=values.get("status"),
+        before=paging.after,
+        limit=paging.limit + 1,
+    )
+    return web.json_response(
+        page_of(found, paging, render_event, lambda e: keyset_cursor(e.created_at, e.id))
+    )
 
 
 async def get_event(request: web.Request) -> web.Response:
     owner = await require_owner(request)
-    async with request.app[POOL].acquire() as conn:
-        event = await events.get_event(conn, owner.account_id or "", request.match_info["id"])
+    event = await webhooks.get_event(request.app[POOL], owner, path_id(request))
     return web.json_response(render_event(event))
 
 
@@ -71,7 +90,7 @@ ROUTES = [
         "/v1/account/webhook-secret",
         create_secret,
         "Create or rotate the webhook signing secret (shown once; the old one stops at once)",
-        "owner",
+        OWNER,
         None,
         {201: "{secret: whsec_…}"},
         "webhooks",
@@ -81,24 +100,20 @@ ROUTES = [
         "/v1/webhook-events",
         list_events,
         "Delivery status of the account's webhook events, newest first",
-        "owner",
+        OWNER,
         None,
-        {200: "webhook events", 422: "validation-failed"},
+        {200: "webhook events"},
         "webhooks",
-        query=(
-            ("limit", "1 to 200, default 50"),
-            ("cursor", "next_cursor of the previous page"),
-            ("status", "pending, delivered, failed (given up) or skipped (no webhook_url)"),
-        ),
+        query=_LIST_QUERY,
     ),
     Route(
         "GET",
         "/v1/webhook-events/{id}",
         get_event,
         "Delivery status of one webhook event",
-        "owner",
+        OWNER,
         None,
-        {200: "webhook event", 404: "not-found"},
+        {200: "webhook event"},
         "webhooks",
     ),
 ]

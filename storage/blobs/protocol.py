@@ -1,0 +1,42 @@
+"""The blob store: immutable named objects, as every object store has them.
+
+No append, no rename, no partial write: a blob is put whole and read by
+ranges. That is what S3-compatible stores offer, so the filesystem store
+offers no more, and the same callers work on both. Live audio is appended
+elsewhere: to the node's spool (`spool.py`), which ships whole parts here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size_bytes: int
+
+
+class BlobStore(Protocol):
+    async def put(self, key: str, data: bytes) -> None:
+        """Durable when it returns; putting the same bytes again is harmless."""
+        ...
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Exactly `length` bytes from `offset`: NotFound, or IntegrityFailure when short."""
+        ...
+
+    async def list(self, prefix: str) -> list[BlobInfo]:
+        """Every blob under `prefix` (a whole key segment), sorted by key."""
+        ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every blob under `prefix`; how many went. Repeating it is harmless."""
+        ...
+
+    async def probe(self) -> int:
+        """Free bytes where the blobs live; hangs when the store does (callers bound it)."""
+        ...
+
+    def close(self) -> None: ...

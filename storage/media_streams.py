@@ -1,0 +1,41 @@
+"""Plain SQL for live media streams: which node holds which call's socket.
+
+One row per call at most (the primary key): a second socket for a call
+that has a live one is refused by the insert itself, on any node.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+
+async def claim(
+    conn: asyncpg.Connection, call_id: str, node_id: str, dialect: str, now: datetime
+) -> bool:
+    """Register a socket as the call's stream; False when one is live already."""
+    claimed = await conn.fetchval(
+        """INSERT INTO media_streams (call_id, node_id, dialect, connected_at)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+        call_id,
+        node_id,
+        dialect,
+        now,
+    )
+    return bool(claimed)
+
+
+async def release(conn: asyncpg.Connection, call_id: str, node_id: str) -> None:
+    await conn.execute(
+        "DELETE FROM media_streams WHERE call_id = $1 AND node_id = $2", call_id, node_id
+    )
+
+
+async def release_all(conn: asyncpg.Connection, node_id: str) -> None:
+    """A node's streams after its process died: none of them is live any more."""
+    await conn.execute("DELETE FROM media_streams WHERE node_id = $1", node_id)
+
+
+async def is_live(conn: asyncpg.Connection, call_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM media_streams WHERE call_id = $1", call_id))

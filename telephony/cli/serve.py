@@ -1,0 +1,56 @@
+"""`telephony serve`: the service, on the embedded cluster unless a database is configured."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+
+from aiohttp import web
+
+from storage.db import redact_dsn
+from telephony.cli.common import database, migrate
+from telephony.settings import Settings
+from telephony.web.app import create_app
+from telephony.web.server import ServiceRunner
+
+log = logging.getLogger("telephony")
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    async with database(settings, own_cluster=True) as ready:
+        assert ready.database_url is not None
+        applied = await migrate(ready)
+        log.info(
+            "database ready",
+            extra={"dsn": redact_dsn(ready.database_url), "migrations_applied": applied},
+        )
+        runner = ServiceRunner(create_app(ready), access_log=None, handle_signals=False)
+        await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            # Start-up's objects (modules, the app, pydantic's schemas) live for ever: take
+            # them out of the collector's view, so each full collection under media load
+            # walks only what the traffic made.
+            gc.freeze()
+            log.info("serving", extra={"url": f"http://{host}:{port}"})
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await runner.cleanup()
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="listen address (TELEPHONY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (TELEPHONY_PORT, default 8080)")
+    serve.set_defaults(run=cmd_serve)

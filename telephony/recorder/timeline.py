@@ -1,0 +1,203 @@
+"""Where audio lands in a recording: the writer's arithmetic, pure (no I/O, no clock).
+
+A stream's frames carry a position on the stream's timeline (from their
+timestamps, or right after the track's previous frame). The recording's own
+timeline (`out_samples`) runs only while it records; `shift` maps one onto
+the other. The writer places each run of frames there, one channel per
+track, interleaved: late or repeated audio keeps only what is new (the first
+to arrive wins), a short hole becomes silence, a pause becomes silence of
+its length in `silence` mode and nothing in `skip` mode, and a jump beyond
+any gap worth filling (an hour, a clock reset) starts a new run instead of a
+flood of silence.
+
+Frames are also sorted into the recorded segments (windows) they *arrived*
+in: the window rule of R2 keeps a frame only if it arrived inside one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+import numpy as np
+
+from telephony.domain.recordings import PauseBehavior
+
+SILENCE = {"mulaw": b"\xff", "alaw": b"\xd5", "l16le": b"\x00\x00", "l16be": b"\x00\x00"}
+JITTER_S = 0.1  # late frames within this much are still placed
+MAX_CHUNK_BYTES = 16 * 1024
+MAX_GAP_S = 10.0  # a timestamp jump beyond this is a discontinuity, not silence
+MAX_SILENCE_FILL_S = 600.0  # the longest pause `silence` mode fills
+
+
+class Frame(NamedTuple):
+    """One frame on its way to a chunk: a tuple, since thousands arrive every second."""
+
+    channel: int
+    position: int  # in samples of the stream timeline
+    payload: bytes
+    arrival: datetime
+
+
+@dataclass
+class Window:
+    """A recorded segment, in arrival time: [start, end)."""
+
+    start: datetime
+    end: datetime | None = None
+
+    def contains(self, at: datetime) -> bool:
+        return self.start <= at and (self.end is None or at < self.end)
+
+
+def by_window(frames: list[Frame], windows: Sequence[Window]) -> tuple[dict[int, list[Frame]], int]:
+    """Frames grouped by the window they arrived in, and how many arrived in none."""
+    if frames and windows:
+        # Frames are in arrival order: when the first and the last arrived inside the
+        # latest window, all did (the usual case, checked in two comparisons).
+        last = windows[-1]
+        if last.contains(frames[0].arrival) and last.contains(frames[-1].arrival):
+            return {len(windows) - 1: frames}, 0
+    groups: dict[int, list[Frame]] = {}
+    dropped = 0
+    for f in frames:
+        index = next((i for i, w in enumerate(windows) if w.contains(f.arrival)), None)
+        if index is None:
+            dropped += 1
+        else:
+            groups.setdefault(index, []).append(f)
+    return groups, dropped
+
+
+@dataclass
+class Timeline:
+    """The recording's timeline and how the stream maps onto it, for one writer."""
+
+    tracks: int
+    sample_bytes: int
+    sample_rate_hz: int
+    silence: bytes  # one sample of silence in the stored codec
+    pause_behavior: PauseBehavior
+    out_samples: int = 0  # samples per channel stored so far
+    shift: int | None = None  # stream position of out_samples; None: realign at the next run
+    window: int = 0  # the window the last stored audio belongs to
+    fill_pause: bool = False  # the next run follows a pause in silence mode
+    late_frames: int = field(default=0)  # frames that arrived after their place was sealed
+    discontinuities: int = field(default=0)
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one stored frame: a sample of every channel."""
+        return self.sample_bytes * self.tracks
+
+    def enter(self, window: int) -> None:
+        """Audio of a later window: a pause lies behind; skip leaves it out, silence fills it."""
+        if window > self.window:
+            self.window = window
+            if self.pause_behavior is PauseBehavior.SKIP:
+                self.shift = None
+            else:
+                self.fill_pause = True
+
+    def snapshot(self) -> tuple[int, int | None, bool]:
+        return self.out_samples, self.shift, self.fill_pause
+
+    def restore(self, snapshot: tuple[int, int | None, bool]) -> None:
+        """Undo a placement whose chunk the database refused (nothing of it was stored)."""
+        self.out_samples, self.shift, self.fill_pause = snapshot
+
+    def split_jitter(self, frames: list[Frame]) -> tuple[list[Frame], list[Frame]]:
+        """Frames ready to seal, and the newest ones held back for late companions."""
+        width = self.sample_bytes
+        ends = [f.position + len(f.payload) // width for f in frames]
+        horizon = max(ends) - int(JITTER_S * self.sample_rate_hz)
+        ready = [f for f, end in zip(frames, ends, strict=True) if end <= horizon]
+        held = [f for f, end in zip(frames, ends, strict=True) if end > horizon]
+        return ready, held
+
+    def place(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
+        """Place frames on the recording's timeline; sealed-size pieces (bytes, samples)."""
+        width, rate = self.sample_bytes, self.sample_rate_hz
+        if self.tracks == 1 and self.shift is not None:
+            # The usual case, a few hundred times a second per node: one track, frames in
+            # order, each starting where the last ended. Nothing to place; join them.
+            start = reach = self.out_samples + self.shift
+            for f in frames:
+                if f.position != reach:
+                    break
+                reach += len(f.payload) // width
+            else:
+                self.fill_pause = False
+                self.out_samples += reach - start
+                return pieces(b"".join([f.payload for f in frames]), width)
+        ordered = sorted(frames, key=lambda f: f.position)
+        runs: list[list[Frame]] = [[ordered[0]]]
+        reach = ordered[0].position + len(ordered[0].payload) // width
+        for f in ordered[1:]:
+            if f.position - reach > MAX_GAP_S * rate:
+                runs.append([])
+            runs[-1].append(f)
+            reach = max(reach, f.position + len(f.payload) // width)
+        out = []
+        for run in runs:
+            out.extend(self._place_run(run))
+        return out
+
+    def _place_run(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
+        rate, width = self.sample_rate_hz, self.sample_bytes
+        first = frames[0].position
+        if self.shift is None:  # first audio, or first after a resume in skip mode
+            self.shift = first - self.out_samples
+        start = self.out_samples + self.shift
+        gap = first - start
+        # Silence fills a pause in `silence` mode; elsewhere only short holes are filled.
+        limit_s = MAX_SILENCE_FILL_S if self.fill_pause else MAX_GAP_S
+        self.fill_pause = False
+        if gap > limit_s * rate:
+            self.discontinuities += 1
+            self.shift += gap
+            start += gap
+        end = max(f.position + len(f.payload) // width for f in frames)
+        if end <= start:
+            self.late_frames += len(frames)
+            return []
+        count = end - start
+        channels = []
+        # Where frames overlap (a repeated or backwards timestamp), the first to arrive wins:
+        # write in reverse arrival order so earlier frames land last.
+        by_arrival = sorted(frames, key=lambda f: f.arrival, reverse=True)
+        for channel in range(self.tracks):
+            buf = bytearray(self.silence * count)
+            for f in by_arrival:
+                if f.channel != channel:
+                    continue
+                offset, data = f.position - start, f.payload
+                if offset < 0:  # overlaps what was sealed already: keep only the new part
+                    self.late_frames += 1
+                    data = data[-offset * width :]
+                    offset = 0
+                data = data[: (count - offset) * width]
+                buf[offset * width : offset * width + len(data)] = data
+            channels.append(buf)
+        self.out_samples += count
+        return pieces(interleave(channels, width), width * len(channels))
+
+
+def pieces(mixed: bytes, frame_bytes: int) -> list[tuple[bytes, int]]:
+    """Interleaved audio cut into pieces that seal to at most MAX_CHUNK_BYTES: (bytes, samples)."""
+    step = max(frame_bytes, MAX_CHUNK_BYTES // frame_bytes * frame_bytes)
+    return [
+        (mixed[i : i + step], len(mixed[i : i + step]) // frame_bytes)
+        for i in range(0, len(mixed), step)
+    ]
+
+
+def interleave(channels: Sequence[bytes | bytearray], width: int) -> bytes:
+    """Channels of equal length, sample by sample: c0 c1 … cN c0 c1 … (any number of them)."""
+    if len(channels) == 1:
+        return bytes(channels[0])
+    dtype = np.uint8 if width == 1 else np.uint16
+    stacked = np.stack([np.frombuffer(bytes(c), dtype) for c in channels], axis=1)
+    return stacked.tobytes()

@@ -1,0 +1,106 @@
+"""The recording gate and the customer's controls: start, pause, resume, stop (R1, R2).
+
+R1: only `start_recording`, an explicit request of the customer, creates a
+recording. R2: it runs only with every counterpart's consent, checked under
+the call's row lock together with everything else the gate needs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from storage import calls, recordings
+from storage.ids import new_id
+from storage.keys.providers import KeyProvider
+from telephony.domain.consent import check_can_record, check_can_resume
+from telephony.domain.recordings import Action, Channels, EndReason, PauseBehavior, check_transition
+from telephony.domain.roles import CustomerPrincipal
+from telephony.usecases import recording_states
+from telephony.usecases.calls import Clock, facts, utc_now
+
+
+async def start_recording(
+    pool: asyncpg.Pool,
+    principal: CustomerPrincipal,
+    call_id: str,
+    *,
+    channels: Channels,
+    pause_behavior: PauseBehavior,
+    keys: KeyProvider,
+    clock: Clock = utc_now,
+) -> recordings.Recording:
+    """R1: only this explicit request starts a recording; R2: only with every consent."""
+    async with pool.acquire() as conn, conn.transaction():
+        call = await calls.get_call(conn, call_id, account_id=principal.account_id, lock=True)
+        now = clock()
+        check_can_record(await facts(conn, call))
+        recording_id = new_id("rec")
+        key = await keys.new_recording_key(conn, call.account_id, recording_id, now)
+        await recordings.insert(
+            conn,
+            id=recording_id,
+            call_id=call.id,
+            account_id=call.account_id,
+            channels=channels,
+            pause_behavior=pause_behavior,
+            started_by=principal.actor,
+            wrapped_key=key.wrapped,
+            nonce_prefix=key.nonce_prefix,
+            now=now,
+        )
+        await recording_states.announce(
+            conn,
+            (call.account_id, call.id, recording_id),
+            principal.actor,
+            "recording.started",
+            now,
+            channels=channels.value,
+            pause_behavior=pause_behavior.value,
+        )
+        return await recordings.get(conn, recording_id, account_id=call.account_id)
+
+
+async def change_recording(
+    pool: asyncpg.Pool,
+    principal: CustomerPrincipal,
+    recording_id: str,
+    action: Action,
+    clock: Clock = utc_now,
+) -> recordings.Recording:
+    """Pause, resume or stop, under the call's lock like every consent change."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await recordings.get(conn, recording_id, account_id=principal.account_id)
+        call = await calls.get_call(conn, found.call_id, account_id=principal.account_id, lock=True)
+        rec = await recordings.get(conn, recording_id, account_id=principal.account_id, lock=True)
+        now = clock()
+        check_transition(action, rec.status)
+        if action is Action.PAUSE:
+            await recording_states.pause(conn, rec, principal.actor, EndReason.PAUSE, now)
+        elif action is Action.RESUME:
+            check_can_resume(await facts(conn, call))
+            await recording_states.resume(conn, rec, principal.actor, now, reason="customer")
+        else:
+            await recording_states.finish(conn, rec, principal.actor, EndReason.STOP, now)
+        return await recordings.get(conn, recording_id, account_id=principal.account_id)
+
+
+async def list_recordings(
+    pool: asyncpg.Pool,
+    account_id: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    call_id: str | None = None,
+) -> list[recordings.Recording]:
+    async with pool.acquire() as conn:
+        return await recordings.list_for_account(
+            conn, account_id, after=after, limit=limit, call_id=call_id
+        )
+
+
+async def get_recording(
+    pool: asyncpg.Pool, account_id: str, recording_id: str
+) -> recordings.Recording:
+    async with pool.acquire() as conn:
+        return await recordings.get(conn, recording_id, account_id=account_id)

@@ -25,8 +25,17 @@ from storage.pgcluster import find_bindir
 from telephony.settings import Settings
 from telephony.usecases.playback import iter_audio
 from telephony.web.api import media_ws
+from telephony.web.app import create_app
 from telephony.web.appkeys import BLOBS, HUB, KEYS, POOL
-from tests.conftest import Customer, consented_call, decide, new_call, start_recording
+from tests.conftest import (
+    Customer,
+    ServiceServer,
+    consented_call,
+    decide,
+    new_call,
+    new_customer,
+    start_recording,
+)
 
 # 160 bytes of μ-law that no codec, silence fill or header will produce by chance.
 # Built at run time: a folded constant would put the marker itself into this
@@ -607,3 +616,36 @@ async def test_one_statement_checks_the_window_of_each_chunk_it_inserts(
         [(inside["id"], 1000), (inside["id"], 1001), (outside["id"], 1001)]
     )
     assert size == 200  # each kept row grew its recording once
+
+
+async def test_a_long_recording_moves_to_the_store_in_parts_and_reads_back_whole(
+    settings: Settings, pool: asyncpg.Pool, blocking_guard: Any
+) -> None:
+    """The spool ships a part every spool_part_s; the parts read back as one stream."""
+    app = create_app(settings.replace(spool_part_s=0.3), run_workers=False)
+    async with TestClient(ServiceServer(app)) as client:
+        owner = await new_customer(client)
+        call = await consented_call(client, owner)
+        peer = await connect(client, call)
+        await peer.start(tracks=("inbound",))
+        rec = await start_recording(client, owner, call["id"])
+        await until(lambda: writer_of(client, call["id"]) is not None)
+        frames = [bytes([n % 200 + 20]) * 160 for n in range(100)]  # two seconds, each distinct
+
+        for frame in frames:
+            await peer.media(frame, "inbound")
+            await asyncio.sleep(0.02)
+        await peer.stop()
+        await until(lambda: _is(pool, rec["id"], "completed"))
+        audio = await stored_audio(client, rec["id"])
+
+    parts = await asyncio.to_thread(
+        lambda: sorted(p.name for p in (settings.data_dir / "blobs").rglob("audio-*"))
+    )
+    spooled = await asyncio.to_thread(
+        lambda: [p for p in (settings.data_dir / "spool").rglob("*") if p.is_file()]
+    )
+    assert len(parts) >= 3, parts  # two seconds in parts of 0.3 s
+    assert parts[0] == "audio-0000000000000000"
+    assert audio == b"".join(frames)  # one stored track: every frame, in order
+    assert spooled == []  # everything moved to the store

@@ -249,6 +249,10 @@ async def test_sigkill_mid_stream_loses_at_most_a_second(
         got = await api.call("GET", f"{node.url}/v1/recordings/{rec['id']}")
     audio = await stored(pool, blobs, master, rec["id"])
     frames = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+    spooled = await asyncio.to_thread(
+        lambda: [p for p in (blobs.parent / "spool").rglob("*") if p.is_file()]
+    )
+    assert spooled == []  # the restarted node shipped its spool before it said ready
     assert got["status"] == "interrupted"
     assert frames == [numbered_frame(n) for n in range(len(frames))]  # in order, intact
     missing_s = (sent - len(frames)) * 0.02

@@ -131,7 +131,8 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 # RFC 3339 date-time with an offset (or Z): the years 1970 to 9998, so every one of them
 # has a UTC form the database can store.
 TIMESTAMP_PATTERN = (
-    r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
     r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
@@ -142,9 +143,9 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError("an RFC 3339 time with an offset, from 1970")
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
-    except ValueError:
+        at = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueError("not a calendar date (say, 31 February)") from None
-    at = parsed.astimezone(UTC)
     if not EARLIEST <= at < LATEST:
         raise ValueError("an RFC 3339 time with an offset, from 1970")
     return at

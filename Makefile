@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	TELEPHONY_WEBHOOK_ALLOW_PRIVATE=true $(BIN)/telephony serve
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint
 	$(BIN)/python -m pytest
 
+# Style, types (mypy --strict) and the layers of DESIGN.md (import-linter contracts).
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Benchmarks: each prints its figures and the ratio to its baseline, measured in the same run.
 bench: $(STAMP)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.db import Conn
 from telephony.domain.errors import EmailTaken, NotFound
 from telephony.domain.roles import CustomerRole, StaffRole, UserKind
 
@@ -69,7 +70,7 @@ def user_of(row: asyncpg.Record) -> User:
 
 
 async def insert_account(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     name: str,
@@ -89,10 +90,11 @@ async def insert_account(
         data_region,
         now,
     )
+    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
     return Account(**row)
 
 
-async def get_account(conn: asyncpg.Connection, account_id: str, *, lock: bool = False) -> Account:
+async def get_account(conn: Conn, account_id: str, *, lock: bool = False) -> Account:
     suffix = " FOR UPDATE" if lock else ""
     row = await conn.fetchrow(
         f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = $1{suffix}", account_id
@@ -102,9 +104,7 @@ async def get_account(conn: asyncpg.Connection, account_id: str, *, lock: bool =
     return Account(**row)
 
 
-async def update_account(
-    conn: asyncpg.Connection, account_id: str, changes: Mapping[str, object]
-) -> Account:
+async def update_account(conn: Conn, account_id: str, changes: Mapping[str, object]) -> Account:
     assert set(changes) <= ACCOUNT_FIELDS, "caller validated the fields"
     if not changes:
         return await get_account(conn, account_id)
@@ -124,7 +124,7 @@ async def update_account(
 
 
 async def insert_user(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     account_id: str | None,
@@ -163,19 +163,18 @@ async def insert_user(
         )
     except asyncpg.UniqueViolationError as exc:
         raise EmailTaken("an account with this e-mail address exists") from exc
+    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
     return user_of(row)
 
 
-async def find_user_by_email(conn: asyncpg.Connection, email: str) -> User | None:
+async def find_user_by_email(conn: Conn, email: str) -> User | None:
     row = await conn.fetchrow(
         f"SELECT {_USER_COLS} FROM users WHERE lower(email) = lower($1)", email
     )
     return user_of(row) if row else None
 
 
-async def get_user(
-    conn: asyncpg.Connection, user_id: str, *, account_id: str | None = None
-) -> User:
+async def get_user(conn: Conn, user_id: str, *, account_id: str | None = None) -> User:
     """The user; with `account_id`, only when it belongs to that account (tenant isolation)."""
     row = await conn.fetchrow(
         f"""SELECT {_USER_COLS} FROM users
@@ -189,7 +188,7 @@ async def get_user(
 
 
 async def list_users(
-    conn: asyncpg.Connection, account_id: str, *, after: tuple[datetime, str] | None, limit: int
+    conn: Conn, account_id: str, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[User]:
     rows = await conn.fetch(
         f"""SELECT {_USER_COLS} FROM users
@@ -204,7 +203,7 @@ async def list_users(
 
 
 async def update_user(
-    conn: asyncpg.Connection, user_id: str, changes: Mapping[str, object], now: datetime
+    conn: Conn, user_id: str, changes: Mapping[str, object], now: datetime
 ) -> User:
     assert set(changes) <= USER_FIELDS, "caller validated the fields"
     names = sorted(changes)
@@ -223,11 +222,11 @@ async def update_user(
     return user_of(row)
 
 
-async def delete_user(conn: asyncpg.Connection, user_id: str) -> None:
+async def delete_user(conn: Conn, user_id: str) -> None:
     await conn.execute("DELETE FROM users WHERE id = $1", user_id)
 
 
-async def count_owners(conn: asyncpg.Connection, account_id: str) -> int:
+async def count_owners(conn: Conn, account_id: str) -> int:
     # Locks the owners so two concurrent demotions cannot both see "two owners".
     rows = await conn.fetch(
         "SELECT id FROM users WHERE account_id = $1 AND role = 'owner' FOR UPDATE", account_id
@@ -236,7 +235,7 @@ async def count_owners(conn: asyncpg.Connection, account_id: str) -> int:
 
 
 async def accept_invitation(
-    conn: asyncpg.Connection, invitation_hash: bytes, password_hash: str, now: datetime
+    conn: Conn, invitation_hash: bytes, password_hash: str, now: datetime
 ) -> User | None:
     row = await conn.fetchrow(
         f"""UPDATE users SET password_hash = $2, invitation_hash = NULL,

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from storage.db import Conn
 from telephony.domain.actors import Actor
 
 GENESIS = b"\x00" * 32
@@ -66,11 +67,12 @@ def canonical(
 
 def _roundtrip(value: dict[str, Any]) -> dict[str, Any]:
     # What jsonb will hand back, so the hash is computed over what is stored.
-    return json.loads(json.dumps(value, default=str))
+    roundtripped: dict[str, Any] = json.loads(json.dumps(value, default=str))
+    return roundtripped
 
 
 async def append(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     account_id: str,
     at: datetime,
@@ -90,6 +92,7 @@ async def append(
     head = await conn.fetchrow(
         "SELECT seq, hash FROM audit_heads WHERE account_id = $1 FOR UPDATE", account_id
     )
+    assert head is not None  # inserted just above when missing, in this transaction
     seq, prev_hash = head["seq"] + 1, bytes(head["hash"])
     digest = hashlib.sha256(
         canonical(
@@ -124,7 +127,7 @@ async def append(
 
 
 async def list_events(
-    conn: asyncpg.Connection, account_id: str, *, after_seq: int, limit: int
+    conn: Conn, account_id: str, *, after_seq: int, limit: int
 ) -> list[AuditEvent]:
     rows = await conn.fetch(
         f"""SELECT {_COLS} FROM audit_events WHERE account_id = $1 AND seq > $2
@@ -151,7 +154,7 @@ class Break:
     reason: str
 
 
-async def verify(conn: asyncpg.Connection, account_id: str | None = None) -> list[Break]:
+async def verify(conn: Conn, account_id: str | None = None) -> list[Break]:
     """Recompute every chain (or one); return the first break of each broken chain."""
     accounts = (
         [account_id]
@@ -172,7 +175,7 @@ async def verify(conn: asyncpg.Connection, account_id: str | None = None) -> lis
     return breaks
 
 
-async def _verify_one(conn: asyncpg.Connection, account_id: str) -> Break | None:
+async def _verify_one(conn: Conn, account_id: str) -> Break | None:
     expected_seq, prev = 1, GENESIS
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         async for r in conn.cursor(

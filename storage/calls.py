@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.db import Conn
 from telephony.domain.calls import CallStatus, Direction
 from telephony.domain.errors import NotFound
 
@@ -52,7 +53,7 @@ def _call(row: asyncpg.Record) -> Call:
 
 
 async def insert_call(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     account_id: str,
@@ -78,12 +79,11 @@ async def insert_call(
         media_token_hash,
         media_token_expires_at,
     )
+    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
     return _call(row)
 
 
-async def get_call(
-    conn: asyncpg.Connection, call_id: str, *, account_id: str | None, lock: bool = False
-) -> Call:
+async def get_call(conn: Conn, call_id: str, *, account_id: str | None, lock: bool = False) -> Call:
     """The call; with `account_id`, only that account's (another's answers NotFound).
 
     `lock` takes the row lock that serialises the recording gate and every
@@ -101,7 +101,7 @@ async def get_call(
     return _call(row)
 
 
-async def find_by_media_token(conn: asyncpg.Connection, token_hash: bytes) -> Call | None:
+async def find_by_media_token(conn: Conn, token_hash: bytes) -> Call | None:
     """The call a media token was issued for (the token itself is never stored)."""
     row = await conn.fetchrow(
         f"SELECT {_CALL_COLS} FROM calls WHERE media_token_hash = $1", token_hash
@@ -109,7 +109,7 @@ async def find_by_media_token(conn: asyncpg.Connection, token_hash: bytes) -> Ca
     return _call(row) if row else None
 
 
-async def lock_active_calls(conn: asyncpg.Connection, account_id: str) -> list[Call]:
+async def lock_active_calls(conn: Conn, account_id: str) -> list[Call]:
     """Every active call of the account, row-locked in id order (one order: no deadlock).
 
     For account-wide changes (termination, restriction) that must not interleave
@@ -124,7 +124,7 @@ async def lock_active_calls(conn: asyncpg.Connection, account_id: str) -> list[C
 
 
 async def list_calls(
-    conn: asyncpg.Connection, account_id: str, *, after: tuple[datetime, str] | None, limit: int
+    conn: Conn, account_id: str, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[Call]:
     rows = await conn.fetch(
         f"""SELECT {_CALL_COLS} FROM calls
@@ -138,17 +138,18 @@ async def list_calls(
     return [_call(r) for r in rows]
 
 
-async def end_call(conn: asyncpg.Connection, call_id: str, now: datetime) -> Call:
+async def end_call(conn: Conn, call_id: str, now: datetime) -> Call:
     row = await conn.fetchrow(
         f"UPDATE calls SET status = 'ended', ended_at = $2 WHERE id = $1 RETURNING {_CALL_COLS}",
         call_id,
         now,
     )
+    assert row is not None  # the caller holds the call's row (locked), so the UPDATE finds it
     return _call(row)
 
 
 async def insert_counterpart(
-    conn: asyncpg.Connection, *, id: str, call_id: str, label: str, number: str, now: datetime
+    conn: Conn, *, id: str, call_id: str, label: str, number: str, now: datetime
 ) -> Counterpart:
     row = await conn.fetchrow(
         f"""INSERT INTO counterparts (id, call_id, label, number, added_at)
@@ -159,12 +160,11 @@ async def insert_counterpart(
         number,
         now,
     )
+    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
     return Counterpart(**row)
 
 
-async def list_counterparts(
-    conn: asyncpg.Connection, call_ids: list[str]
-) -> dict[str, list[Counterpart]]:
+async def list_counterparts(conn: Conn, call_ids: list[str]) -> dict[str, list[Counterpart]]:
     rows = await conn.fetch(
         f"SELECT {_CP_COLS} FROM counterparts WHERE call_id = ANY($1) ORDER BY added_at, id",
         call_ids,

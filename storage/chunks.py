@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-import asyncpg
+from storage.db import Conn
 
 
 class ChunkRow(NamedTuple):
@@ -24,7 +24,8 @@ class ChunkRow(NamedTuple):
     """
 
     recording_id: str
-    index: int
+    # Shadows tuple.index() on purpose: the column's name; nothing calls the method.
+    index: int  # type: ignore[assignment]
     blob_offset: int  # where its record starts in the recording's byte stream
     record_bytes: int
     first_sample: int
@@ -79,16 +80,14 @@ def _columns(rows: Sequence[ChunkRow]) -> list[list[object]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-async def insert_inside_window(
-    conn: asyncpg.Connection, rows: Sequence[ChunkRow]
-) -> set[tuple[str, int]]:
+async def insert_inside_window(conn: Conn, rows: Sequence[ChunkRow]) -> set[tuple[str, int]]:
     """Insert the rows whose frames all arrived inside a recorded segment; (recording, idx)
     of those kept. One statement for the whole batch."""
     kept = await conn.fetch(_INSERT, *_columns(rows))
     return {(r["recording_id"], r["idx"]) for r in kept}
 
 
-async def chunks_of(conn: asyncpg.Connection, recording_id: str) -> list[Chunk]:
+async def chunks_of(conn: Conn, recording_id: str) -> list[Chunk]:
     rows = await conn.fetch(
         """SELECT idx, blob_offset, record_bytes, samples, final FROM recording_chunks
            WHERE recording_id = $1 ORDER BY idx""",
@@ -97,7 +96,7 @@ async def chunks_of(conn: asyncpg.Connection, recording_id: str) -> list[Chunk]:
     return [Chunk(**r) for r in rows]
 
 
-async def trim_past(conn: asyncpg.Connection, recording_id: str, stored_bytes: int) -> int:
+async def trim_past(conn: Conn, recording_id: str, stored_bytes: int) -> int:
     """Drop rows whose bytes never reached storage (a crash between row and bytes);
     the recording's size follows. Returns the rows dropped."""
     status = await conn.execute(
@@ -114,7 +113,7 @@ async def trim_past(conn: asyncpg.Connection, recording_id: str, stored_bytes: i
     return int(status.split()[-1])
 
 
-async def recorded_bytes(conn: asyncpg.Connection, recording_id: str) -> int:
+async def recorded_bytes(conn: Conn, recording_id: str) -> int:
     """Bytes the rows say are stored: the end of the recording's byte stream."""
     value = await conn.fetchval(
         "SELECT coalesce(sum(record_bytes), 0) FROM recording_chunks WHERE recording_id = $1",

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.db import Conn
 from telephony.domain.actors import Actor, ActorKind
 from telephony.domain.consent import Decision, Method
 
@@ -46,7 +47,7 @@ def _event(row: asyncpg.Record) -> ConsentEvent:
 
 
 async def insert_event(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     call_id: str,
@@ -73,10 +74,11 @@ async def insert_event(
         recorded_by.kind.value,
         recorded_by.id or "",
     )
+    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
     return _event(row)
 
 
-async def list_for_calls(conn: asyncpg.Connection, call_ids: list[str]) -> list[ConsentEvent]:
+async def list_for_calls(conn: Conn, call_ids: list[str]) -> list[ConsentEvent]:
     """Oldest first, so the last event per counterpart is its current flag."""
     rows = await conn.fetch(
         f"SELECT {_COLS} FROM consent_events WHERE call_id = ANY($1) ORDER BY seq", call_ids

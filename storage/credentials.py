@@ -12,6 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from storage.accounts import USER_COLUMNS, User, user_of
+from storage.db import Conn
 from telephony.domain.errors import NotFound
 from telephony.domain.roles import Scope
 
@@ -52,7 +53,7 @@ def _key(row: asyncpg.Record) -> ApiKey:
 
 
 async def insert_session(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     user_id: str,
@@ -76,9 +77,7 @@ async def insert_session(
     )
 
 
-async def find_session(
-    conn: asyncpg.Connection, token_hash: bytes, now: datetime
-) -> LiveSession | None:
+async def find_session(conn: Conn, token_hash: bytes, now: datetime) -> LiveSession | None:
     row = await conn.fetchrow(
         f"""SELECT s.id AS session_id, s.expires_at, {", ".join("u." + c for c in USER_COLUMNS)}
             FROM sessions s JOIN users u ON u.id = s.user_id
@@ -91,7 +90,7 @@ async def find_session(
     return LiveSession(row["session_id"], row["expires_at"], user_of(row))
 
 
-async def revoke_session(conn: asyncpg.Connection, session_id: str, now: datetime) -> None:
+async def revoke_session(conn: Conn, session_id: str, now: datetime) -> None:
     await conn.execute(
         "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", session_id, now
     )
@@ -101,7 +100,7 @@ async def revoke_session(conn: asyncpg.Connection, session_id: str, now: datetim
 
 
 async def insert_api_key(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     account_id: str,
@@ -125,10 +124,11 @@ async def insert_api_key(
         created_by,
         now,
     )
+    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
     return _key(row)
 
 
-async def find_api_key_by_hash(conn: asyncpg.Connection, token_hash: bytes) -> ApiKey | None:
+async def find_api_key_by_hash(conn: Conn, token_hash: bytes) -> ApiKey | None:
     row = await conn.fetchrow(
         f"SELECT {_KEY_COLS} FROM api_keys WHERE token_hash = $1 AND revoked_at IS NULL",
         token_hash,
@@ -137,7 +137,7 @@ async def find_api_key_by_hash(conn: asyncpg.Connection, token_hash: bytes) -> A
 
 
 async def list_api_keys(
-    conn: asyncpg.Connection, account_id: str, *, after: tuple[datetime, str] | None, limit: int
+    conn: Conn, account_id: str, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[ApiKey]:
     rows = await conn.fetch(
         f"""SELECT {_KEY_COLS} FROM api_keys
@@ -152,9 +152,7 @@ async def list_api_keys(
     return [_key(r) for r in rows]
 
 
-async def revoke_api_key(
-    conn: asyncpg.Connection, key_id: str, account_id: str, now: datetime
-) -> ApiKey:
+async def revoke_api_key(conn: Conn, key_id: str, account_id: str, now: datetime) -> ApiKey:
     row = await conn.fetchrow(
         f"""UPDATE api_keys SET revoked_at = $3
             WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL RETURNING {_KEY_COLS}""",
@@ -167,7 +165,7 @@ async def revoke_api_key(
     return _key(row)
 
 
-async def touch_api_key(conn: asyncpg.Connection, key_id: str, now: datetime) -> None:
+async def touch_api_key(conn: Conn, key_id: str, now: datetime) -> None:
     # At most once a minute: a hot key must not turn every request into a write.
     await conn.execute(
         """UPDATE api_keys SET last_used_at = $2

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from telephony.domain.errors import Unavailable
+
+# What repository functions take as `conn`: the proxy that `pool.acquire()` yields, or a
+# bare connection (`asyncpg.connect`, a pool's init hook). asyncpg's proxy forwards every
+# method but is no subclass of Connection, so the type says both.
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
+from storage.db import Conn
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,7 @@ class Stored:
     body: bytes | None
 
 
-async def claim(
-    conn: asyncpg.Connection, scope: str, key: str, request_hash: bytes, now: datetime
-) -> bool:
+async def claim(conn: Conn, scope: str, key: str, request_hash: bytes, now: datetime) -> bool:
     """True when this request is the first with the key (and must run)."""
     inserted = await conn.fetchval(
         """INSERT INTO idempotency_keys (scope, key, request_hash, created_at)
@@ -31,7 +29,7 @@ async def claim(
     return bool(inserted)
 
 
-async def find(conn: asyncpg.Connection, scope: str, key: str) -> Stored | None:
+async def find(conn: Conn, scope: str, key: str) -> Stored | None:
     row = await conn.fetchrow(
         """SELECT request_hash, status, content_type, body FROM idempotency_keys
            WHERE scope = $1 AND key = $2""",
@@ -44,7 +42,7 @@ async def find(conn: asyncpg.Connection, scope: str, key: str) -> Stored | None:
 
 
 async def complete(
-    conn: asyncpg.Connection, scope: str, key: str, status: int, content_type: str, body: bytes
+    conn: Conn, scope: str, key: str, status: int, content_type: str, body: bytes
 ) -> None:
     await conn.execute(
         """UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5
@@ -57,11 +55,11 @@ async def complete(
     )
 
 
-async def release(conn: asyncpg.Connection, scope: str, key: str) -> None:
+async def release(conn: Conn, scope: str, key: str) -> None:
     """Forget a key whose request failed on our side, so a retry runs again."""
     await conn.execute("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key)
 
 
-async def purge_older_than(conn: asyncpg.Connection, cutoff: datetime) -> int:
+async def purge_older_than(conn: Conn, cutoff: datetime) -> int:
     status = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1", cutoff)
     return int(status.split()[-1])

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
+from storage.db import Conn
 
 
-async def claim(
-    conn: asyncpg.Connection, call_id: str, node_id: str, dialect: str, now: datetime
-) -> bool:
+async def claim(conn: Conn, call_id: str, node_id: str, dialect: str, now: datetime) -> bool:
     """Register a socket as the call's stream; False when one is live already."""
     claimed = await conn.fetchval(
         """INSERT INTO media_streams (call_id, node_id, dialect, connected_at)
@@ -26,16 +24,16 @@ async def claim(
     return bool(claimed)
 
 
-async def release(conn: asyncpg.Connection, call_id: str, node_id: str) -> None:
+async def release(conn: Conn, call_id: str, node_id: str) -> None:
     await conn.execute(
         "DELETE FROM media_streams WHERE call_id = $1 AND node_id = $2", call_id, node_id
     )
 
 
-async def release_all(conn: asyncpg.Connection, node_id: str) -> None:
+async def release_all(conn: Conn, node_id: str) -> None:
     """A node's streams after its process died: none of them is live any more."""
     await conn.execute("DELETE FROM media_streams WHERE node_id = $1", node_id)
 
 
-async def is_live(conn: asyncpg.Connection, call_id: str) -> bool:
+async def is_live(conn: Conn, call_id: str) -> bool:
     return bool(await conn.fetchval("SELECT true FROM media_streams WHERE call_id = $1", call_id))

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
+from storage.db import Conn
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x7E1E_C0DE  # arbitrary, fixed: names "the schema lock" for every node
@@ -38,7 +38,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-async def apply_pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def apply_pending(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply what is missing; return the names applied (empty when up to date)."""
     migrations = discover(directory)
     applied_now: list[str] = []

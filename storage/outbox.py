@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
+from storage.db import Conn
 
 _COLS = (
     "id, created_at, event, payload, attempts, next_attempt_at, delivered_at, given_up_at,"
@@ -37,9 +37,7 @@ class StaffNotification:
     last_error: str | None
 
 
-async def enqueue(
-    conn: asyncpg.Connection, event: str, payload: dict[str, Any], now: datetime
-) -> int:
+async def enqueue(conn: Conn, event: str, payload: dict[str, Any], now: datetime) -> int:
     note_id = await conn.fetchval(
         """INSERT INTO staff_notifications (created_at, event, payload, next_attempt_at)
            VALUES ($1, $2, $3, $1) RETURNING id""",
@@ -53,7 +51,7 @@ async def enqueue(
 
 
 async def claim_due(
-    conn: asyncpg.Connection, now: datetime, lease_until: datetime, *, limit: int
+    conn: Conn, now: datetime, lease_until: datetime, *, limit: int
 ) -> list[StaffNotification]:
     """Lease up to `limit` due rows, oldest first; other workers skip them."""
     rows = await conn.fetch(
@@ -71,7 +69,7 @@ async def claim_due(
 
 
 async def mark_delivered(
-    conn: asyncpg.Connection, note: StaffNotification | int, now: datetime
+    conn: Conn, note: StaffNotification | int, now: datetime
 ) -> StaffNotification | None:
     """Record the successful attempt of `note` as claimed; None if it moved on meanwhile.
 
@@ -92,7 +90,7 @@ async def mark_delivered(
 
 
 async def mark_failed(
-    conn: asyncpg.Connection,
+    conn: Conn,
     note: StaffNotification | int,
     *,
     error: str,
@@ -122,12 +120,12 @@ async def mark_failed(
     return StaffNotification(**row) if row else None
 
 
-async def list_all(conn: asyncpg.Connection) -> list[StaffNotification]:
+async def list_all(conn: Conn) -> list[StaffNotification]:
     rows = await conn.fetch(f"SELECT {_COLS} FROM staff_notifications ORDER BY id")
     return [StaffNotification(**r) for r in rows]
 
 
-async def count_pending(conn: asyncpg.Connection) -> int:
+async def count_pending(conn: Conn) -> int:
     """Notifications neither delivered nor given up (the outbox_pending gauge)."""
     return int(
         await conn.fetchval(

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.db import Conn
 from telephony.domain.errors import NotFound
 from telephony.domain.privacy import OPEN, RequestKind, RequestStatus
 from telephony.domain.roles import CustomerRole
@@ -49,7 +50,7 @@ def _request(row: asyncpg.Record) -> PrivacyRequest:
 
 
 async def insert_request(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     account_id: str,
@@ -71,11 +72,12 @@ async def insert_request(
         received_at,
         due_at,
     )
+    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
     return _request(row)
 
 
 async def get_request(
-    conn: asyncpg.Connection,
+    conn: Conn,
     request_id: str,
     *,
     account_id: str | None,
@@ -98,7 +100,7 @@ async def get_request(
 
 
 async def list_requests(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account_id: str,
     *,
     user_id: str | None,
@@ -121,7 +123,7 @@ async def list_requests(
 
 
 async def list_open(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     due_before: datetime | None,
     after: tuple[datetime, str] | None,
@@ -143,7 +145,7 @@ async def list_open(
 
 
 async def set_status(
-    conn: asyncpg.Connection,
+    conn: Conn,
     request_id: str,
     *,
     status: RequestStatus,
@@ -176,7 +178,7 @@ class Subject:
     email: str
 
 
-async def lock_user(conn: asyncpg.Connection, user_id: str, account_id: str) -> Subject | None:
+async def lock_user(conn: Conn, user_id: str, account_id: str) -> Subject | None:
     """The account's user, row-locked so a concurrent role change waits; None when gone."""
     row = await conn.fetchrow(
         "SELECT id, role, email FROM users WHERE id = $1 AND account_id = $2 FOR UPDATE",
@@ -190,7 +192,7 @@ def _count(status: str) -> int:
     return int(status.split()[-1])
 
 
-async def scrub_security_log(conn: asyncpg.Connection, user_id: str, email: str | None) -> int:
+async def scrub_security_log(conn: Conn, user_id: str, email: str | None) -> int:
     """Keep the fact of each attempt (S2: time and an opaque user id), drop who and where."""
     status = await conn.execute(
         """UPDATE security_log SET email = NULL, source_address = NULL, user_agent = NULL
@@ -201,7 +203,7 @@ async def scrub_security_log(conn: asyncpg.Connection, user_id: str, email: str 
     return _count(status)
 
 
-async def scrub_access_log(conn: asyncpg.Connection, principal_id: str) -> int:
+async def scrub_access_log(conn: Conn, principal_id: str) -> int:
     status = await conn.execute(
         """UPDATE access_log SET source_address = NULL, user_agent = NULL
            WHERE principal_id = $1 AND (source_address IS NOT NULL OR user_agent IS NOT NULL)""",
@@ -210,16 +212,14 @@ async def scrub_access_log(conn: asyncpg.Connection, principal_id: str) -> int:
     return _count(status)
 
 
-async def delete_api_keys_created_by(
-    conn: asyncpg.Connection, account_id: str, user_id: str
-) -> int:
+async def delete_api_keys_created_by(conn: Conn, account_id: str, user_id: str) -> int:
     status = await conn.execute(
         "DELETE FROM api_keys WHERE account_id = $1 AND created_by = $2", account_id, user_id
     )
     return _count(status)
 
 
-async def delete_stored_replies(conn: asyncpg.Connection, user_id: str, email: str | None) -> int:
+async def delete_stored_replies(conn: Conn, user_id: str, email: str | None) -> int:
     """Idempotency replies kept for 24 hours: the user's own, and any that show their e-mail."""
     needle = json.dumps(email)[1:-1].encode() if email else None  # as json_response wrote it
     status = await conn.execute(
@@ -231,7 +231,7 @@ async def delete_stored_replies(conn: asyncpg.Connection, user_id: str, email: s
     return _count(status)
 
 
-async def clear_request_details(conn: asyncpg.Connection, user_id: str) -> int:
+async def clear_request_details(conn: Conn, user_id: str) -> int:
     """The free text of the user's requests goes; kind, status and dates stay as evidence (D3)."""
     status = await conn.execute(
         "UPDATE privacy_requests SET details = '' WHERE user_id = $1 AND details <> ''", user_id

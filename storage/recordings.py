@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from storage.db import Conn
 from telephony.domain.actors import Actor, ActorKind
 from telephony.domain.errors import NotFound
 from telephony.domain.recordings import (
@@ -81,7 +82,7 @@ def _recording(row: asyncpg.Record, segments: list[Segment]) -> Recording:
 
 
 async def insert(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     id: str,
     call_id: str,
@@ -112,7 +113,7 @@ async def insert(
     await open_segment(conn, id, now)
 
 
-async def open_segment(conn: asyncpg.Connection, recording_id: str, now: datetime) -> None:
+async def open_segment(conn: Conn, recording_id: str, now: datetime) -> None:
     await conn.execute(
         "INSERT INTO recording_segments (recording_id, started_at) VALUES ($1, $2)",
         recording_id,
@@ -120,9 +121,7 @@ async def open_segment(conn: asyncpg.Connection, recording_id: str, now: datetim
     )
 
 
-async def close_segment(
-    conn: asyncpg.Connection, recording_id: str, now: datetime, ended_by: EndReason
-) -> None:
+async def close_segment(conn: Conn, recording_id: str, now: datetime, ended_by: EndReason) -> None:
     await conn.execute(
         """UPDATE recording_segments SET ended_at = $2, ended_by = $3
            WHERE recording_id = $1 AND ended_at IS NULL""",
@@ -133,7 +132,7 @@ async def close_segment(
 
 
 async def set_state(
-    conn: asyncpg.Connection,
+    conn: Conn,
     recording_id: str,
     *,
     status: RecordingStatus,
@@ -153,9 +152,7 @@ async def set_state(
     )
 
 
-async def _with_segments(
-    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
-) -> list[Recording]:
+async def _with_segments(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[Recording]:
     if not rows:
         return []
     segs = await conn.fetch(
@@ -170,7 +167,7 @@ async def _with_segments(
 
 
 async def get(
-    conn: asyncpg.Connection, recording_id: str, *, account_id: str | None, lock: bool = False
+    conn: Conn, recording_id: str, *, account_id: str | None, lock: bool = False
 ) -> Recording:
     suffix = " FOR UPDATE" if lock else ""
     row = await conn.fetchrow(
@@ -185,7 +182,7 @@ async def get(
     return (await _with_segments(conn, [row]))[0]
 
 
-async def find_live(conn: asyncpg.Connection, call_id: str) -> Recording | None:
+async def find_live(conn: Conn, call_id: str) -> Recording | None:
     row = await conn.fetchrow(
         f"SELECT {_COLS} FROM recordings WHERE call_id = $1 AND status = ANY($2)",
         call_id,
@@ -194,7 +191,7 @@ async def find_live(conn: asyncpg.Connection, call_id: str) -> Recording | None:
     return (await _with_segments(conn, [row]))[0] if row else None
 
 
-async def list_for_calls(conn: asyncpg.Connection, call_ids: list[str]) -> list[Recording]:
+async def list_for_calls(conn: Conn, call_ids: list[str]) -> list[Recording]:
     rows = await conn.fetch(
         f"""SELECT {_COLS} FROM recordings WHERE call_id = ANY($1) AND status <> 'deleted'
             ORDER BY started_at, id""",
@@ -204,7 +201,7 @@ async def list_for_calls(conn: asyncpg.Connection, call_ids: list[str]) -> list[
 
 
 async def list_for_account(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account_id: str,
     *,
     after: tuple[datetime, str] | None,
@@ -226,14 +223,14 @@ async def list_for_account(
     return await _with_segments(conn, rows)
 
 
-async def not_deleted(conn: asyncpg.Connection, recording_ids: list[str]) -> set[str]:
+async def not_deleted(conn: Conn, recording_ids: list[str]) -> set[str]:
     rows = await conn.fetch(
         "SELECT id FROM recordings WHERE id = ANY($1) AND status <> 'deleted'", recording_ids
     )
     return {r["id"] for r in rows}
 
 
-async def segments_of(conn: asyncpg.Connection, recording_id: str) -> list[Segment]:
+async def segments_of(conn: Conn, recording_id: str) -> list[Segment]:
     rows = await conn.fetch(
         """SELECT started_at, ended_at, ended_by FROM recording_segments
            WHERE recording_id = $1 ORDER BY id""",
@@ -246,7 +243,7 @@ async def segments_of(conn: asyncpg.Connection, recording_id: str) -> list[Segme
 
 
 async def notify_control(
-    conn: asyncpg.Connection, call_id: str, recording_id: str, action: Control, at: datetime
+    conn: Conn, call_id: str, recording_id: str, action: Control, at: datetime
 ) -> None:
     """Tell the node holding the call's media socket; delivered when the transaction commits."""
     payload = json.dumps(
@@ -292,7 +289,7 @@ class Secrets:
     out_samples: int
 
 
-async def writer_state(conn: asyncpg.Connection, recording_id: str) -> Secrets:
+async def writer_state(conn: Conn, recording_id: str) -> Secrets:
     row = await conn.fetchrow(
         """SELECT r.wrapped_key, r.nonce_prefix,
                   coalesce(max(c.idx) + 1, 0) AS next_index,
@@ -314,7 +311,7 @@ async def writer_state(conn: asyncpg.Connection, recording_id: str) -> Secrets:
 
 
 async def attach_to_node(
-    conn: asyncpg.Connection,
+    conn: Conn,
     recording_id: str,
     node_id: str,
     *,
@@ -339,7 +336,7 @@ async def attach_to_node(
     )
 
 
-async def add_gap(conn: asyncpg.Connection, recording_id: str, gap: dict[str, Any]) -> None:
+async def add_gap(conn: Conn, recording_id: str, gap: dict[str, Any]) -> None:
     """Audio lost to overload: `{at_ms, duration_ms, reason}` in the recording's `gaps`."""
     await conn.execute(
         "UPDATE recordings SET gaps = gaps || $2::jsonb WHERE id = $1",
@@ -348,7 +345,7 @@ async def add_gap(conn: asyncpg.Connection, recording_id: str, gap: dict[str, An
     )
 
 
-async def complete_if_stopped(conn: asyncpg.Connection, recording_id: str) -> bool:
+async def complete_if_stopped(conn: Conn, recording_id: str) -> bool:
     status = await conn.execute(
         "UPDATE recordings SET status = 'completed' WHERE id = $1 AND status = 'stopped'",
         recording_id,
@@ -363,7 +360,7 @@ class Interrupted:
     account_id: str
 
 
-async def interrupt_held_by(conn: asyncpg.Connection, node_id: str) -> list[Interrupted]:
+async def interrupt_held_by(conn: Conn, node_id: str) -> list[Interrupted]:
     """Recordings a node held when its process died: `interrupted`, their chunks kept."""
     rows = await conn.fetch(
         """UPDATE recordings
@@ -388,7 +385,7 @@ class StoredFormat:
     tracks: tuple[Track, ...]
 
 
-async def stored_format(conn: asyncpg.Connection, recording_id: str) -> StoredFormat:
+async def stored_format(conn: Conn, recording_id: str) -> StoredFormat:
     row = await conn.fetchrow(
         """SELECT encoding, sample_rate_hz, track_names, track_sides FROM recordings
            WHERE id = $1""",
@@ -412,7 +409,7 @@ class DeletionTarget:
 
 
 async def find_for_deletion(
-    conn: asyncpg.Connection, recording_id: str, account_id: str | None
+    conn: Conn, recording_id: str, account_id: str | None
 ) -> DeletionTarget | None:
     """The recording, deleted ones included (DELETE is idempotent), locked."""
     row = await conn.fetchrow(
@@ -428,7 +425,7 @@ async def find_for_deletion(
     )
 
 
-async def shred(conn: asyncpg.Connection, recording_id: str, now: datetime) -> None:
+async def shred(conn: Conn, recording_id: str, now: datetime) -> None:
     """Destroy the wrapped data key: from this commit on the audio is unreadable everywhere.
 
     The chunk rows go too (they map blobs that are about to go); the blobs
@@ -444,7 +441,7 @@ async def shred(conn: asyncpg.Connection, recording_id: str, now: datetime) -> N
     await conn.execute("DELETE FROM recording_chunks WHERE recording_id = $1", recording_id)
 
 
-async def blobs_pending_deletion(conn: asyncpg.Connection, limit: int) -> list[str]:
+async def blobs_pending_deletion(conn: Conn, limit: int) -> list[str]:
     rows = await conn.fetch(
         """SELECT id FROM recordings WHERE status = 'deleted' AND blobs_deleted_at IS NULL
            ORDER BY deleted_at LIMIT $1""",
@@ -453,13 +450,13 @@ async def blobs_pending_deletion(conn: asyncpg.Connection, limit: int) -> list[s
     return [r["id"] for r in rows]
 
 
-async def mark_blobs_deleted(conn: asyncpg.Connection, recording_id: str, now: datetime) -> None:
+async def mark_blobs_deleted(conn: Conn, recording_id: str, now: datetime) -> None:
     await conn.execute(
         "UPDATE recordings SET blobs_deleted_at = $2 WHERE id = $1", recording_id, now
     )
 
 
-async def due_for_deletion(conn: asyncpg.Connection, now: datetime, limit: int) -> list[str]:
+async def due_for_deletion(conn: Conn, now: datetime, limit: int) -> list[str]:
     """Finished recordings past their account's retention, or of a terminated account whose
     grace period is over (termination ended the live ones)."""
     rows = await conn.fetch(

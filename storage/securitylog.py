@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
+from storage.db import Conn
 
 _COLS = "id, at, event, outcome, user_id, email, source_address, user_agent, details"
 
@@ -39,7 +39,7 @@ class AccessEntry:
 
 
 async def record(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     event: str,
     outcome: str,
@@ -66,7 +66,7 @@ async def record(
 
 
 async def count_recent_failures(
-    conn: asyncpg.Connection, *, email: str, source_address: str | None, since: datetime
+    conn: Conn, *, email: str, source_address: str | None, since: datetime
 ) -> tuple[int, int]:
     """Failed logins since `since`, per e-mail and per source address (throttling, S2)."""
     row = await conn.fetchrow(
@@ -79,11 +79,12 @@ async def count_recent_failures(
         source_address,
         since,
     )
+    assert row is not None  # a SELECT of two aggregates always returns one row
     return int(row["by_email"]), int(row["by_address"])
 
 
 async def list_events(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     email: str | None = None,
     user_id: str | None = None,
@@ -105,7 +106,7 @@ async def list_events(
     return [SecurityEvent(**r) for r in rows]
 
 
-async def write_access_entries(conn: asyncpg.Connection, entries: Sequence[AccessEntry]) -> None:
+async def write_access_entries(conn: Conn, entries: Sequence[AccessEntry]) -> None:
     await conn.copy_records_to_table(
         "access_log",
         records=[
@@ -143,7 +144,7 @@ class PurgeResult:
     staff_notifications: int
 
 
-async def purge_older_than(conn: asyncpg.Connection, cutoff: datetime) -> PurgeResult:
+async def purge_older_than(conn: Conn, cutoff: datetime) -> PurgeResult:
     """Delete log rows older than `cutoff` (S3). Undelivered notifications are kept."""
 
     def _count(status: str) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
+from storage.db import Conn
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class RecordingRecord:
     size_bytes: int
 
 
-async def sessions_of(conn: asyncpg.Connection, user_id: str, limit: int) -> list[SessionRecord]:
+async def sessions_of(conn: Conn, user_id: str, limit: int) -> list[SessionRecord]:
     rows = await conn.fetch(
         """SELECT id, created_at, expires_at, revoked_at, source_address, user_agent
            FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2""",
@@ -117,7 +117,7 @@ async def sessions_of(conn: asyncpg.Connection, user_id: str, limit: int) -> lis
 
 
 async def api_keys_created_by(
-    conn: asyncpg.Connection, account_id: str, user_id: str, limit: int
+    conn: Conn, account_id: str, user_id: str, limit: int
 ) -> list[ApiKeyRecord]:
     rows = await conn.fetch(
         """SELECT id, name, scopes, created_at, last_used_at, revoked_at FROM api_keys
@@ -129,9 +129,7 @@ async def api_keys_created_by(
     return [ApiKeyRecord(**r) for r in rows]
 
 
-async def security_log_of(
-    conn: asyncpg.Connection, user_id: str, email: str, limit: int
-) -> list[LoginRecord]:
+async def security_log_of(conn: Conn, user_id: str, email: str, limit: int) -> list[LoginRecord]:
     """Login attempts and logouts naming the user by id or by their current e-mail (S2)."""
     rows = await conn.fetch(
         """SELECT at, event, outcome, email, source_address, user_agent FROM security_log
@@ -143,9 +141,7 @@ async def security_log_of(
     return [LoginRecord(**r) for r in rows]
 
 
-async def access_log_of(
-    conn: asyncpg.Connection, principal_id: str, limit: int
-) -> list[AccessRecord]:
+async def access_log_of(conn: Conn, principal_id: str, limit: int) -> list[AccessRecord]:
     rows = await conn.fetch(
         """SELECT at, method, route, status, source_address, user_agent FROM access_log
            WHERE principal_id = $1 ORDER BY at DESC, id DESC LIMIT $2""",
@@ -155,9 +151,7 @@ async def access_log_of(
     return [AccessRecord(**r) for r in rows]
 
 
-async def audit_of(
-    conn: asyncpg.Connection, account_id: str, user_id: str, limit: int
-) -> list[AuditRecord]:
+async def audit_of(conn: Conn, account_id: str, user_id: str, limit: int) -> list[AuditRecord]:
     """Audit events the user acted in, or that are about the user."""
     rows = await conn.fetch(
         """SELECT seq, at, action, actor, subject, details FROM audit_events
@@ -172,7 +166,7 @@ async def audit_of(
 
 
 async def calls_of(
-    conn: asyncpg.Connection, account_id: str, created_by: str | None, limit: int
+    conn: Conn, account_id: str, created_by: str | None, limit: int
 ) -> list[CallRecord]:
     """The account's calls; with `created_by`, only those that principal started."""
     rows = await conn.fetch(
@@ -187,7 +181,7 @@ async def calls_of(
 
 
 async def counterparts_of(
-    conn: asyncpg.Connection, account_id: str, created_by: str | None, limit: int
+    conn: Conn, account_id: str, created_by: str | None, limit: int
 ) -> list[CounterpartRecord]:
     rows = await conn.fetch(
         """SELECT p.id, p.call_id, p.label, p.number, p.added_at
@@ -202,7 +196,7 @@ async def counterparts_of(
 
 
 async def consents_recorded_by(
-    conn: asyncpg.Connection, account_id: str, recorded_by_id: str, limit: int
+    conn: Conn, account_id: str, recorded_by_id: str, limit: int
 ) -> list[ConsentRecord]:
     rows = await conn.fetch(
         """SELECT e.id, e.call_id, e.counterpart_id, e.decision, e.method, e.evidence,
@@ -217,7 +211,7 @@ async def consents_recorded_by(
 
 
 async def recordings_of(
-    conn: asyncpg.Connection, account_id: str, started_by: str | None, limit: int
+    conn: Conn, account_id: str, started_by: str | None, limit: int
 ) -> list[RecordingRecord]:
     """Recording metadata (never audio, never keys); `started_by` narrows to one principal."""
     rows = await conn.fetch(

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
+from storage.db import Conn
 from telephony.domain.errors import NotFound
 
 
@@ -22,7 +21,7 @@ _COLS = "id AS account_id, terminated_at, recordings_purge_after, personal_data_
 
 
 async def terminate(
-    conn: asyncpg.Connection, account_id: str, now: datetime, purge_after: datetime
+    conn: Conn, account_id: str, now: datetime, purge_after: datetime
 ) -> tuple[Termination, bool]:
     """(the termination, whether this call made it). A second call changes nothing."""
     row = await conn.fetchrow(
@@ -40,7 +39,7 @@ async def terminate(
     return Termination(**row), False
 
 
-async def revoke_api_keys(conn: asyncpg.Connection, account_id: str, now: datetime) -> int:
+async def revoke_api_keys(conn: Conn, account_id: str, now: datetime) -> int:
     status = await conn.execute(
         "UPDATE api_keys SET revoked_at = $2 WHERE account_id = $1 AND revoked_at IS NULL",
         account_id,
@@ -49,11 +48,11 @@ async def revoke_api_keys(conn: asyncpg.Connection, account_id: str, now: dateti
     return int(status.split()[-1])
 
 
-async def mark_exported(conn: asyncpg.Connection, account_id: str, now: datetime) -> None:
+async def mark_exported(conn: Conn, account_id: str, now: datetime) -> None:
     await conn.execute("UPDATE accounts SET exported_at = $2 WHERE id = $1", account_id, now)
 
 
-async def due_for_removal(conn: asyncpg.Connection, cutoff: datetime, limit: int) -> list[str]:
+async def due_for_removal(conn: Conn, cutoff: datetime, limit: int) -> list[str]:
     """Accounts terminated before `cutoff` whose personal data is still held (D4)."""
     rows = await conn.fetch(
         """SELECT id FROM accounts
@@ -65,7 +64,7 @@ async def due_for_removal(conn: asyncpg.Connection, cutoff: datetime, limit: int
     return [r["id"] for r in rows]
 
 
-async def remove_personal_data(conn: asyncpg.Connection, account_id: str, now: datetime) -> None:
+async def remove_personal_data(conn: Conn, account_id: str, now: datetime) -> None:
     """D4: the account's personal data goes, its key with it; opaque ids and the audit chain
     stay. Runs in the caller's transaction, which it marks as an erasure so the
     append-only consent table lets its rows go with their calls."""

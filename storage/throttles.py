@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import asyncpg
+from storage.db import Conn
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,7 @@ class Taken:
     window_ends_at: datetime
 
 
-async def take(
-    conn: asyncpg.Connection, keys: Sequence[str], *, window_s: int, now: datetime
-) -> list[Taken]:
+async def take(conn: Conn, keys: Sequence[str], *, window_s: int, now: datetime) -> list[Taken]:
     rows = await conn.fetch(
         """INSERT INTO throttles AS t (key, window_started_at, count)
            SELECT k, $2::timestamptz, 1 FROM unnest($1::text[]) AS k
@@ -46,7 +44,7 @@ async def take(
     ]
 
 
-async def give_back(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+async def give_back(conn: Conn, keys: Sequence[str]) -> None:
     """An attempt that succeeded uses up no budget: only failures count."""
     await conn.execute(
         "UPDATE throttles SET count = greatest(count - 1, 0) WHERE key = ANY($1::text[])",
@@ -54,12 +52,12 @@ async def give_back(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
     )
 
 
-async def purge_older_than(conn: asyncpg.Connection, cutoff: datetime) -> int:
+async def purge_older_than(conn: Conn, cutoff: datetime) -> int:
     status = await conn.execute("DELETE FROM throttles WHERE window_started_at < $1", cutoff)
     return int(status.split()[-1])
 
 
-async def forget_email(conn: asyncpg.Connection, email: str) -> int:
+async def forget_email(conn: Conn, email: str) -> int:
     """Erasure (D2): the e-mail's sign-in budget names the person."""
     status = await conn.execute(
         "DELETE FROM throttles WHERE key = $1", f"login-email:{email.lower()}"

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
+from storage.db import Conn
 from storage.ids import new_id
 from telephony.domain.errors import NotFound
 
@@ -74,7 +73,7 @@ NO_URL = "no webhook_url configured"
 
 
 async def enqueue(
-    conn: asyncpg.Connection, account_id: str, type: str, data: dict[str, Any], now: datetime
+    conn: Conn, account_id: str, type: str, data: dict[str, Any], now: datetime
 ) -> str:
     """Write the event in the caller's transaction: it exists exactly when the change does.
 
@@ -103,7 +102,7 @@ async def enqueue(
     return event_id
 
 
-async def list_types(conn: asyncpg.Connection, account_id: str) -> list[str]:
+async def list_types(conn: Conn, account_id: str) -> list[str]:
     rows = await conn.fetch(
         "SELECT type FROM webhook_events WHERE account_id = $1 ORDER BY seq", account_id
     )
@@ -114,7 +113,7 @@ async def list_types(conn: asyncpg.Connection, account_id: str) -> list[str]:
 
 
 async def claim_heads(
-    conn: asyncpg.Connection,
+    conn: Conn,
     now: datetime,
     lease_until: datetime,
     *,
@@ -151,7 +150,7 @@ async def claim_heads(
     return [WebhookEvent(**r) for r in rows]
 
 
-async def find_endpoint(conn: asyncpg.Connection, account_id: str) -> Endpoint:
+async def find_endpoint(conn: Conn, account_id: str) -> Endpoint:
     row = await conn.fetchrow(
         """SELECT a.webhook_url, s.wrapped_secret FROM accounts a
            LEFT JOIN webhook_secrets s ON s.account_id = a.id WHERE a.id = $1""",
@@ -163,9 +162,7 @@ async def find_endpoint(conn: asyncpg.Connection, account_id: str) -> Endpoint:
     return Endpoint(row["webhook_url"], bytes(wrapped) if wrapped is not None else None)
 
 
-async def mark_delivered(
-    conn: asyncpg.Connection, event: WebhookEvent, now: datetime
-) -> WebhookEvent | None:
+async def mark_delivered(conn: Conn, event: WebhookEvent, now: datetime) -> WebhookEvent | None:
     """Record the successful attempt of `event` as claimed; None if the row moved on meanwhile."""
     row = await conn.fetchrow(
         f"""UPDATE webhook_events SET delivered_at = $3, attempts = attempts + 1, last_error = NULL
@@ -178,7 +175,7 @@ async def mark_delivered(
 
 
 async def mark_failed(
-    conn: asyncpg.Connection,
+    conn: Conn,
     event: WebhookEvent,
     *,
     error: str,
@@ -202,7 +199,7 @@ async def mark_failed(
 
 
 async def mark_skipped(
-    conn: asyncpg.Connection, event: WebhookEvent, *, reason: str, now: datetime
+    conn: Conn, event: WebhookEvent, *, reason: str, now: datetime
 ) -> WebhookEvent | None:
     """Close an event nobody can receive, without an attempt (no webhook_url)."""
     row = await conn.fetchrow(
@@ -219,9 +216,7 @@ async def mark_skipped(
 # -- the signing secret ----------------------------------------------------------------
 
 
-async def put_secret(
-    conn: asyncpg.Connection, account_id: str, wrapped_secret: bytes, now: datetime
-) -> bool:
+async def put_secret(conn: Conn, account_id: str, wrapped_secret: bytes, now: datetime) -> bool:
     """Store the account's wrapped secret, replacing any; True when it replaced one."""
     rotated = await conn.fetchval(
         """INSERT INTO webhook_secrets (account_id, wrapped_secret, created_at)
@@ -240,7 +235,7 @@ async def put_secret(
 
 
 async def list_events(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account_id: str,
     *,
     status: str | None,
@@ -262,7 +257,7 @@ async def list_events(
     return [WebhookEvent(**r) for r in rows]
 
 
-async def get_event(conn: asyncpg.Connection, account_id: str, event_id: str) -> WebhookEvent:
+async def get_event(conn: Conn, account_id: str, event_id: str) -> WebhookEvent:
     """The account's event; another account's id is NotFound exactly like a missing one."""
     row = await conn.fetchrow(
         f"SELECT {_COLS} FROM webhook_events WHERE id = $1 AND account_id = $2",

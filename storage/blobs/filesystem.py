@@ -10,6 +10,7 @@ export, a password hash) can hold a blob call up.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import os
 import secrets
@@ -137,7 +138,8 @@ class FilesystemBlobStore:
     async def list(self, prefix: str) -> list[BlobInfo]:
         return await self.run(self._list, self._path(prefix))
 
-    def _list(self, base: Path) -> list[BlobInfo]:
+    # `list` in this class body is the method above; the return type is the builtin.
+    def _list(self, base: Path) -> builtins.list[BlobInfo]:
         if base.is_file():
             return [BlobInfo(base.relative_to(self.root).as_posix(), base.stat().st_size)]
         if not base.is_dir():

@@ -50,7 +50,7 @@ def _load_syncfs() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
     function.argtypes, function.restype = [ctypes.c_int], ctypes.c_int
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 _SYNCFS = _load_syncfs()

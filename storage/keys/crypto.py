@@ -232,4 +232,4 @@ class ChunkCipher:
 def record_length(header: bytes) -> int:
     """Total length of the record whose first CHUNK_HEADER.size bytes are `header`."""
     _, _, _, length = CHUNK_HEADER.unpack(header)
-    return CHUNK_HEADER.size + length
+    return CHUNK_HEADER.size + int(length)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
+from storage.db import Conn
 from storage.keys.crypto import KEY_BYTES, key_id, new_key, unwrap_key, wrap_key
 from telephony.domain.errors import IntegrityFailure
 
@@ -81,9 +82,7 @@ class MasterKeys:
         return f"MasterKeys(current_id={self.current_id!r}, previous={len(self.previous)})"
 
 
-async def account_key(
-    conn: asyncpg.Connection, master: MasterKeys, account_id: str, now: datetime
-) -> bytes:
+async def account_key(conn: Conn, master: MasterKeys, account_id: str, now: datetime) -> bytes:
     """The account's key-encryption key, created on first use."""
     row = await conn.fetchrow(
         "SELECT wrapped_key, master_key_id FROM account_keys WHERE account_id = $1", account_id
@@ -104,6 +103,9 @@ async def account_key(
             "SELECT wrapped_key, master_key_id FROM account_keys WHERE account_id = $1",
             account_id,
         )
+        # The insert conflicted: another transaction committed the row, and this
+        # statement's snapshot (READ COMMITTED) sees it.
+        assert row is not None
     return unwrap_key(master.by_id(row["master_key_id"]), bytes(row["wrapped_key"]), account_id)
 
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-import asyncpg
-
+from storage.db import Conn
 from storage.keys import hierarchy
 from storage.keys.crypto import (
     derive_key,
@@ -38,14 +37,14 @@ class NewRecordingKey:
 
 class KeyProvider(Protocol):
     async def new_recording_key(
-        self, conn: asyncpg.Connection, account_id: str, recording_id: str, now: datetime
+        self, conn: Conn, account_id: str, recording_id: str, now: datetime
     ) -> NewRecordingKey:
         """Made when the recording starts (R1)."""
         ...
 
     async def recording_key(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         account_id: str,
         recording_id: str,
         wrapped: bytes | None,
@@ -55,13 +54,13 @@ class KeyProvider(Protocol):
         ...
 
     async def wrap_secret(
-        self, conn: asyncpg.Connection, account_id: str, owner: str, secret: bytes, now: datetime
+        self, conn: Conn, account_id: str, owner: str, secret: bytes, now: datetime
     ) -> bytes:
         """An account's secret (a webhook signing secret) at rest, bound to `owner`."""
         ...
 
     async def unwrap_secret(
-        self, conn: asyncpg.Connection, account_id: str, owner: str, wrapped: bytes, now: datetime
+        self, conn: Conn, account_id: str, owner: str, wrapped: bytes, now: datetime
     ) -> bytes: ...
 
     def seal_record(self, purpose: str, plaintext: bytes, context: str) -> bytes:
@@ -82,11 +81,11 @@ class ServiceKeys:
     def __repr__(self) -> str:
         return f"ServiceKeys({self.master!r})"
 
-    async def _kek(self, conn: asyncpg.Connection, account_id: str, now: datetime) -> bytes:
+    async def _kek(self, conn: Conn, account_id: str, now: datetime) -> bytes:
         return await hierarchy.account_key(conn, self.master, account_id, now)
 
     async def new_recording_key(
-        self, conn: asyncpg.Connection, account_id: str, recording_id: str, now: datetime
+        self, conn: Conn, account_id: str, recording_id: str, now: datetime
     ) -> NewRecordingKey:
         key = new_key()
         wrapped = wrap_key(await self._kek(conn, account_id, now), key, recording_id)
@@ -94,7 +93,7 @@ class ServiceKeys:
 
     async def recording_key(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         account_id: str,
         recording_id: str,
         wrapped: bytes | None,
@@ -105,12 +104,12 @@ class ServiceKeys:
         return unwrap_key(await self._kek(conn, account_id, now), wrapped, recording_id)
 
     async def wrap_secret(
-        self, conn: asyncpg.Connection, account_id: str, owner: str, secret: bytes, now: datetime
+        self, conn: Conn, account_id: str, owner: str, secret: bytes, now: datetime
     ) -> bytes:
         return wrap_key(await self._kek(conn, account_id, now), secret, owner)
 
     async def unwrap_secret(
-        self, conn: asyncpg.Connection, account_id: str, owner: str, wrapped: bytes, now: datetime
+        self, conn: Conn, account_id: str, owner: str, wrapped: bytes, now: datetime
     ) -> bytes:
         return unwrap_key(await self._kek(conn, account_id, now), wrapped, owner)
 

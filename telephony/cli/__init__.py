@@ -58,7 +58,7 @@ def loop_factory(
     except ImportError:
         log.warning("uvloop is not installed; serving on asyncio's default loop")
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,8 +8,6 @@ import gc
 import logging
 import signal
 
-from aiohttp import web
-
 from storage.db import redact_dsn
 from telephony.cli.common import database, migrate
 from telephony.settings import Settings
@@ -36,8 +34,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
+            await runner.serve_tcp(host, port)
             # Start-up's objects (modules, the app, pydantic's schemas) live for ever: take
             # them out of the collector's view, so each full collection under media load
             # walks only what the traffic made.

@@ -8,14 +8,12 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from pydantic import TypeAdapter, ValidationError
-
 from storage.keys.passwords import PasswordHasher
 from telephony.cli.common import CliError, migrated_pool
+from telephony.domain.formats import PASSWORD_MAX, PASSWORD_MIN, is_email, is_password
 from telephony.domain.roles import StaffRole
 from telephony.settings import Settings
 from telephony.usecases import identity
-from telephony.web.inputs import Email, Password
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -26,17 +24,17 @@ def _read_password(args: argparse.Namespace) -> str:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Repeat password: ") != password:
             raise CliError("the passwords differ")
-    try:
-        return TypeAdapter(Password).validate_python(password)
-    except ValidationError:
-        raise CliError("the password must have 12 to 1024 characters") from None
+    if not is_password(password):
+        raise CliError(
+            f"the password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters, none a control"
+        )
+    return password
 
 
 async def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
-    try:
-        email = TypeAdapter(Email).validate_python(args.email)
-    except ValidationError:
-        raise CliError("not a valid e-mail address") from None
+    email = str(args.email)
+    if not is_email(email):
+        raise CliError("not a valid e-mail address")
     password = _read_password(args)
     hasher = PasswordHasher(settings.argon2)
     try:

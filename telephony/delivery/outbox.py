@@ -110,7 +110,7 @@ class Outbox(Generic[Item]):
         lapses, which tries it again later.
         """
         delivered, item, channel = 0, head, self.channel
-        clock = (lambda: fixed_now) if fixed_now is not None else _real_now
+        clock: Callable[[], datetime] = (lambda: fixed_now) if fixed_now is not None else _real_now
         try:
             for tried in range(1, channel.drain_limit + 1):
                 attempt = await channel.attempt(item, clock())

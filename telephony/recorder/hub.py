@@ -104,8 +104,8 @@ class MediaHub:
         conn = await self.pool.acquire()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
 
-        def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
-            queue.put_nowait(payload)
+        def on_notify(_c: object, _pid: int, _channel: str, payload: object) -> None:
+            queue.put_nowait(str(payload))  # asyncpg passes NOTIFY payloads as str
 
         def on_lost(_c: object) -> None:
             queue.put_nowait(None)

@@ -25,6 +25,7 @@ from storage import chunks
 from storage.blobs.protocol import BlobStore
 from storage.blobs.spool import Part, Spool
 from storage.chunks import ChunkRow
+from storage.db import Conn
 from telephony.recorder.batching import Batcher
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class ChunkSink:
         return [(row.recording_id, row.index) in kept for row in rows]
 
 
-async def _insert_one(conn: asyncpg.Connection, row: ChunkRow) -> bool | BaseException:
+async def _insert_one(conn: Conn, row: ChunkRow) -> bool | BaseException:
     try:
         return bool(await chunks.insert_inside_window(conn, [row]))
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

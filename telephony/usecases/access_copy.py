@@ -54,7 +54,12 @@ def _resource(
         "count": len(shown),
         "truncated": len(rows) > EXPORT_ROW_LIMIT,
         "personal_data": [
-            _plain(dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r) for r in shown
+            _plain(
+                dataclasses.asdict(r)
+                if dataclasses.is_dataclass(r) and not isinstance(r, type)
+                else r
+            )
+            for r in shown
         ],
     }
 

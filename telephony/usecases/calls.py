@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from storage import accounts, calls, consents, recordings
+from storage.db import Conn
 from storage.ids import new_id, new_token
 from telephony.domain.actors import Actor
 from telephony.domain.calls import Direction
@@ -53,7 +54,7 @@ class NewCall:
     media_token: str  # shown once, in the answer that creates the call
 
 
-async def views(conn: asyncpg.Connection, found: Sequence[calls.Call]) -> list[CallView]:
+async def views(conn: Conn, found: Sequence[calls.Call]) -> list[CallView]:
     """Calls with each counterpart's flag and history and the recordings: three queries."""
     ids = [c.id for c in found]
     parties = await calls.list_counterparts(conn, ids)
@@ -78,7 +79,7 @@ async def views(conn: asyncpg.Connection, found: Sequence[calls.Call]) -> list[C
     return out
 
 
-async def facts(conn: asyncpg.Connection, call: calls.Call) -> CallFacts:
+async def facts(conn: Conn, call: calls.Call) -> CallFacts:
     """What the gate decides on; read under the call's row lock by the caller."""
     view = (await views(conn, [call]))[0]
     account = await accounts.get_account(conn, call.account_id)
@@ -193,9 +194,7 @@ async def end_call(
         return (await views(conn, [call]))[0]
 
 
-async def end_active_calls(
-    conn: asyncpg.Connection, account_id: str, actor: Actor, now: datetime
-) -> int:
+async def end_active_calls(conn: Conn, account_id: str, actor: Actor, now: datetime) -> int:
     """Account termination: every active call ends, its recording completes."""
     active = await calls.lock_active_calls(conn, account_id)
     for call in active:
@@ -203,9 +202,7 @@ async def end_active_calls(
     return len(active)
 
 
-async def _end(
-    conn: asyncpg.Connection, call: calls.Call, actor: Actor, now: datetime
-) -> calls.Call:
+async def _end(conn: Conn, call: calls.Call, actor: Actor, now: datetime) -> calls.Call:
     if not call.active:
         raise CallNotActive("the call has already ended")
     live = await recordings.find_live(conn, call.id)

@@ -23,6 +23,7 @@ import asyncpg
 
 from storage import accounts, audit, calls, consents, recordings, terminations
 from storage.blobs.protocol import BlobStore
+from storage.db import Conn
 from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor
 from telephony.domain.errors import IntegrityFailure
@@ -137,7 +138,7 @@ async def _write_wav(
         await asyncio.to_thread(member.close)
 
 
-async def _all_calls(conn: asyncpg.Connection, account_id: str) -> list[calls.Call]:
+async def _all_calls(conn: Conn, account_id: str) -> list[calls.Call]:
     found: list[calls.Call] = []
     after = None
     while True:
@@ -148,7 +149,7 @@ async def _all_calls(conn: asyncpg.Connection, account_id: str) -> list[calls.Ca
         after = (page[-1].created_at, page[-1].id)
 
 
-async def _all_audit(conn: asyncpg.Connection, account_id: str) -> list[audit.AuditEvent]:
+async def _all_audit(conn: Conn, account_id: str) -> list[audit.AuditEvent]:
     found: list[audit.AuditEvent] = []
     while True:
         page = await audit.list_events(

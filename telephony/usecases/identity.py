@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from storage import accounts, credentials, securitylog, throttles
+from storage.db import Conn
 from storage.ids import new_id, new_token, token_hash
 from storage.keys.passwords import PasswordHasher
 from telephony.domain.actors import Actor, ActorKind
@@ -64,7 +65,7 @@ class Client:
 
 
 async def _security(
-    conn: asyncpg.Connection,
+    conn: Conn,
     client: Client,
     event: str,
     outcome: str,
@@ -278,9 +279,7 @@ def _user_actor(user: accounts.User) -> Actor:
     return Actor(kind, user.id, user.role.value)
 
 
-async def _audit_login(
-    conn: asyncpg.Connection, user: accounts.User, action: str, now: datetime
-) -> None:
+async def _audit_login(conn: Conn, user: accounts.User, action: str, now: datetime) -> None:
     """The sign-in in the account's trail, by opaque user id only.
 
     No source address: audit rows are hash-chained and cannot be changed, so

@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 
 from storage import accounts, privacy, throttles
+from storage.db import Conn
 from storage.ids import new_id
 from telephony.domain.errors import ErasureRequiresTermination
 from telephony.domain.privacy import (
@@ -189,7 +190,7 @@ async def _move(
 
 
 async def _erase_member(
-    conn: asyncpg.Connection,
+    conn: Conn,
     staff: StaffPrincipal,
     request: privacy.PrivacyRequest,
     now: datetime,
@@ -223,7 +224,7 @@ async def _erase_member(
 
 
 async def _restrict(
-    conn: asyncpg.Connection,
+    conn: Conn,
     staff: StaffPrincipal,
     request: privacy.PrivacyRequest,
     now: datetime,

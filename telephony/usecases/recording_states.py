@@ -10,9 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from storage import media_streams, recordings
+from storage.db import Conn
 from telephony.domain.actors import Actor
 from telephony.domain.recordings import Control, EndReason, RecordingStatus
 from telephony.usecases.trail import audited, customer_event
@@ -25,7 +24,7 @@ _CONTROL = {
 
 
 async def announce(
-    conn: asyncpg.Connection,
+    conn: Conn,
     rec: recordings.Recording | tuple[str, str, str],
     actor: Actor,
     action: str,
@@ -44,7 +43,7 @@ async def announce(
 
 
 async def pause(
-    conn: asyncpg.Connection,
+    conn: Conn,
     rec: recordings.Recording,
     actor: Actor,
     reason: EndReason,
@@ -56,7 +55,7 @@ async def pause(
 
 
 async def resume(
-    conn: asyncpg.Connection,
+    conn: Conn,
     rec: recordings.Recording,
     actor: Actor,
     now: datetime,
@@ -68,7 +67,7 @@ async def resume(
 
 
 async def finish(
-    conn: asyncpg.Connection,
+    conn: Conn,
     rec: recordings.Recording,
     actor: Actor,
     reason: EndReason,

@@ -15,9 +15,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from storage import accounts, calls, recordings
+from storage.db import Conn
 from telephony.domain.actors import Actor
 from telephony.domain.recordings import EndReason, RecordingStatus
 from telephony.usecases import recording_states
@@ -25,7 +24,7 @@ from telephony.usecases.trail import notify_admin_change
 
 
 async def set_restricted(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account_id: str,
     restricted: bool,
     actor: Actor,

@@ -9,14 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from storage import audit, outbox, webhooks
+from storage.db import Conn
 from telephony.domain.actors import Actor
 
 
 async def audited(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account_id: str,
     actor: Actor,
     action: str,
@@ -37,14 +36,14 @@ async def audited(
 
 
 async def customer_event(
-    conn: asyncpg.Connection, account_id: str, type: str, now: datetime, **data: Any
+    conn: Conn, account_id: str, type: str, now: datetime, **data: Any
 ) -> None:
     """A webhook event for the customer (API.md "Webhook deliveries")."""
     await webhooks.enqueue(conn, account_id, type, data, now)
 
 
 async def notify_admin_change(
-    conn: asyncpg.Connection,
+    conn: Conn,
     event: str,
     *,
     now: datetime,

@@ -46,7 +46,7 @@ def bearer_token(request: web.Request) -> str:
 
 async def authenticate(request: web.Request) -> Principal:
     """The caller, looked up once per request by the hash of its token."""
-    cached = request.get(PRINCIPAL)
+    cached: Principal | None = request.get(PRINCIPAL)
     if cached is not None:
         return cached
     principal = await identity.authenticate(
@@ -58,7 +58,7 @@ async def authenticate(request: web.Request) -> Principal:
 
 def principal_id(request: web.Request) -> str | None:
     """The caller's id when this request authenticated, for logs; never the token."""
-    principal = request.get(PRINCIPAL)
+    principal: Principal | None = request.get(PRINCIPAL)
     return principal.id if principal else None
 
 

@@ -93,6 +93,10 @@ class ProtectedServer(Server):
 class ServiceRunner(web.AppRunner):
     """aiohttp's AppRunner, serving with ProtectedServer."""
 
+    async def serve_tcp(self, host: str, port: int) -> None:
+        """Listen on `host:port` (after `setup()`); the CLI needs no aiohttp of its own."""
+        await web.TCPSite(self, host, port).start()
+
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = ProtectedServer  # the same object, one method different

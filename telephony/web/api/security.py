@@ -7,12 +7,12 @@ from typing import Any
 from aiohttp import web
 
 from storage import securitylog
+from telephony.domain.formats import EMAIL_PATTERN
 from telephony.domain.roles import StaffRole
 from telephony.usecases import identity
 from telephony.web.appkeys import POOL
 from telephony.web.auth import require_staff
 from telephony.web.inputs import (
-    EMAIL_PATTERN,
     ID_PATTERN,
     SEQUENCE_PAGING,
     Query,

@@ -649,3 +649,41 @@ async def test_a_long_recording_moves_to_the_store_in_parts_and_reads_back_whole
     assert parts[0] == "audio-0000000000000000"
     assert audio == b"".join(frames)  # one stored track: every frame, in order
     assert spooled == []  # everything moved to the store
+
+
+async def test_silence_mode_fills_a_pause_of_a_stream_without_timestamps(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """L16 streams carry no timestamps: the audio received during a pause still moves the
+    stream's clock, so the pause becomes silence of its length (the unit tests' find)."""
+    call = await consented_call(client, owner)
+    ws = await client.ws_connect(
+        f"/v1/media/jambonz?token={call['media']['token']}", protocols=("audio.jambonz.org",)
+    )
+    await ws.send_str(json.dumps({"sampleRate": 8000, "mixType": "mono", "callSid": "c"}))
+    await until(lambda: call["id"] in client.app[HUB].streams)
+    resp = await client.post(
+        f"/v1/calls/{call['id']}/recordings",
+        json={"pause_behavior": "silence"},
+        headers=owner.auth,
+    )
+    rec = await resp.json()
+    await until(lambda: writer_of(client, call["id"]) is not None)
+    voice, marker = b"\x11\x01" * 160, b"\x7f\x7f" * 160  # 20 ms frames of L16
+
+    for _ in range(10):
+        await ws.send_bytes(voice)
+    await asyncio.sleep(0.1)
+    await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
+    await until(lambda: not writer_of(client, call["id"]).recording)
+    for _ in range(25):  # half a second of stream while paused
+        await ws.send_bytes(marker)
+    await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
+    await until(lambda: writer_of(client, call["id"]).recording)
+    for _ in range(10):
+        await ws.send_bytes(voice)
+    await ws.close()
+    await until(lambda: _is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    assert audio == voice * 10 + b"\x00\x00" * 160 * 25 + voice * 10

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from telephony.domain.errors import ErasureRequiresTermination, PrivacyRequestState
@@ -38,7 +38,7 @@ _NEXT: dict[RequestStatus, frozenset[RequestStatus]] = {
 
 def due_at_for(received_at: datetime) -> datetime:
     """D3: the deadline is 30 calendar days after receipt (exactly, in UTC)."""
-    return received_at + timedelta(days=RESPONSE_DAYS)
+    return received_at.astimezone(UTC) + timedelta(days=RESPONSE_DAYS)
 
 
 def check_transition(current: RequestStatus, target: RequestStatus) -> None:

@@ -101,15 +101,29 @@ class Timeline:
             else:
                 self.fill_pause = True
 
-    def snapshot(self) -> tuple[int, int | None, bool]:
-        return self.out_samples, self.shift, self.fill_pause
+    def snapshot(self) -> tuple[int, int | None, bool, int, int]:
+        return (
+            self.out_samples,
+            self.shift,
+            self.fill_pause,
+            self.late_frames,
+            self.discontinuities,
+        )
 
-    def restore(self, snapshot: tuple[int, int | None, bool]) -> None:
+    def restore(self, snapshot: tuple[int, int | None, bool, int, int]) -> None:
         """Undo a placement whose chunk the database refused (nothing of it was stored)."""
-        self.out_samples, self.shift, self.fill_pause = snapshot
+        (
+            self.out_samples,
+            self.shift,
+            self.fill_pause,
+            self.late_frames,
+            self.discontinuities,
+        ) = snapshot
 
     def split_jitter(self, frames: list[Frame]) -> tuple[list[Frame], list[Frame]]:
         """Frames ready to seal, and the newest ones held back for late companions."""
+        if not frames:
+            return [], []
         width = self.sample_bytes
         ends = [f.position + len(f.payload) // width for f in frames]
         horizon = max(ends) - int(JITTER_S * self.sample_rate_hz)
@@ -118,7 +132,10 @@ class Timeline:
         return ready, held
 
     def place(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
-        """Place frames on the recording's timeline; sealed-size pieces (bytes, samples)."""
+        """Place frames (in the order they arrived) on the recording's timeline; sealed-size
+        pieces (bytes, samples)."""
+        if not frames:
+            return []
         width, rate = self.sample_bytes, self.sample_rate_hz
         if self.tracks == 1 and self.shift is not None:
             # The usual case, a few hundred times a second per node: one track, frames in
@@ -132,21 +149,24 @@ class Timeline:
                 self.fill_pause = False
                 self.out_samples += reach - start
                 return pieces(b"".join([f.payload for f in frames]), width)
-        ordered = sorted(frames, key=lambda f: f.position)
-        runs: list[list[Frame]] = [[ordered[0]]]
-        reach = ordered[0].position + len(ordered[0].payload) // width
-        for f in ordered[1:]:
+        # Each frame keeps its place in arrival order: two frames stamped with the same
+        # arrival time (the clock's resolution) still have a first and a second.
+        ordered = sorted(enumerate(frames), key=lambda pair: pair[1].position)
+        runs: list[list[tuple[int, Frame]]] = [[ordered[0]]]
+        reach = ordered[0][1].position + len(ordered[0][1].payload) // width
+        for arrived, f in ordered[1:]:
             if f.position - reach > MAX_GAP_S * rate:
                 runs.append([])
-            runs[-1].append(f)
+            runs[-1].append((arrived, f))
             reach = max(reach, f.position + len(f.payload) // width)
         out = []
         for run in runs:
             out.extend(self._place_run(run))
         return out
 
-    def _place_run(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
+    def _place_run(self, run: list[tuple[int, Frame]]) -> list[tuple[bytes, int]]:
         rate, width = self.sample_rate_hz, self.sample_bytes
+        frames = [f for _, f in run]
         first = frames[0].position
         if self.shift is None:  # first audio, or first after a resume in skip mode
             self.shift = first - self.out_samples
@@ -167,7 +187,7 @@ class Timeline:
         channels = []
         # Where frames overlap (a repeated or backwards timestamp), the first to arrive wins:
         # write in reverse arrival order so earlier frames land last.
-        by_arrival = sorted(frames, key=lambda f: f.arrival, reverse=True)
+        by_arrival = [f for _, f in sorted(run, key=lambda pair: pair[0], reverse=True)]
         for channel in range(self.tracks):
             buf = bytearray(self.silence * count)
             for f in by_arrival:
@@ -196,6 +216,8 @@ def pieces(mixed: bytes, frame_bytes: int) -> list[tuple[bytes, int]]:
 
 def interleave(channels: Sequence[bytes | bytearray], width: int) -> bytes:
     """Channels of equal length, sample by sample: c0 c1 … cN c0 c1 … (any number of them)."""
+    if width not in (1, 2):
+        raise ValueError("samples are 1 byte (G.711) or 2 bytes (L16)")
     if len(channels) == 1:
         return bytes(channels[0])
     dtype = np.uint8 if width == 1 else np.uint16

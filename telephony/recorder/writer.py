@@ -132,10 +132,6 @@ class RecordingWriter:
     def offer(self, audio: Audio, arrival: datetime) -> None:
         """Hand over one frame; dropped at once outside the window or when the queue is full."""
         self.stats.frames_in += 1
-        windows = self.windows
-        if self._closed or not windows or windows[-1].end is not None:
-            self.stats.frames_dropped_window += 1
-            return
         channel = self._channel_of.get(audio.track)
         if channel is None:
             return  # a track the recording does not store
@@ -143,7 +139,14 @@ class RecordingWriter:
             position = audio.timestamp_ms * self._rate // 1000
         else:
             position = self._next_pos[channel]
+        # The stream's clock runs during a pause too: a frame without a timestamp is
+        # placed after the last one *received*, dropped or not, so silence mode fills
+        # a pause with silence of its length.
         self._next_pos[channel] = position + len(audio.payload) // self._width
+        windows = self.windows
+        if self._closed or not windows or windows[-1].end is not None:
+            self.stats.frames_dropped_window += 1
+            return
         if len(self._inbox) < self.queue_bound:
             self._inbox.append(Frame(channel, position, audio.payload, arrival))
         else:

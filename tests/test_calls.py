@@ -157,7 +157,7 @@ async def test_consent_events_cannot_be_updated_or_deleted(
 @pytest.mark.parametrize(
     ("patch", "field"),
     [
-        ({"counterpart_id": "cp_unknown"}, "counterpart_id"),
+        ({"counterpart_id": "cp_\u00b2"}, "counterpart_id"),  # not an id at all
         ({"decision": "maybe"}, "decision"),
         ({"method": "telepathy"}, "method"),
         ({"evidence": "e" * 2001}, "evidence"),
@@ -183,24 +183,25 @@ async def test_bad_consent_input_is_refused(
     assert [e["field"] for e in (await resp.json())["errors"]] == [field]
 
 
-async def test_consent_for_a_counterpart_of_another_call_is_refused(
-    client: TestClient, owner: Customer
+@pytest.mark.parametrize("whose", ["another call's", "nobody's"])
+async def test_consent_for_a_counterpart_not_on_the_call_is_not_found(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, whose: str
 ) -> None:
+    """A reference to a counterpart that is not on this call is like an unknown id: 404."""
     call = await new_call(client, owner)
     other = await new_call(client, owner)
+    counterpart = other["counterparts"][0]["id"] if whose == "another call's" else "cp_unknown"
 
     resp = await client.post(
         f"/v1/calls/{call['id']}/consents",
-        json={
-            "counterpart_id": other["counterparts"][0]["id"],
-            "decision": "granted",
-            "method": "verbal",
-        },
+        json={"counterpart_id": counterpart, "decision": "granted", "method": "verbal"},
         headers=owner.auth,
     )
 
-    assert resp.status == 422
-    assert (await resp.json())["errors"][0]["field"] == "counterpart_id"
+    assert resp.status == 404
+    assert (await resp.json())["detail"] == "no such counterpart on this call"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM consent_events") == 0
 
 
 # -- the recording gate ---------------------------------------------------------------

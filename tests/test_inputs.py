@@ -7,7 +7,6 @@ with no UTC form), now answered with a problem document naming the field.
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -115,14 +114,16 @@ async def test_json_nested_within_the_limit_is_judged_by_its_fields(client: Test
         pytest.param("limit=99999999999999999999999", id="past int64"),
         pytest.param("limit=%00", id="NUL"),
         pytest.param("limit=1&limit=2", id="twice"),
+        pytest.param("limit=07", id="leading zero"),
         pytest.param("cursor=%00", id="NUL cursor"),
         pytest.param("cursor=not+base64!", id="not a cursor"),
         pytest.param(
-            "cursor=" + base64.urlsafe_b64encode(b"k.99999999999999999999.x").decode(),
+            "cursor=k" + "9" * 18 + ".call_x",
             id="time past int64",
         ),
-        pytest.param("cursor=" + base64.urlsafe_b64encode(b"[" * 3000).decode(), id="nested"),
-        pytest.param("cursor=" + base64.urlsafe_b64encode(b"s.5").decode(), id="wrong kind"),
+        pytest.param("cursor=" + "%5B" * 1000, id="nested"),
+        pytest.param("cursor=s5", id="wrong kind"),
+        pytest.param("cursor=k12.call%00x", id="NUL in the id"),
     ],
 )
 async def test_bad_paging_values_are_422_naming_the_field(
@@ -137,8 +138,9 @@ async def test_bad_paging_values_are_422_naming_the_field(
 @pytest.mark.parametrize(
     "query",
     [
-        "cursor=" + base64.urlsafe_b64encode(b"s.99999999999999999999").decode(),
-        "cursor=" + base64.urlsafe_b64encode("s.²".encode()).decode(),
+        "cursor=s" + "9" * 19,
+        "cursor=s%C2%B2",
+        "cursor=k5.call_x",
         "cursor=%C2%B2",
     ],
 )
@@ -150,7 +152,7 @@ async def test_sequence_cursors_are_checked_too(
     assert fields(await problem(resp, 422, "validation-failed")) == ["cursor"]
 
 
-def test_cursors_round_trip_and_stay_opaque() -> None:
+def test_cursors_round_trip_and_each_kind_refuses_the_other() -> None:
     at = parse_timestamp("2026-12-01T10:00:00.123456+01:00")
 
     keyset = keyset_cursor(at, "call_abc")
@@ -158,7 +160,6 @@ def test_cursors_round_trip_and_stay_opaque() -> None:
 
     assert parse_keyset(keyset) == (at, "call_abc")
     assert parse_sequence(sequence) == 42
-    assert "call_abc" not in keyset  # opaque: not the id in the clear
     with pytest.raises(ValueError, match="next_cursor"):
         parse_keyset(sequence)
 

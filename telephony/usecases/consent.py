@@ -13,7 +13,7 @@ import asyncpg
 from storage import calls, consents, recordings
 from storage.ids import new_id
 from telephony.domain.consent import Decision, Method, can_resume
-from telephony.domain.errors import InvalidInput
+from telephony.domain.errors import InvalidInput, NotFound
 from telephony.domain.recordings import EndReason
 from telephony.domain.roles import CustomerPrincipal
 from telephony.usecases import recording_states
@@ -41,10 +41,8 @@ async def record_consent(
         now = clock()
         parties = (await calls.list_counterparts(conn, [call.id]))[call.id]
         if counterpart_id not in {p.id for p in parties}:
-            raise InvalidInput(
-                "no such counterpart on this call",
-                errors=[{"field": "counterpart_id", "message": "not a counterpart of this call"}],
-            )
+            # A reference to what does not exist, like an unknown id in a path: 404.
+            raise NotFound("no such counterpart on this call")
         if obtained_at is not None and obtained_at > now + timedelta(seconds=FUTURE_TOLERANCE_S):
             raise InvalidInput(
                 "consent cannot be obtained in the future",

@@ -53,6 +53,7 @@ from telephony.web.appkeys import (
     OPENAPI,
     POOL,
     REGISTRY,
+    ROUTE_INDEX,
     SETTINGS,
     SPOOL,
     WRITER_POOL,
@@ -102,6 +103,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app[KEYS] = ServiceKeys(master_keys(settings))
     routes = all_routes()
     app[OPENAPI] = build_openapi(routes)
+    app[ROUTE_INDEX] = {route.handler: route for route in routes}
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     app.on_response_prepare.append(security_headers)

@@ -18,6 +18,7 @@ from telephony.domain.roles import Principal
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub
 from telephony.settings import Settings
+from telephony.web.routes import Route
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -32,6 +33,8 @@ SPOOL = web.AppKey("spool", Spool)
 HUB = web.AppKey("hub", MediaHub)
 HASHER = web.AppKey("hasher", PasswordHasher)  # Argon2id on a thread of its own
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+# Each handler's declaration (who may call it), for middlewares that must know.
+ROUTE_INDEX: web.AppKey[dict[Any, Route]] = web.AppKey("route_index")
 
 # Per-request state.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

@@ -29,10 +29,11 @@ from telephony.domain.errors import (
     ServiceError,
     Unauthenticated,
 )
-from telephony.web.appkeys import KEYS, POOL
+from telephony.web.appkeys import KEYS, POOL, ROUTE_INDEX
 from telephony.web.auth import authenticate
 from telephony.web.inputs import IDEMPOTENCY_KEY_PATTERN
 from telephony.web.problems import from_service_error
+from telephony.web.routes import ANYONE
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -50,6 +51,9 @@ async def honour_idempotency_key(request: web.Request, handler: Handler) -> web.
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
             errors=[{"field": HEADER, "message": "1 to 255 visible ASCII characters"}],
         )
+    route = request.app[ROUTE_INDEX].get(request.match_info.handler)
+    if route is not None and route.who != ANYONE and "Authorization" not in request.headers:
+        return await handler(request)  # it answers 401: no key is claimed for that
     scope = "anonymous"
     if "Authorization" in request.headers:
         try:

@@ -12,13 +12,11 @@ invalid, and the reverse (the fuzzer in `make test` checks both).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import orjson
 import phonenumbers
@@ -30,20 +28,30 @@ from pydantic import (
     ConfigDict,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
+    model_validator,
 )
 
 from telephony.domain.errors import InvalidInput, MalformedJson, NotFound, UnsupportedMediaType
+from telephony.domain.formats import (
+    EMAIL_MAX,
+    EMAIL_MIN,
+    EMAIL_PATTERN,
+    FREE_TEXT,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
 # -- text ---------------------------------------------------------------------------------
 
 # Any text: no C0 control but tab and newline, no DEL, no C1 control (NUL always refused:
-# PostgreSQL text cannot hold it).
+# PostgreSQL text cannot hold it). FREE_TEXT is that, whole.
 _FREE = r"[^\x00-\x08\x0b-\x1f\x7f-\x9f]"
 _EDGE = r"[^\s\x00-\x1f\x7f-\x9f]"  # neither space nor control: what a line starts and ends with
-FREE_TEXT = rf"^{_FREE}*$"
 # Non-empty, no leading or trailing space: names, labels, addresses. Written without
 # look-arounds, so the database side (Rust regex), JSON Schema and the fuzzer agree.
 TRIMMED_TEXT = rf"^{_EDGE}(?:{_FREE}*{_EDGE})?$"
@@ -66,17 +74,12 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # visible ASCII
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
-# E-mail: what the service accepts, written out, so the schema says exactly that
-# (an ASCII local part of the RFC 5322 "atext" characters and dots, a dotted host name).
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL_PATTERN = rf"^[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]+)*@{_LABEL}(?:\.{_LABEL})+$"  # noqa: E501
-# 254: RFC 5321's limit for an address.
-Email = Annotated[str, StringConstraints(min_length=6, max_length=254, pattern=EMAIL_PATTERN)]
-
-# S1: at least 12 characters; the upper bound keeps Argon2 input sane. Any character but
-# NUL and controls (a password is typed).
-Password = Annotated[str, StringConstraints(min_length=12, max_length=1024, pattern=FREE_TEXT)]
-
+Email = Annotated[
+    str, StringConstraints(min_length=EMAIL_MIN, max_length=EMAIL_MAX, pattern=EMAIL_PATTERN)
+]
+Password = Annotated[
+    str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=FREE_TEXT)
+]
 
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -107,8 +110,9 @@ def e164(value: str) -> str:
     return value
 
 
-# The schema names the format: a pattern cannot hold numbering plans, so the format
-# `e164` says "valid in its country's plan" (the fuzzer generates such numbers).
+# The schema names the format and no pattern: a pattern cannot hold numbering plans, and
+# one that admits "+1000000" would promise what the validator refuses. The format `e164`
+# says "E.164, valid in its country's plan" (the fuzzer draws such numbers).
 Phone = Annotated[
     str,
     StringConstraints(pattern=E164_PATTERN),
@@ -117,8 +121,7 @@ Phone = Annotated[
         {
             "type": "string",
             "format": "e164",
-            "pattern": E164_PATTERN,
-            "description": "E.164, valid in its numbering plan (libphonenumber)",
+            "description": "E.164 (+48221234567), valid in its numbering plan (libphonenumber)",
         }
     ),
 ]
@@ -165,6 +168,22 @@ Timestamp = Annotated[
 ]
 
 
+# A time that has passed (a consent obtained): the schema names the format `past-date-time`,
+# since no pattern can say "before now" (the fuzzer draws such times).
+PastTimestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_timestamp),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "past-date-time",
+            "pattern": TIMESTAMP_PATTERN,
+            "description": "RFC 3339 with an offset, from 1970, and not in the future",
+        }
+    ),
+]
+
+
 # -- bodies -------------------------------------------------------------------------------
 
 MAX_DEPTH = 8  # the deepest body of the API is 3 levels; nothing legitimate nests deeper
@@ -174,6 +193,44 @@ class Body(BaseModel):
     """Base of request bodies: unknown fields and loose types are refused, not ignored."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _patch_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """What Patch validates, said in its schema: null only where allowed, at least one field."""
+    nullable: frozenset[str] = getattr(model, "NULLABLE", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        options = prop.get("anyOf")
+        if name not in nullable and options:
+            kept = [o for o in options if o.get("type") != "null"]
+            prop.pop("anyOf")
+            prop.pop("default", None)
+            prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
+    schema["minProperties"] = 1
+
+
+class Patch(Body):
+    """A partial update: absent fields stay as they are, `null` clears only a NULLABLE field,
+    and an update changes at least one field."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_patch_schema)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object, info: ValidationInfo) -> object:
+        if value is None and info.field_name not in cls.NULLABLE:
+            raise ValueError("may not be null")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> Patch:
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, as sent (null where it clears)."""
+        return self.model_dump(exclude_unset=True)
 
 
 def _depth(value: Any) -> int:
@@ -224,8 +281,6 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 
 # -- query values ---------------------------------------------------------------------------
 
-INT64_MAX = 2**63 - 1
-
 
 @dataclass(frozen=True)
 class Query:
@@ -258,11 +313,19 @@ def read_query(request: web.Request, params: Sequence[Query]) -> dict[str, Any]:
     return out
 
 
+def whole(value: object) -> object:
+    """JSON Schema's integer: 5.0 is one. Strict validation then refuses what is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def digits(low: int, high: int) -> Callable[[str], int]:
     """ASCII digits only ("²" and "٣" are digits to str.isdigit, not to us), in range."""
 
     def parse(raw: str) -> int:
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        leading_zero = len(raw) > 1 and raw.startswith("0")
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or leading_zero:
             raise ValueError(f"an integer from {low} to {high}")
         value = int(raw)
         if not low <= value <= high:
@@ -307,70 +370,56 @@ def id_query(raw: str) -> str:
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - EARLIEST
-_KEYSET = re.compile(r"^k\.([0-9]{1,19})\.([A-Za-z0-9_-]{1,64})$")
-_SEQUENCE = re.compile(r"^s\.([0-9]{1,19})$")
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,120}$"
-
-
-def encode_cursor(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(raw: str) -> str:
-    if not re.match(CURSOR_PATTERN, raw):
-        raise ValueError("a next_cursor this service issued")
-    try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("a next_cursor this service issued") from None
+# Cursors are opaque to clients (pass back the next_cursor you got), and exact to us: a
+# keyset position "k<microseconds since 1970>.<id>", or a sequence number "s<n>". Their
+# patterns are the schema and the check alike, so any cursor the schema admits is a
+# position (one past the end reads as an empty page). 17 digits of microseconds reach the
+# year 5138; 18 digits stay below 2**63.
+KEYSET_CURSOR = r"^k[0-9]{1,17}\.[A-Za-z0-9_-]{1,64}$"
+SEQUENCE_CURSOR = r"^s[0-9]{1,18}$"
 
 
 def keyset_cursor(at: datetime, ident: str) -> str:
     """After (time, id): the position of a list ordered by both."""
-    micros = (at - EARLIEST) // _MICROSECOND
-    return encode_cursor(f"k.{micros}.{ident}")
+    return f"k{(at - EARLIEST) // _MICROSECOND}.{ident}"
 
 
 def sequence_cursor(seq: int) -> str:
-    return encode_cursor(f"s.{seq}")
+    return f"s{seq}"
 
 
 def parse_keyset(raw: str) -> tuple[datetime, str]:
-    match = _KEYSET.match(_decode_cursor(raw))
-    if match is None:
+    if not re.match(KEYSET_CURSOR, raw):
         raise ValueError("a next_cursor this service issued")
-    micros = int(match[1])
-    if micros > (LATEST - EARLIEST) // _MICROSECOND:
-        raise ValueError("a next_cursor this service issued")
-    return EARLIEST + micros * _MICROSECOND, match[2]
+    micros, _, ident = raw[1:].partition(".")
+    return EARLIEST + int(micros) * _MICROSECOND, ident
 
 
 def parse_sequence(raw: str) -> int:
-    match = _SEQUENCE.match(_decode_cursor(raw))
-    if match is None or int(match[1]) > INT64_MAX:
+    if not re.match(SEQUENCE_CURSOR, raw):
         raise ValueError("a next_cursor this service issued")
-    return int(match[1])
+    return int(raw[1:])
 
 
 LIMIT = Query(
     "limit",
     f"page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})",
-    {"type": "string", "pattern": r"^[0-9]{1,3}$"},
+    {"type": "string", "pattern": r"^([1-9][0-9]?|1[0-9]{2}|200)$"},  # 1 to 200, no leading 0
     digits(1, MAX_LIMIT),
 )
 
 
-def cursor_query(parse: Callable[[str], Any]) -> Query:
+def cursor_query(parse: Callable[[str], Any], pattern: str) -> Query:
     return Query(
         "cursor",
-        "next_cursor of the previous page",
-        {"type": "string", "pattern": CURSOR_PATTERN},
+        "next_cursor of the previous page (opaque: pass it back as it came)",
+        {"type": "string", "pattern": pattern},
         parse,
     )
 
 
-KEYSET_PAGING = (LIMIT, cursor_query(parse_keyset))
-SEQUENCE_PAGING = (LIMIT, cursor_query(parse_sequence))
+KEYSET_PAGING = (LIMIT, cursor_query(parse_keyset, KEYSET_CURSOR))
+SEQUENCE_PAGING = (LIMIT, cursor_query(parse_sequence, SEQUENCE_CURSOR))
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,18 @@ class ProtectedRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        original = super().handle_error(request, status, exc, message)  # logs, as aiohttp does
-        body = json.dumps(http_problem_body(original.status)).encode()
+        if status >= 500:
+            self.log_exception("Error handling request", exc_info=exc)
+        else:
+            # A client's malformed request is the client's business: a line, no traceback.
+            self.logger.info(
+                "malformed request refused", extra={"status": status, "reason": str(message)[:200]}
+            )
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer has started; no problem document can follow")
+        body = json.dumps(http_problem_body(status)).encode()
         response = web.Response(
-            status=original.status,
+            status=status,
             body=body,
             content_type=PROBLEM_TYPE,
             headers={"Server": SERVER_NAME, "X-Content-Type-Options": "nosniff"},

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 from aiohttp import web
-from pydantic import Field, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints
 
 from storage import accounts, credentials
 from telephony.delivery.ssrf import check_webhook_url
 from telephony.domain.errors import InvalidInput
+from telephony.domain.formats import EMAIL_PATTERN, FREE_TEXT
 from telephony.domain.roles import CustomerRole, Scope
 from telephony.usecases import identity
 from telephony.web.appkeys import HASHER, POOL, SETTINGS
@@ -24,12 +24,11 @@ from telephony.web.auth import (
     require_owner,
 )
 from telephony.web.inputs import (
-    EMAIL_PATTERN,
-    FREE_TEXT,
     KEYSET_PAGING,
     Body,
     Email,
     Password,
+    Patch,
     Token,
     iso,
     keyset_cursor,
@@ -39,6 +38,7 @@ from telephony.web.inputs import (
     read_body,
     read_query,
     trimmed,
+    whole,
 )
 from telephony.web.routes import ANYONE, OWNER, USER, Route
 
@@ -46,15 +46,16 @@ Name = Annotated[str, trimmed(200)]
 Address = Annotated[str, trimmed(500)]
 Vat = Annotated[str, trimmed(32)]
 Role = Literal["owner", "member"]
+RetentionDays = Annotated[int, Field(ge=1, le=3650), BeforeValidator(whole)]
 # Sign-in takes any string an e-mail field could hold: a malformed e-mail is just a
 # wrong credential, logged and throttled like one.
 LoginEmail = Annotated[str, StringConstraints(min_length=1, max_length=254, pattern=FREE_TEXT)]
 LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=FREE_TEXT)]
 # A public http(s) URL: the SSRF guard decides what is reachable; this says what is a URL.
+# A host name or IPv4 address (an IPv6 literal is refused: a host name serves IPv6 too),
+# an optional port in range, a path of visible ASCII.
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
-WEBHOOK_URL_PATTERN = (
-    rf"^https?://(\[[0-9A-Fa-f:.]{{2,45}}\]|[A-Za-z0-9.-]{{1,253}})(:{_PORT})?(/[!-~]*)?$"
-)
+WEBHOOK_URL_PATTERN = rf"^https?://[A-Za-z0-9.-]{{1,253}}(:{_PORT})?(/[!-~]*)?$"
 WebhookUrl = Annotated[
     str, StringConstraints(min_length=10, max_length=2000, pattern=WEBHOOK_URL_PATTERN)
 ]
@@ -201,31 +202,13 @@ async def delete_session(request: web.Request) -> web.Response:
 # -- profile ---------------------------------------------------------------
 
 
-class ProfilePatch(Body):
+class ProfilePatch(Patch):
+    NULLABLE = frozenset({"vat_number", "postal_address"})
+
     name: Name | None = None
     email: Email | None = None
     postal_address: Address | None = None
     vat_number: Vat | None = None
-
-
-def _changes(body: Body, nullable: set[str]) -> dict[str, Any]:
-    """The fields the client sent; null clears only where `nullable` allows it."""
-    changes = body.model_dump(exclude_unset=True)
-    bad = [k for k, v in changes.items() if v is None and k not in nullable]
-    if bad:
-        raise InvalidInput(
-            "these fields cannot be cleared",
-            errors=[{"field": k, "message": "may not be null"} for k in bad],
-        )
-    return changes
-
-
-def _some(changes: Mapping[str, object]) -> None:
-    if not changes:
-        raise InvalidInput(
-            "send at least one field to change",
-            errors=[{"field": "body", "message": "at least one field"}],
-        )
 
 
 async def get_me(request: web.Request) -> web.Response:
@@ -237,18 +220,18 @@ async def get_me(request: web.Request) -> web.Response:
 async def patch_me(request: web.Request) -> web.Response:
     principal = await require_customer_user(request)
     body = await read_body(request, ProfilePatch)
-    changes = _changes(body, nullable={"vat_number", "postal_address"})
-    _some(changes)
-    user = await identity.update_profile(request.app[POOL], principal, changes, _now())
+    user = await identity.update_profile(request.app[POOL], principal, body.changes(), _now())
     return _json(render_user(user))
 
 
 # -- account ---------------------------------------------------------------
 
 
-class AccountPatch(Body):
+class AccountPatch(Patch):
+    NULLABLE = frozenset({"recording_retention_days", "webhook_url"})
+
     name: Name | None = None
-    recording_retention_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    recording_retention_days: RetentionDays | None = None
     processing_restricted: bool | None = None
     webhook_url: WebhookUrl | None = None
 
@@ -262,8 +245,7 @@ async def get_account(request: web.Request) -> web.Response:
 async def patch_account(request: web.Request) -> web.Response:
     principal = await require_owner(request)
     body = await read_body(request, AccountPatch)
-    changes = _changes(body, nullable={"recording_retention_days", "webhook_url"})
-    _some(changes)
+    changes = body.changes()
     if changes.get("webhook_url") is not None:
         # SSRF guard at registration; delivery checks again (telephony/delivery/webhooks.py).
         await check_webhook_url(
@@ -282,7 +264,7 @@ class UserCreate(Body):
     role: Role = "member"
 
 
-class UserPatch(Body):
+class UserPatch(Patch):
     name: Name | None = None
     role: Role | None = None
 
@@ -341,8 +323,7 @@ async def patch_user(request: web.Request) -> web.Response:
     owner = await require_owner(request)
     user_id = path_id(request)
     body = await read_body(request, UserPatch)
-    changes = _changes(body, nullable=set())
-    _some(changes)
+    changes = body.changes()
     if "role" in changes:
         changes["role"] = CustomerRole(changes["role"])
     user = await identity.change_user(request.app[POOL], owner, user_id, changes, _now())

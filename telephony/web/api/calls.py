@@ -20,8 +20,8 @@ from telephony.web.inputs import (
     KEYSET_PAGING,
     Body,
     Id,
+    PastTimestamp,
     Phone,
-    Timestamp,
     free,
     iso,
     keyset_cursor,
@@ -55,7 +55,7 @@ class ConsentCreate(Body):
     decision: Literal["granted", "refused", "revoked"]
     method: Literal["announcement", "dtmf", "verbal", "written", "prior_agreement"]
     evidence: Evidence | None = None
-    obtained_at: Timestamp | None = None
+    obtained_at: PastTimestamp | None = None
 
 
 def render_event(e: ConsentEvent) -> dict[str, Any]:
@@ -242,8 +242,8 @@ ROUTES = [
         ConsentCreate,
         {
             201: "consent event",
-            422: "validation-failed: counterpart_id is not on this call, or obtained_at is "
-            "in the future",
+            404: "not-found: no such call, or no such counterpart on it",
+            422: "validation-failed: obtained_at is in the future",
         },
         "calls",
     ),

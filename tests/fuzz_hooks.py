@@ -1,0 +1,68 @@
+"""Schemathesis hooks for `make test`'s fuzz run: the formats our schema names beyond JSON Schema's.
+
+`e164`: a number valid in its numbering plan. A pattern cannot say that, so
+the schema names the format and this strategy draws such numbers: every
+example number libphonenumber knows, fixed line and mobile, for every region.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import phonenumbers
+import schemathesis
+from hypothesis import strategies as st
+
+
+def _valid_numbers() -> list[str]:
+    found = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None and phonenumbers.is_valid_number(number):
+                found.add(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return sorted(found)
+
+
+schemathesis.openapi.format("e164", st.sampled_from(_valid_numbers()))
+
+
+def _rfc3339(at: datetime, offset_minutes: int) -> str:
+    zone = timezone(timedelta(minutes=offset_minutes))
+    return at.astimezone(zone).isoformat()
+
+
+# `past-date-time`: RFC 3339 with an offset, from 1970, and already past (an hour of
+# margin, so a run at a clock's edge stays honest).
+schemathesis.openapi.format(
+    "past-date-time",
+    st.builds(
+        _rfc3339,
+        st.datetimes(
+            min_value=datetime(1970, 1, 2),
+            max_value=datetime.now() - timedelta(hours=1),
+            timezones=st.just(UTC),
+        ),
+        st.integers(min_value=-14 * 60, max_value=14 * 60),
+    ),
+)
+
+
+@schemathesis.hook
+def map_headers(context: object, headers: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A client sends a fresh Idempotency-Key with each distinct request (API.md conventions);
+    the fuzzer would otherwise reuse its short generated keys across requests, which the
+    service rightly refuses (422 idempotency-key-reused; test_idempotency.py tests that)."""
+    if headers and "Idempotency-Key" in headers:
+        headers = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+    return headers
+
+
+@schemathesis.hook
+def map_case(context: object, case: schemathesis.Case) -> schemathesis.Case:
+    """The same for the cases no header map sees (the coverage phase's)."""
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
+    return case

@@ -94,9 +94,11 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def blocking_guard() -> Iterator[BlockBuster]:
-    """Fail a test that makes a blocking call on the event loop."""
+    """Fail any test that makes a blocking call on the event loop, in its body or in its
+    fixtures' setup and teardown; BlockBuster looks only where a loop is running, so
+    sync tests and sync fixtures are unaffected."""
     with blockbuster_ctx() as bb:
         # asyncpg stats ~/.pgpass when a pool opens a connection: tiny, and not ours.
         for fn in ("os.stat", "os.path.exists", "io.BufferedReader.read"):
@@ -114,9 +116,7 @@ class ServiceServer(TestServer):
 
 
 @pytest.fixture
-async def client(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: BlockBuster
-) -> AsyncIterator[TestClient]:
+async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
     app = create_app(settings, run_workers=False)
     async with TestClient(ServiceServer(app)) as c:
         yield c

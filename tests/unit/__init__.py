@@ -1,1 +1,1 @@
-"""Pure unit tests: rules, state machines and the recorder's arithmetic, as tables of cases."""
+"""Unit tests: rules, parsers, the recorder's arithmetic, crypto, files; no database or socket."""

@@ -5,18 +5,17 @@ No raw path (it carries ids), no query string and no token ever reaches a row.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
-from blockbuster import BlockBuster
 
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from tests.conftest import PASSWORD, ServiceServer, new_customer
+from tests.support.waiting import eventually
 
 
 async def access_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -25,9 +24,7 @@ async def access_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def logged_client(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: BlockBuster
-) -> AsyncIterator[TestClient]:
+async def logged_client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
     """A serving app with its background workers and the database access log on."""
     app = create_app(settings.replace(access_log_to_db=True), run_workers=True)
     async with TestClient(ServiceServer(app)) as client:
@@ -86,10 +83,7 @@ async def test_the_background_writer_logs_while_the_server_runs(
     resp = await logged_client.get("/healthz", headers={"X-Request-Id": "req-live"})
     assert resp.status == 200
 
-    for _ in range(100):
-        if await access_rows(pool):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: access_rows(pool))
 
     assert [(r["route"], r["status"], r["request_id"]) for r in await access_rows(pool)] == [
         ("/healthz", 200, "req-live")
@@ -97,7 +91,7 @@ async def test_the_background_writer_logs_while_the_server_runs(
 
 
 async def test_entries_in_flight_at_shutdown_are_not_lost(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: BlockBuster
+    settings: Settings, pool: asyncpg.Pool
 ) -> None:
     """S3: stopping the server right after requests still writes each of them."""
     app = create_app(settings.replace(access_log_to_db=True), run_workers=True)
@@ -148,7 +142,7 @@ async def test_a_malformed_request_id_is_replaced_by_a_generated_one(
 
 
 async def test_nothing_is_written_when_the_database_access_log_is_off(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: BlockBuster
+    settings: Settings, pool: asyncpg.Pool
 ) -> None:
     """S3: access_log_to_db=False keeps the table empty."""
     app = create_app(settings.replace(access_log_to_db=False), run_workers=True)

@@ -19,7 +19,7 @@ from telephony.web.app import all_routes, create_app
 from telephony.web.appkeys import BLOBS, POOL
 from tests.conftest import Customer, ServiceServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_healthz_and_readyz(client: TestClient) -> None:

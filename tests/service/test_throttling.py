@@ -60,7 +60,7 @@ async def test_a_successful_sign_in_uses_up_no_budget(client: TestClient, owner:
 
 
 async def test_signups_from_one_address_are_limited_before_any_hash(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: Any
+    settings: Settings, pool: asyncpg.Pool
 ) -> None:
     app = create_app(settings.replace(signup_max_per_address=3), run_workers=False)
     async with TestClient(ServiceServer(app)) as client:
@@ -73,7 +73,7 @@ async def test_signups_from_one_address_are_limited_before_any_hash(
 
 
 async def test_invitation_guesses_from_one_address_are_limited(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: Any
+    settings: Settings, pool: asyncpg.Pool
 ) -> None:
     app = create_app(settings.replace(invitation_max_per_address=3), run_workers=False)
     guess = {"token": "inv_" + "x" * 43, "password": PASSWORD}

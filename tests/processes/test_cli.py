@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,25 +22,9 @@ from storage import audit
 from storage.db import ensure_database, with_database
 from storage.pgcluster import LocalCluster
 from telephony.domain.actors import Actor
-
-FAST = {
-    "TELEPHONY_ARGON2_MEMORY_KIB": "8192",
-    "TELEPHONY_ARGON2_ITERATIONS": "1",
-    "TELEPHONY_ARGON2_LANES": "1",
-}
-
-
-def run(
-    args: list[str], env: dict[str, str], stdin: str = "", timeout_s: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "telephony", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout_s,
-    )
+from tests.support.cli import FAST, run
+from tests.support.servers import free_port
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -233,12 +216,6 @@ async def test_audit_verify_exits_nonzero_and_names_the_broken_row(
 # -- serve with the embedded cluster -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def embedded_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     data = Path(f"/tmp/telephony-cli-{secrets.token_hex(4)}")
@@ -260,16 +237,17 @@ def _postmaster_alive(data: Path) -> bool:
 
 
 async def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
+    """Once `serve` answers /healthz (it may first start its own cluster)."""
     async with aiohttp.ClientSession() as http:
-        while asyncio.get_running_loop().time() < deadline:
+
+        async def healthy() -> bool:
             assert proc.poll() is None, "serve exited early"
             with contextlib.suppress(aiohttp.ClientError):  # not listening yet
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise AssertionError("serve did not answer /healthz")
+                    return resp.status == 200
+            return False
+
+        await eventually(healthy, timeout_s=timeout_s, interval_s=0.1)
 
 
 def _serve(env: dict[str, str], port: int) -> subprocess.Popen[str]:
@@ -286,7 +264,7 @@ async def test_serve_runs_its_own_cluster_and_survives_a_sigkill(
     embedded_env: dict[str, str],
 ) -> None:
     data = Path(embedded_env["TELEPHONY_DATA_DIR"])
-    port = _free_port()
+    port = free_port()
 
     first = await asyncio.to_thread(_serve, embedded_env, port)
     await _wait_healthy(port, first)

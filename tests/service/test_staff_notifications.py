@@ -22,7 +22,6 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from blockbuster import BlockBuster
 
 from storage import outbox
 from storage.outbox import StaffNotification
@@ -31,6 +30,7 @@ from telephony.delivery.outbox import backoff
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from tests.conftest import PASSWORD, Customer, ServiceServer, login, signup_body
+from tests.support.waiting import eventually
 
 # -- a real staff webhook receiver ----------------------------------------------------
 
@@ -131,20 +131,6 @@ async def create_key(client: TestClient, owner: Customer) -> dict:
     )
     assert resp.status == 201, await resp.text()
     return await resp.json()
-
-
-async def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
-    """Poll `predicate()` (sync or async) until true; fail after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 # -- each admin change writes exactly one notification (S4) ---------------------------
@@ -632,7 +618,7 @@ async def test_concurrent_passes_never_deliver_a_notification_twice(
 
 
 async def test_the_background_worker_delivers_an_admin_change_on_commit(
-    settings: Settings, pool: asyncpg.Pool, receiver: Receiver, blocking_guard: BlockBuster
+    settings: Settings, pool: asyncpg.Pool, receiver: Receiver
 ) -> None:
     """S4: LISTEN/NOTIFY wakes the worker at commit; it does not wait for the 30 s poll."""
     configured = settings.replace(staff_webhook_url=receiver.url, outbox_poll_s=30)
@@ -643,7 +629,7 @@ async def test_the_background_worker_delivers_an_admin_change_on_commit(
         resp = await client.post("/v1/signup", json=body)
         assert resp.status == 201
         user_id = (await resp.json())["user"]["id"]
-        await wait_until(lambda: receiver.received, timeout_s=5)
+        await eventually(lambda: receiver.received, timeout_s=5)
         token = await login(client, body["email"])
         key = await client.post(
             "/v1/api-keys",
@@ -651,9 +637,9 @@ async def test_the_background_worker_delivers_an_admin_change_on_commit(
             headers={"Authorization": f"Bearer {token}"},
         )
         assert key.status == 201
-        await wait_until(lambda: len(receiver.received) == 2, timeout_s=5)
+        await eventually(lambda: len(receiver.received) == 2, timeout_s=5)
         # The receiver answers before the worker records it: wait for the row, not the POST.
-        await wait_until(delivered(pool), timeout_s=5)
+        await eventually(delivered(pool), timeout_s=5)
 
     assert [r["type"] for r in receiver.received] == ["user.created", "api_key.created"]
     assert receiver.received[0]["data"]["subject"] == {"type": "user", "id": user_id}
@@ -668,7 +654,7 @@ def delivered(pool: asyncpg.Pool) -> Any:
 
 
 async def test_the_background_worker_retries_after_a_500(
-    settings: Settings, pool: asyncpg.Pool, receiver: Receiver, blocking_guard: BlockBuster
+    settings: Settings, pool: asyncpg.Pool, receiver: Receiver
 ) -> None:
     """S4: a receiver that fails once still gets the notification, after the backoff."""
     configured = settings.replace(staff_webhook_url=receiver.url, outbox_poll_s=0.2)
@@ -682,7 +668,7 @@ async def test_the_background_worker_retries_after_a_500(
         async def delivered() -> bool:
             return any(n.delivered_at is not None for n in await all_notes(pool))
 
-        await wait_until(delivered, timeout_s=10)
+        await eventually(delivered, timeout_s=10)
 
     assert len(receiver.received) == 2
     [note] = await all_notes(pool)
@@ -690,7 +676,7 @@ async def test_the_background_worker_retries_after_a_500(
 
 
 async def test_the_background_worker_drains_a_backlog_larger_than_one_batch(
-    settings: Settings, pool: asyncpg.Pool, receiver: Receiver, blocking_guard: BlockBuster
+    settings: Settings, pool: asyncpg.Pool, receiver: Receiver
 ) -> None:
     """S4: a backlog (a node that was down) is delivered at once, not one batch per poll."""
     backlog = workers.NOTIFY_BATCH + 5
@@ -701,6 +687,6 @@ async def test_the_background_worker_drains_a_backlog_larger_than_one_batch(
     app = create_app(configured, run_workers=True)
 
     async with TestClient(ServiceServer(app)):
-        await wait_until(lambda: len(receiver.received) == backlog, timeout_s=5)
+        await eventually(lambda: len(receiver.received) == backlog, timeout_s=5)
 
     assert [r["data"]["n"] for r in receiver.received] == list(range(backlog))

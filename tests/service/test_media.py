@@ -10,10 +10,8 @@ import os
 import socket
 import subprocess
 import tempfile
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -36,94 +34,16 @@ from tests.conftest import (
     new_customer,
     start_recording,
 )
-
-# 160 bytes of μ-law that no codec, silence fill or header will produce by chance.
-# Built at run time: a folded constant would put the marker itself into this
-# module's .pyc, and the scan of the temporary folder would find the test.
-MARKER = (bytes.fromhex("13374d41524b4552deadbeef") * 14)[:160]
-assert len(MARKER) == 160
-VOICE = bytes(range(0x20, 0x20 + 160))  # stands for speech: distinct, and not the marker
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-class TwilioPeer:
-    """A telephony engine speaking the camelCase JSON dialect."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.seq = 0
-        self.ts_ms = {"inbound": 0, "outbound": 0}
-
-    async def start(self, tracks: tuple[str, ...] = ("inbound", "outbound")) -> None:
-        await self.ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await self.ws.send_json(
-            {
-                "event": "start",
-                "sequenceNumber": "1",
-                "streamSid": "MZ1",
-                "start": {
-                    "streamSid": "MZ1",
-                    "callSid": "CA1",
-                    "tracks": list(tracks),
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": {},
-                },
-            }
-        )
-
-    async def media(self, payload: bytes, track: str = "inbound", frames: int = 1) -> None:
-        for _ in range(frames):
-            self.seq += 1
-            await self.ws.send_json(
-                {
-                    "event": "media",
-                    "sequenceNumber": str(self.seq),
-                    "streamSid": "MZ1",
-                    "media": {
-                        "track": track,
-                        "chunk": str(self.seq),
-                        "timestamp": str(self.ts_ms[track]),
-                        "payload": base64.b64encode(payload).decode(),
-                    },
-                }
-            )
-            self.ts_ms[track] += len(payload) // 8
-
-    async def paced(
-        self, payload: bytes, *, frames: int, interval_s: float, track: str = "inbound"
-    ) -> None:
-        """Frames at real-time pace, as an engine sends them."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for n in range(frames):
-            await self.media(payload, track)
-            await asyncio.sleep(max(0.0, started + (n + 1) * interval_s - loop.time()))
-
-    async def stop(self) -> None:
-        await self.ws.send_json({"event": "stop", "sequenceNumber": "999", "streamSid": "MZ1"})
-        await self.ws.close()
-
-
-async def connect(client: TestClient, call: dict[str, Any], dialect: str = "twilio") -> TwilioPeer:
-    ws = await client.ws_connect(f"/v1/media/{dialect}?token={call['media']['token']}")
-    return TwilioPeer(ws)
-
-
-def writer_of(client: TestClient, call_id: str) -> Any:
-    stream = client.app[HUB].streams.get(call_id)
-    return stream.writer if stream else None
+from tests.support.media import (
+    MARKER,
+    VOICE,
+    TwilioPeer,
+    connect,
+    frames_received,
+    writer_of,
+)
+from tests.support.recordings import status_is
+from tests.support.waiting import eventually
 
 
 async def stored_audio(client: TestClient, recording_id: str) -> bytes:
@@ -132,11 +52,6 @@ async def stored_audio(client: TestClient, recording_id: str) -> bytes:
         piece async for piece in iter_audio(app[POOL], app[BLOBS], app[KEYS], recording_id, None)
     ]
     return b"".join(parts)
-
-
-async def status_of(pool: asyncpg.Pool, recording_id: str) -> str:
-    async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT status FROM recordings WHERE id = $1", recording_id)
 
 
 def channel(interleaved: bytes, index: int) -> bytes:
@@ -150,13 +65,13 @@ async def test_recorded_audio_is_stored_encrypted_and_reads_back(
     peer = await connect(client, call)
     await peer.start()
     rec = await start_recording(client, owner, call["id"])
-    await until(lambda: writer_of(client, call["id"]) is not None)
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
 
     for _ in range(25):  # half a second on both tracks
         await peer.media(VOICE, "inbound")
         await peer.media(VOICE[::-1], "outbound")
     await peer.stop()
-    await until(lambda: _is(pool, rec["id"], "completed"))
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
 
     audio = await stored_audio(client, rec["id"])
     assert channel(audio, 0) == VOICE * 25
@@ -167,10 +82,6 @@ async def test_recorded_audio_is_stored_encrypted_and_reads_back(
     assert got["status"] == "completed"
     assert got["stop_reason"] == "stream_ended"
     assert got["size_bytes"] == len(raw)
-
-
-async def _is(pool: asyncpg.Pool, recording_id: str, status: str) -> bool:
-    return await status_of(pool, recording_id) == status
 
 
 async def test_marker_audio_outside_the_window_touches_no_disk(
@@ -191,19 +102,19 @@ async def test_marker_audio_outside_the_window_touches_no_disk(
     await decide(client, owner, call["id"], party, "granted")
     await peer.media(MARKER, frames=10)  # consented, but no recording started (R1)
     rec = await start_recording(client, owner, call["id"])
-    await until(lambda: writer_of(client, call["id"]) is not None)
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
     await peer.media(VOICE, frames=50)
-    await asyncio.sleep(0.2)
+    await eventually(lambda: frames_received(client, call["id"]) >= peer.seq)
     await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
     await peer.media(MARKER, frames=50)  # paused: sent right after the pause answered
     await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
-    await until(lambda: writer_of(client, call["id"]).recording)
+    await eventually(lambda: writer_of(client, call["id"]).recording)
     await peer.media(VOICE, frames=50)
-    await asyncio.sleep(0.2)
+    await eventually(lambda: frames_received(client, call["id"]) >= peer.seq)
     await decide(client, owner, call["id"], party, "revoked")
     await peer.media(MARKER, frames=50)  # after the revocation answered
     await peer.stop()
-    await until(lambda: _is(pool, rec["id"], "completed"))
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
 
     audio = await stored_audio(client, rec["id"])
     inbound = channel(audio, 0)
@@ -277,7 +188,7 @@ async def test_a_second_stream_of_a_live_call_is_refused(
     call = await new_call(client, owner)
     first = await connect(client, call)
     await first.start()
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
 
     second = await client.ws_connect(f"/v1/media/telnyx?token={call['media']['token']}")
     msg = await second.receive()
@@ -301,7 +212,7 @@ async def test_token_in_the_start_message_is_accepted(client: TestClient, owner:
         }
     )
 
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
     await ws.close()
 
 
@@ -374,13 +285,13 @@ async def record_with(
     )
     assert resp.status == 201
     rec = await resp.json()
-    await until(lambda: writer_of(client, call["id"]) is not None)
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
     return call, rec, peer
 
 
 async def finish(client: TestClient, pool: asyncpg.Pool, peer: TwilioPeer, rec: dict) -> bytes:
     await peer.stop()
-    await until(lambda: _is(pool, rec["id"], "completed"))
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
     return await stored_audio(client, rec["id"])
 
 
@@ -389,12 +300,12 @@ async def test_silence_mode_fills_a_pause_with_silence(
 ) -> None:
     _, rec, peer = await record_with(client, owner, "silence")
     await peer.media(VOICE, frames=25)
-    await asyncio.sleep(0.1)
+    await eventually(lambda: frames_received(client, rec["call_id"]) >= peer.seq)
     await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
-    await until(lambda: not writer_of(client, rec["call_id"]).recording)
+    await eventually(lambda: not writer_of(client, rec["call_id"]).recording)
     await peer.media(MARKER, frames=50)  # one second of stream time while paused
     await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
-    await until(lambda: writer_of(client, rec["call_id"]).recording)
+    await eventually(lambda: writer_of(client, rec["call_id"]).recording)
     await peer.media(VOICE, frames=25)
 
     audio = await finish(client, pool, peer, rec)
@@ -420,9 +331,12 @@ async def test_timestamps_going_backwards_keep_only_new_audio(
 async def test_a_timestamp_jump_of_an_hour_is_not_filled(
     client: TestClient, owner: Customer, pool: asyncpg.Pool
 ) -> None:
-    _, rec, peer = await record_with(client, owner)
+    call, rec, peer = await record_with(client, owner)
+    writer = writer_of(client, call["id"])
     await peer.media(VOICE, frames=25)
-    await asyncio.sleep(0.9)  # the first stretch is sealed
+    await eventually(  # the first stretch is sealed
+        lambda: frames_received(client, call["id"]) >= peer.seq and writer.stats.chunks > 0
+    )
     peer.ts_ms["inbound"] += 3_600_000
     await peer.media(VOICE, frames=25)
 
@@ -460,14 +374,14 @@ async def test_a_flood_of_frames_is_bounded_and_the_call_survives(
 async def test_a_client_that_vanishes_without_a_close_frame_finalizes(
     client: TestClient, owner: Customer, pool: asyncpg.Pool
 ) -> None:
-    _, rec, peer = await record_with(client, owner)
+    call, rec, peer = await record_with(client, owner)
     await peer.media(VOICE, frames=25)
-    await asyncio.sleep(0.1)
+    await eventually(lambda: frames_received(client, call["id"]) >= peer.seq)
 
     transport = peer.ws._response.connection.transport  # type: ignore[union-attr]
     transport.abort()  # the engine's host died: no close frame, no FIN handshake
 
-    await until(lambda: _is(pool, rec["id"], "completed"), timeout_s=15)
+    await eventually(lambda: status_is(pool, rec["id"], "completed"), timeout_s=15)
     assert await stored_audio(client, rec["id"]) == VOICE * 25
 
 
@@ -495,7 +409,7 @@ async def test_a_silent_peer_is_probed_by_tcp_keepalive_within_its_idle_time(
     call = await consented_call(client, owner)
     peer = await connect(client, call)
     await peer.start(("inbound",))
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
     transport = peer.ws._response.connection.transport  # type: ignore[union-attr]
     peer_port = transport.get_extra_info("sockname")[1]
     assert client.server.port is not None
@@ -536,16 +450,16 @@ async def test_jambonz_stereo_stream_is_recorded_in_two_channels(
         f"/v1/media/jambonz?token={call['media']['token']}", protocols=("audio.jambonz.org",)
     )
     await ws.send_str(json.dumps({"sampleRate": 8000, "mixType": "stereo", "callSid": "c"}))
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
     rec = await start_recording(client, owner, call["id"])
-    await until(lambda: writer_of(client, call["id"]) is not None)
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
     left, right = b"\x01\x00" * 800, b"\x02\x00" * 800
     interleaved = b"".join(left[i : i + 2] + right[i : i + 2] for i in range(0, 1600, 2))
 
     for i in range(0, len(interleaved), 321):  # odd sizes: pairs split across frames
         await ws.send_bytes(interleaved[i : i + 321])
     await ws.close()
-    await until(lambda: _is(pool, rec["id"], "completed"))
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
 
     audio = await stored_audio(client, rec["id"])
     assert ws.protocol == "audio.jambonz.org"
@@ -561,7 +475,7 @@ async def test_the_frame_counter_counts_every_frame_though_it_is_updated_in_batc
 
     await peer.media(VOICE, "inbound", frames=25)  # two batches of ten and a remainder
     await peer.stop()
-    await until(lambda: _stream_gone(pool, call["id"]))
+    await eventually(lambda: _stream_gone(pool, call["id"]))
     text = await (await client.get("/metrics")).text()
 
     counted = [line for line in text.splitlines() if line.startswith("media_frames_total ")]
@@ -619,7 +533,7 @@ async def test_one_statement_checks_the_window_of_each_chunk_it_inserts(
 
 
 async def test_a_long_recording_moves_to_the_store_in_parts_and_reads_back_whole(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: Any
+    settings: Settings, pool: asyncpg.Pool
 ) -> None:
     """The spool ships a part every spool_part_s; the parts read back as one stream."""
     app = create_app(settings.replace(spool_part_s=0.3), run_workers=False)
@@ -629,14 +543,14 @@ async def test_a_long_recording_moves_to_the_store_in_parts_and_reads_back_whole
         peer = await connect(client, call)
         await peer.start(tracks=("inbound",))
         rec = await start_recording(client, owner, call["id"])
-        await until(lambda: writer_of(client, call["id"]) is not None)
+        await eventually(lambda: writer_of(client, call["id"]) is not None)
         frames = [bytes([n % 200 + 20]) * 160 for n in range(100)]  # two seconds, each distinct
 
         for frame in frames:
             await peer.media(frame, "inbound")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # real-time pace: the parts roll while audio flows
         await peer.stop()
-        await until(lambda: _is(pool, rec["id"], "completed"))
+        await eventually(lambda: status_is(pool, rec["id"], "completed"))
         audio = await stored_audio(client, rec["id"])
 
     parts = await asyncio.to_thread(
@@ -661,29 +575,29 @@ async def test_silence_mode_fills_a_pause_of_a_stream_without_timestamps(
         f"/v1/media/jambonz?token={call['media']['token']}", protocols=("audio.jambonz.org",)
     )
     await ws.send_str(json.dumps({"sampleRate": 8000, "mixType": "mono", "callSid": "c"}))
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
     resp = await client.post(
         f"/v1/calls/{call['id']}/recordings",
         json={"pause_behavior": "silence"},
         headers=owner.auth,
     )
     rec = await resp.json()
-    await until(lambda: writer_of(client, call["id"]) is not None)
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
     voice, marker = b"\x11\x01" * 160, b"\x7f\x7f" * 160  # 20 ms frames of L16
 
     for _ in range(10):
         await ws.send_bytes(voice)
-    await asyncio.sleep(0.1)
+    await eventually(lambda: frames_received(client, call["id"]) >= 10)
     await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
-    await until(lambda: not writer_of(client, call["id"]).recording)
+    await eventually(lambda: not writer_of(client, call["id"]).recording)
     for _ in range(25):  # half a second of stream while paused
         await ws.send_bytes(marker)
     await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
-    await until(lambda: writer_of(client, call["id"]).recording)
+    await eventually(lambda: writer_of(client, call["id"]).recording)
     for _ in range(10):
         await ws.send_bytes(voice)
     await ws.close()
-    await until(lambda: _is(pool, rec["id"], "completed"))
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
 
     audio = await stored_audio(client, rec["id"])
     assert audio == voice * 10 + b"\x00\x00" * 160 * 25 + voice * 10

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from tests.conftest import Customer, ServiceServer, new_call, signup_body
+from tests.support.recordings import record
 
 
 def assert_safe(resp: ClientResponse, cache: str = "no-store") -> None:
@@ -86,8 +87,6 @@ async def test_a_replayed_answer_keeps_no_store(client: TestClient, owner: Custo
 async def test_audio_may_be_revalidated_by_the_browser_but_kept_by_no_shared_cache(
     client: TestClient, owner: Customer, pool: Any
 ) -> None:
-    from tests.test_delivery import record
-
     recording = await record(client, owner, pool, frames=5)
 
     resp = await client.get(f"/v1/recordings/{recording}/audio", headers=owner.auth)
@@ -145,9 +144,7 @@ async def test_requests_the_parser_refuses_get_a_problem_document(
     assert (problem["status"], problem["code"]) == (400, "malformed-request")
 
 
-async def test_a_client_trickling_its_headers_is_cut_off(
-    settings: Settings, pool: Any, blocking_guard: Any
-) -> None:
+async def test_a_client_trickling_its_headers_is_cut_off(settings: Settings, pool: Any) -> None:
     """Slowloris: one header byte at a time keeps no connection beyond the header timeout."""
     app = create_app(settings.replace(header_timeout_s=0.5), run_workers=False)
     async with TestClient(ServiceServer(app)) as client:
@@ -184,7 +181,7 @@ async def test_a_slow_but_whole_head_within_the_timeout_is_served(client: TestCl
         for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
             writer.write(part)
             await writer.drain()
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # a slow client's pace, well inside the header timeout
         answer = await asyncio.wait_for(reader.read(65536), 5)
     finally:
         writer.close()
@@ -193,7 +190,7 @@ async def test_a_slow_but_whole_head_within_the_timeout_is_served(client: TestCl
 
 
 async def test_a_kept_alive_connection_waiting_for_its_next_request_is_not_cut_off(
-    settings: Settings, pool: Any, blocking_guard: Any
+    settings: Settings, pool: Any
 ) -> None:
     """The header timeout starts at a request's first byte, not at the connection's idle wait."""
     app = create_app(settings.replace(header_timeout_s=0.5), run_workers=False)

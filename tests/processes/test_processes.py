@@ -8,15 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,71 +23,16 @@ from storage.keys.hierarchy import MasterKeys
 from storage.keys.providers import ServiceKeys
 from telephony.usecases.playback import iter_audio
 from tests.conftest import PASSWORD, signup_body
+from tests.support.media import MARKER
+from tests.support.servers import Server, free_port
+from tests.support.waiting import eventually
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
-# Built at run time: a folded constant would put the marker itself into this
-# module's .pyc, and the scan of the temporary folder would find the test.
-MARKER = (bytes.fromhex("13374d41524b4552deadbeef") * 14)[:FRAME_BYTES]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def numbered_frame(n: int) -> bytes:
     """A frame that says which one it is: 'F' + six digits, repeated."""
     return (b"F%06d" % n * 23)[:FRAME_BYTES]
-
-
-@dataclass
-class Server:
-    port: int
-    node_id: str
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log_path, "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "telephony", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def start(self) -> None:
-        self.process = await asyncio.to_thread(self._spawn)
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                if self.process.poll() is not None:
-                    raise AssertionError(f"server exited: {self.log_path.read_text()[-2000:]}")
-                with contextlib.suppress(aiohttp.ClientError):  # not listening yet
-                    async with http.get(f"{self.url}/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.05)
-        raise AssertionError("server did not become ready")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture
@@ -125,7 +64,7 @@ async def servers(
         yield made, MasterKeys(key), tmp_path / "data" / "blobs"
     finally:
         for server in made:
-            server.stop()
+            await server.stop()
 
 
 class Api:
@@ -206,13 +145,19 @@ async def send_frame(ws: aiohttp.ClientWebSocketResponse, n: int, payload: bytes
     )
 
 
-async def wait_for_node(pool: asyncpg.Pool, recording_id: str) -> None:
-    for _ in range(200):
-        async with pool.acquire() as conn:
-            if await conn.fetchval("SELECT node_id FROM recordings WHERE id = $1", recording_id):
-                return
-        await asyncio.sleep(0.025)
-    raise AssertionError("no node picked up the recording")
+async def node_of(pool: asyncpg.Pool, recording_id: str) -> str | None:
+    """The node writing the recording, once one has picked it up."""
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT node_id FROM recordings WHERE id = $1", recording_id)
+
+
+async def frames_received(http: aiohttp.ClientSession, base: str) -> float:
+    """Audio frames the node has taken from its media sockets: its frame counter, which
+    moves in steps of ten (media_ws.METRIC_EVERY)."""
+    async with http.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    counted = [line for line in text.splitlines() if line.startswith("media_frames_total ")]
+    return float(counted[0].split()[1]) if counted else 0.0
 
 
 async def stored(pool: asyncpg.Pool, blobs: Path, master: MasterKeys, recording_id: str) -> bytes:
@@ -234,16 +179,16 @@ async def test_sigkill_mid_stream_loses_at_most_a_second(
         call = await consented_call(api, node.url)
         ws = await open_stream(http, node.url, call["media"]["token"])
         rec = await api.call("POST", f"{node.url}/v1/calls/{call['id']}/recordings", {}, 201)
-        await wait_for_node(pool, rec["id"])
+        await eventually(lambda: node_of(pool, rec["id"]))
         loop = asyncio.get_running_loop()
         started = loop.time()
         sent = 0
         for n in range(150):  # three seconds at real-time pace
             await send_frame(ws, n, numbered_frame(n))
             sent = n + 1
-            await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
+            await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))  # real time
 
-        node.kill()
+        await node.kill()
         await node.start()  # the same node id: it recovers what it held
 
         got = await api.call("GET", f"{node.url}/v1/recordings/{rec['id']}")
@@ -270,6 +215,15 @@ async def test_two_nodes_control_on_one_media_on_the_other(
     await control_node.start()
     async with aiohttp.ClientSession() as http:
         api = await customer(http, control_node.url)
+        # The media node applies control messages in the order they were committed, and a
+        # resume changes nothing it shows. So a second call it records is the probe: its
+        # stop, sent after the resume, completes only once the resume has been applied.
+        probe_call = await consented_call(api, control_node.url)
+        probe_ws = await open_stream(http, media_node.url, probe_call["media"]["token"])
+        probe = await api.call(
+            "POST", f"{control_node.url}/v1/calls/{probe_call['id']}/recordings", {}, 201
+        )
+        await eventually(lambda: node_of(pool, probe["id"]))
         call = await consented_call(api, control_node.url)
         ws = await open_stream(http, media_node.url, call["media"]["token"])
         n = 0
@@ -279,21 +233,29 @@ async def test_two_nodes_control_on_one_media_on_the_other(
             for _ in range(count):
                 await send_frame(ws, n, payload)
                 n += 1
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # an engine's pace, faster than real time
+
+        async def recording(of: dict[str, Any], status: str) -> dict[str, Any] | None:
+            got = await api.call("GET", f"{control_node.url}/v1/recordings/{of['id']}")
+            return got if got["status"] == status else None
+
+        async def media_node_has_every_frame() -> bool:
+            return await frames_received(http, media_node.url) >= n
 
         await send(MARKER, 10)  # before the recording
         rec = await api.call(
             "POST", f"{control_node.url}/v1/calls/{call['id']}/recordings", {}, 201
         )
-        await wait_for_node(pool, rec["id"])
+        await eventually(lambda: node_of(pool, rec["id"]))
         await send(numbered_frame(1), 50)
-        await asyncio.sleep(0.3)
+        await eventually(media_node_has_every_frame)
         await api.call("POST", f"{control_node.url}/v1/recordings/{rec['id']}/pause")
         await send(MARKER, 50)
         await api.call("POST", f"{control_node.url}/v1/recordings/{rec['id']}/resume")
-        await asyncio.sleep(0.3)  # the resume travels to the media node
+        await api.call("POST", f"{control_node.url}/v1/recordings/{probe['id']}/stop")
+        await eventually(lambda: recording(probe, "completed"))  # the resume has arrived
         await send(numbered_frame(2), 50)
-        await asyncio.sleep(0.3)
+        await eventually(media_node_has_every_frame)
         await api.call(
             "POST",
             f"{control_node.url}/v1/calls/{call['id']}/consents",
@@ -306,11 +268,8 @@ async def test_two_nodes_control_on_one_media_on_the_other(
         )
         await send(MARKER, 50)
         await ws.close()
-        for _ in range(200):
-            got = await api.call("GET", f"{control_node.url}/v1/recordings/{rec['id']}")
-            if got["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
+        got = await eventually(lambda: recording(rec, "completed"), timeout_s=10)
+        await probe_ws.close()
 
     audio = await stored(pool, blobs, master, rec["id"])
     assert got["status"] == "completed"

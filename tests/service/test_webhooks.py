@@ -22,7 +22,6 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from blockbuster import BlockBuster
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from storage import webhooks as store
@@ -39,6 +38,7 @@ from tests.conftest import (
     new_customer,
     start_recording,
 )
+from tests.support.waiting import eventually
 
 # -- a real customer endpoint ------------------------------------------------------------
 
@@ -118,9 +118,7 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def strict_client(
-    settings: Settings, pool: asyncpg.Pool, blocking_guard: BlockBuster
-) -> AsyncIterator[TestClient]:
+async def strict_client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
     """The production default: webhook targets must be public."""
     app = create_app(settings.replace(webhook_allow_private=False), run_workers=False)
     async with TestClient(ServiceServer(app)) as c:
@@ -173,14 +171,6 @@ async def recording_events(client: TestClient, customer: Customer) -> None:
     for action in ("pause", "resume", "stop"):
         resp = await client.post(f"/v1/recordings/{rec['id']}/{action}", headers=customer.auth)
         assert resp.status == 200, await resp.text()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 # -- the signing secret --------------------------------------------------------------------
@@ -633,7 +623,7 @@ async def test_another_accounts_event_is_not_found(
 
 
 async def test_the_worker_delivers_on_commit_and_one_hanging_account_does_not_hold_others(
-    settings: Settings, pool: asyncpg.Pool, receivers: MakeReceiver, blocking_guard: BlockBuster
+    settings: Settings, pool: asyncpg.Pool, receivers: MakeReceiver
 ) -> None:
     """LISTEN wakes the worker at commit (the poll is 30 s); accounts drain side by side."""
     configured = settings.replace(outbox_poll_s=30, webhook_timeout_s=3.0)
@@ -646,10 +636,10 @@ async def test_the_worker_delivers_on_commit_and_one_hanging_account_does_not_ho
         await subscribe(client, slow, stuck)
         await subscribe(client, fast, healthy)
         await consented_call(client, slow)
-        await wait_until(lambda: len(stuck.deliveries) == 1)
+        await eventually(lambda: len(stuck.deliveries) == 1)
         await recording_events(client, fast)
         expected = len(await events_of(pool, fast))
-        await wait_until(lambda: len(healthy.deliveries) == expected)
+        await eventually(lambda: len(healthy.deliveries) == expected)
         finished_at = asyncio.get_running_loop().time()
 
     assert finished_at < stuck.deliveries[0].at + 3.0  # while the other endpoint still hangs

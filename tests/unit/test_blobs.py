@@ -3,6 +3,7 @@ files: what the crash bound and every download stand on."""
 
 from __future__ import annotations
 
+import asyncio
 import platform
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def _part(n: int, offset: int = 0) -> Part:
 
 def _many(count: int) -> list[tuple[Part, bytes]]:
     return [(_part(i), f"chunk {i}".encode()) for i in range(count)]
+
+
+def mode(*paths: Path) -> list[int]:
+    """st_mode of each path: a stat, so tests on the event loop call it in a thread."""
+    return [p.stat().st_mode for p in paths]
 
 
 # -- names -----------------------------------------------------------------------------
@@ -81,9 +87,10 @@ async def test_a_blob_is_put_whole_durable_private_and_read_by_ranges(
         ("recordings/rec_a/audio-0000000000000000", 10)
     ]
     path = store.root / "recordings" / "rec_a" / "audio-0000000000000000"
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert path.parent.stat().st_mode & 0o777 == 0o700
-    assert not list(path.parent.glob("*.tmp-*"))  # written beside, renamed into place
+    file_mode, folder_mode = await asyncio.to_thread(mode, path, path.parent)
+    assert file_mode & 0o777 == 0o600
+    assert folder_mode & 0o777 == 0o700
+    assert not await asyncio.to_thread(list, path.parent.glob("*.tmp-*"))  # renamed into place
 
 
 async def test_a_short_read_is_an_integrity_failure_and_a_missing_blob_not_found(
@@ -158,8 +165,9 @@ async def test_append_many_writes_each_part_at_its_offset(spool: Spool) -> None:
 async def test_append_many_reports_a_failing_item_and_keeps_the_others(
     spool: Spool, tmp_path: Path
 ) -> None:
-    (tmp_path / "spool" / "recordings").mkdir(parents=True)
-    (tmp_path / "spool" / "recordings" / "rec_9").write_bytes(b"")  # a file where a folder goes
+    folder = tmp_path / "spool" / "recordings"
+    await asyncio.to_thread(folder.mkdir, parents=True)
+    await asyncio.to_thread((folder / "rec_9").write_bytes, b"")  # a file where a folder goes
 
     results = await spool.append_many([(_part(9), b"lost"), (_part(1), b"kept")])
 
@@ -167,7 +175,8 @@ async def test_append_many_reports_a_failing_item_and_keeps_the_others(
     assert results[1] == 0
     assert await spool.read(_part(1)) == b"kept"
     path = tmp_path / "spool" / "recordings" / "rec_1" / "audio-0000000000000000"
-    assert path.stat().st_mode & 0o777 == 0o600
+    [file_mode] = await asyncio.to_thread(mode, path)
+    assert file_mode & 0o777 == 0o600
 
 
 async def test_a_removed_part_takes_its_empty_folder_with_it(spool: Spool, tmp_path: Path) -> None:
@@ -177,7 +186,7 @@ async def test_a_removed_part_takes_its_empty_folder_with_it(spool: Spool, tmp_p
     await spool.remove(_part(1))  # twice: harmless
 
     assert await spool.parts() == []
-    assert not (tmp_path / "spool" / "recordings" / "rec_1").exists()
+    assert not await asyncio.to_thread((tmp_path / "spool" / "recordings" / "rec_1").exists)
 
 
 async def test_append_many_syncs_many_files_with_one_syncfs(

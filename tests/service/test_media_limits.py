@@ -22,7 +22,8 @@ from aiohttp.test_utils import TestClient
 from telephony.web.api import media_ws
 from telephony.web.appkeys import HUB
 from tests.conftest import Customer, new_call
-from tests.test_media import connect, until
+from tests.support.media import connect
+from tests.support.waiting import eventually
 
 
 def test_the_production_limits_are_those_the_issue_names() -> None:
@@ -115,12 +116,12 @@ async def test_an_authenticated_stream_that_never_starts_is_closed_and_frees_its
     idle = await client.ws_connect(f"/v1/media/twilio?token={call['media']['token']}")
 
     closed = await close_of(idle)
-    await until(lambda: call["id"] not in client.app[HUB].streams)
+    await eventually(lambda: call["id"] not in client.app[HUB].streams)
     again = await connect(client, call)
     await again.start()
 
     assert closed == (1008, "no start within 0.5 s")
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
     await again.stop()
 
 
@@ -173,15 +174,15 @@ async def test_a_reconnect_is_accepted_once_the_old_stream_has_gone_and_each_is_
     call = await new_call(client, owner)
     first = await connect(client, call)
     await first.start(tracks=("inbound",))
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
     await first.ws.close()
-    await until(lambda: call["id"] not in client.app[HUB].streams)
+    await eventually(lambda: call["id"] not in client.app[HUB].streams)
 
     second = await connect(client, call)
     await second.start(tracks=("inbound",))
-    await until(lambda: call["id"] in client.app[HUB].streams)
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
     await second.stop()
-    await until(lambda: call["id"] not in client.app[HUB].streams)
+    await eventually(lambda: call["id"] not in client.app[HUB].streams)
     trail = await (await client.get("/v1/audit?limit=200", headers=owner.auth)).json()
 
     actions = [e["action"] for e in trail["items"] if e["subject"] == {"call_id": call["id"]}]

@@ -23,8 +23,8 @@ from telephony.settings import Settings
 from telephony.usecases import retention
 from telephony.web.appkeys import BLOBS
 from tests.conftest import Customer, consented_call, login
-from tests.test_cli import FAST, run
-from tests.test_delivery import download, expected, record, recording_folder
+from tests.support.cli import FAST, run
+from tests.support.recordings import download, expected, record, recording_folder
 
 
 async def status_of(pool: asyncpg.Pool, recording_id: str) -> str:

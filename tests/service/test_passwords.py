@@ -30,7 +30,9 @@ from tests.conftest import (
     signup_body,
     start_recording,
 )
-from tests.test_media import VOICE, _is, connect, until, writer_of
+from tests.support.media import VOICE, connect, writer_of
+from tests.support.recordings import status_is
+from tests.support.waiting import eventually
 
 
 def test_production_defaults_are_rfc9106_argon2id() -> None:
@@ -160,7 +162,7 @@ async def test_a_login_storm_with_production_argon2_completes_and_recording_goes
         peer = await connect(client, call)
         await peer.start(tracks=("inbound",))
         rec = await start_recording(client, owner, call["id"])
-        await until(lambda: writer_of(client, call["id"]) is not None)
+        await eventually(lambda: writer_of(client, call["id"]) is not None)
 
         streaming = asyncio.create_task(peer.paced(VOICE, frames=100, interval_s=0.02))
         storm = [
@@ -173,7 +175,7 @@ async def test_a_login_storm_with_production_argon2_completes_and_recording_goes
 
         assert sorted(r.status for r in answers) == [201] * 20
         await peer.stop()
-        await until(lambda: _is(pool, rec["id"], "completed"), timeout_s=10)
+        await eventually(lambda: status_is(pool, rec["id"], "completed"), timeout_s=10)
         download = await client.get(f"/v1/recordings/{rec['id']}/audio", headers=owner.auth)
         wav = await download.read()
         after = await client.post(
@@ -190,7 +192,7 @@ async def test_a_storm_beyond_the_queue_bound_is_refused_at_once_not_queued() ->
     hasher = PasswordHasher(Argon2Params(memory_kib=8192, iterations=1, lanes=1), max_waiting=2)
     try:
         queued = [asyncio.ensure_future(hasher.hash("a long passphrase")) for _ in range(2)]
-        await asyncio.sleep(0)  # both are in the queue now
+        await eventually(lambda: hasher.waiting == 2, interval_s=0)  # both are in the queue
         with pytest.raises(Unavailable) as refused:
             await hasher.hash("one too many")
         hashes = await asyncio.gather(*queued)

@@ -23,7 +23,7 @@ from telephony.web.inputs import (
     sequence_cursor,
 )
 from tests.conftest import Customer, new_call, signup_body
-from tests.test_delivery import record
+from tests.support.recordings import record
 
 JSON = {"Content-Type": "application/json"}
 

@@ -31,71 +31,16 @@ from telephony.usecases import playback
 from telephony.web.app import create_app
 from telephony.web.appkeys import KEYS
 from tests.conftest import Customer, ServiceServer, consented_call, new_customer
-from tests.test_media import connect, until, writer_of
-
-FRAMES = 200  # per track: 4 s, several 16 KiB chunks
-
-
-def frame(i: int, track: str) -> bytes:
-    """Distinct 160-byte μ-law frames, so a reordered chunk shows as different audio."""
-    salt = 0 if track == "inbound" else 101
-    return bytes((i * 7 + j + salt) % 251 for j in range(160))
-
-
-async def record(
-    client: TestClient,
-    owner: Customer,
-    pool: asyncpg.Pool,
-    *,
-    channels: str = "dual",
-    tracks: tuple[str, ...] = ("inbound", "outbound"),
-    frames: int = FRAMES,
-) -> str:
-    call = await consented_call(client, owner)
-    peer = await connect(client, call)
-    await peer.start(tracks)
-    resp = await client.post(
-        f"/v1/calls/{call['id']}/recordings", json={"channels": channels}, headers=owner.auth
-    )
-    assert resp.status == 201, await resp.text()
-    recording_id = (await resp.json())["id"]
-    await until(lambda: writer_of(client, call["id"]) is not None)
-    for i in range(frames):
-        for track in tracks:
-            await peer.media(frame(i, track), track)
-        if i % 100 == 99:
-            await asyncio.sleep(0.02)  # faster than real time, slower than the queue bound
-    await peer.stop()
-    await until(lambda: status_is(pool, recording_id, "completed"))
-    return recording_id
-
-
-async def status_is(pool: asyncpg.Pool, recording_id: str, status: str) -> bool:
-    async with pool.acquire() as conn:
-        return await conn.fetchval(
-            "SELECT status = $2 FROM recordings WHERE id = $1", recording_id, status
-        )
-
-
-def expected(track: str, frames: int = FRAMES) -> bytes:
-    return b"".join(frame(i, track) for i in range(frames))
+from tests.support.recordings import (
+    download,
+    expected,
+    record,
+    recording_folder,
+)
 
 
 def pcm(ulaw: bytes) -> list[int]:
     return [ulaw_to_linear(b) for b in ulaw]
-
-
-async def download(
-    client: TestClient, owner: Customer, recording_id: str, query: str = "", **headers: str
-) -> aiohttp.ClientResponse:
-    return await client.get(
-        f"/v1/recordings/{recording_id}/audio{query}", headers={**owner.auth, **headers}
-    )
-
-
-def recording_folder(settings: Settings, recording_id: str) -> Path:
-    """Where the blob store keeps the recording's parts."""
-    return settings.data_dir / "blobs" / "recordings" / recording_id
 
 
 async def blob_path(settings: Settings, recording_id: str) -> Path:

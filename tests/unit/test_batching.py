@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from telephony.recorder.batching import Batcher
+from tests.support.waiting import eventually
 
 
 class Recorder:
@@ -39,9 +40,9 @@ async def test_callers_arriving_during_a_flush_go_out_together_in_the_next() -> 
     sink.release.clear()
     batcher = Batcher(sink.flush)
     first = asyncio.ensure_future(batcher.submit(1))
-    await asyncio.sleep(0.01)  # the first flush is now in flight
+    await eventually(lambda: sink.batches == [[1]])  # the first flush is now in flight
     later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3, 4)]
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(batcher._waiting) == 3)  # queued behind it
     sink.release.set()
 
     assert await first == 2
@@ -83,7 +84,7 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     batcher = Batcher(sink.flush)
     gone = asyncio.ensure_future(batcher.submit(1))
     kept = asyncio.ensure_future(batcher.submit(2))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: sink.batches == [[1, 2]])  # both in the flush in flight
     gone.cancel()
     sink.release.set()
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
-from blockbuster import BlockBuster
 
 from storage import outbox, securitylog
 from storage.securitylog import AccessEntry, PurgeResult
@@ -21,6 +20,7 @@ from telephony.settings import Settings
 from telephony.usecases import retention as workers
 from telephony.web.app import create_app
 from tests.conftest import ServiceServer
+from tests.support.waiting import eventually
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -153,9 +153,7 @@ async def test_purge_logs_what_it_deleted(
     assert (record.security_log, record.access_log) == (0, 1)  # type: ignore[attr-defined]
 
 
-async def test_serve_purges_old_rows_at_start_up(
-    pool: asyncpg.Pool, settings: Settings, blocking_guard: BlockBuster
-) -> None:
+async def test_serve_purges_old_rows_at_start_up(pool: asyncpg.Pool, settings: Settings) -> None:
     """S3: the serving process runs the purge itself, first at start-up."""
     now = datetime.now(UTC)
     await add_security_event(pool, now - timedelta(days=61), "old@example.com")
@@ -164,10 +162,7 @@ async def test_serve_purges_old_rows_at_start_up(
     app = create_app(settings, run_workers=True)
 
     async with TestClient(ServiceServer(app)):
-        for _ in range(100):
-            if await security_emails(pool) == ["recent@example.com"]:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: only_recent_security_events(pool))
 
     assert await security_emails(pool) == ["recent@example.com"]
     assert await access_ids(pool) == []
@@ -181,10 +176,10 @@ async def test_the_purge_worker_runs_again_after_its_interval(
     await add_access_entry(pool, datetime.now(UTC) - timedelta(days=61), "req-first")
     worker = asyncio.create_task(workers.purge_worker(pool, configured))
     try:
-        await wait_for_empty_access_log(pool)  # the start-up pass
+        await eventually(lambda: access_log_is_empty(pool))  # the start-up pass
         await add_access_entry(pool, datetime.now(UTC) - timedelta(days=61), "req-second")
 
-        await wait_for_empty_access_log(pool)  # the next pass, one interval later
+        await eventually(lambda: access_log_is_empty(pool))  # the next pass, one interval later
     finally:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -193,9 +188,10 @@ async def test_the_purge_worker_runs_again_after_its_interval(
     assert await access_ids(pool) == []
 
 
-async def wait_for_empty_access_log(pool: asyncpg.Pool, polls: int = 100) -> None:
-    for _ in range(polls):
-        if not await access_ids(pool):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("back-dated access-log rows were not purged in time")
+async def only_recent_security_events(pool: asyncpg.Pool) -> bool:
+    return await security_emails(pool) == ["recent@example.com"]
+
+
+async def access_log_is_empty(pool: asyncpg.Pool) -> bool:
+    """The back-dated access-log rows are purged."""
+    return not await access_ids(pool)

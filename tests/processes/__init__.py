@@ -1,0 +1,1 @@
+"""Real processes: `telephony serve` and the CLI as subprocesses, SIGKILL, two nodes, the fuzzer."""

@@ -1,0 +1,1 @@
+"""The API over real PostgreSQL: create_app(settings) driven through the aiohttp test client."""

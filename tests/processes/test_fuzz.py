@@ -123,9 +123,9 @@ def fuzz(base: str, token: str, caller: str, report: Path) -> subprocess.Complet
         str(EXAMPLES),
         "--seed",
         str(SEED),
-        # One thread per run, the runs in parallel processes: Schemathesis's worker threads
-        # parse schemas at once, and CPython before 3.11.5 can fail that with "AST
-        # constructor recursion depth mismatch" (python/cpython#106905), Debian 12's 3.11.2.
+        # One thread per run, the runs in parallel processes: two Schemathesis worker
+        # threads in one process now and then failed with CPython 3.11's spurious
+        # "AST constructor recursion depth mismatch" (python/cpython#106905).
         "--workers",
         "1",
         "--warnings",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,101 @@ def _roundtrip(value: dict[str, Any]) -> dict[str, Any]:
     return roundtripped
 
 
+@dataclass(frozen=True)
+class Entry:
+    """An audit row before it is chained: what happened, by whom, to what."""
+
+    account_id: str
+    at: datetime
+    actor: Actor
+    action: str
+    subject: dict[str, Any]
+    details: dict[str, Any]
+
+
+_LOCK_HEAD = """
+INSERT INTO audit_heads AS h (account_id, seq, hash) VALUES ($1, 0, $2)
+ON CONFLICT (account_id) DO UPDATE SET seq = h.seq
+RETURNING seq, hash"""
+
+
+async def append_many(conn: Conn, entries: Sequence[Entry]) -> list[AuditEvent]:
+    """Chain and append `entries` in the caller's transaction, in order; two statements per
+    account, however many entries: lock (and read) the account's head, then insert the rows
+    and move the head.
+
+    Why together: the head's row lock serialises every writer of an account. Written
+    once, at the end of a transaction, it is held for two statements and the commit.
+    """
+    written: list[AuditEvent] = []
+    by_account: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_account.setdefault(entry.account_id, []).append(entry)
+    for account_id in sorted(by_account):  # one lock order: no deadlock between accounts
+        head = await conn.fetchrow(_LOCK_HEAD, account_id, GENESIS)
+        assert head is not None  # an upsert returns its row
+        seq, prev_hash = int(head["seq"]), bytes(head["hash"])
+        rows: list[tuple[object, ...]] = []
+        for entry in by_account[account_id]:
+            actor = _roundtrip(entry.actor.as_json())
+            subject, details = _roundtrip(entry.subject), _roundtrip(entry.details)
+            seq += 1
+            digest = hashlib.sha256(
+                canonical(
+                    account_id=account_id,
+                    seq=seq,
+                    at=entry.at,
+                    actor=actor,
+                    action=entry.action,
+                    subject=subject,
+                    details=details,
+                    prev_hash=prev_hash,
+                )
+            ).digest()
+            rows.append(
+                (
+                    account_id,
+                    seq,
+                    entry.at,
+                    json.dumps(actor),
+                    entry.action,
+                    json.dumps(subject),
+                    json.dumps(details),
+                    prev_hash,
+                    digest,
+                )
+            )
+            written.append(
+                AuditEvent(
+                    account_id,
+                    seq,
+                    entry.at,
+                    actor,
+                    entry.action,
+                    subject,
+                    details,
+                    prev_hash,
+                    digest,
+                )
+            )
+            prev_hash = digest
+        await conn.execute(
+            f"""WITH added AS (
+                    INSERT INTO audit_events ({_COLS})
+                    SELECT $1, r.seq, r.at, r.actor::jsonb, r.action, r.subject::jsonb,
+                           r.details::jsonb, r.prev_hash, r.hash
+                    FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[],
+                                $6::text[], $7::text[], $8::bytea[], $9::bytea[])
+                         AS r(seq, at, actor, action, subject, details, prev_hash, hash))
+                UPDATE audit_heads SET seq = $10, hash = $11 WHERE account_id = $1""",
+            account_id,
+            *([row[i] for row in rows] for i in range(1, 9)),
+            seq,
+            prev_hash,
+        )
+    return written
+
+
 async def append(
     conn: Conn,
     *,
@@ -81,49 +177,9 @@ async def append(
     subject: dict[str, Any],
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append in the caller's transaction, so the row exists exactly when the action does."""
-    stored_actor, subject = _roundtrip(actor.as_json()), _roundtrip(subject)
-    details = _roundtrip(details or {})
-    await conn.execute(
-        "INSERT INTO audit_heads (account_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
-        account_id,
-        GENESIS,
-    )
-    head = await conn.fetchrow(
-        "SELECT seq, hash FROM audit_heads WHERE account_id = $1 FOR UPDATE", account_id
-    )
-    assert head is not None  # inserted just above when missing, in this transaction
-    seq, prev_hash = head["seq"] + 1, bytes(head["hash"])
-    digest = hashlib.sha256(
-        canonical(
-            account_id=account_id,
-            seq=seq,
-            at=at,
-            actor=stored_actor,
-            action=action,
-            subject=subject,
-            details=details,
-            prev_hash=prev_hash,
-        )
-    ).digest()
-    await conn.execute(
-        f"""INSERT INTO audit_events ({_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        account_id,
-        seq,
-        at,
-        stored_actor,
-        action,
-        subject,
-        details,
-        prev_hash,
-        digest,
-    )
-    await conn.execute(
-        "UPDATE audit_heads SET seq = $2, hash = $3 WHERE account_id = $1", account_id, seq, digest
-    )
-    return AuditEvent(
-        account_id, seq, at, stored_actor, action, subject, details, prev_hash, digest
-    )
+    """One row, appended now in the caller's transaction (tools; use cases batch theirs)."""
+    entry = Entry(account_id, at, actor, action, subject, details or {})
+    return (await append_many(conn, [entry]))[0]
 
 
 async def list_events(

@@ -9,7 +9,9 @@ import asyncpg
 
 from storage.db import Conn
 from telephony.domain.calls import CallStatus, Direction
+from telephony.domain.consent import Decision
 from telephony.domain.errors import NotFound
+from telephony.domain.recordings import LIVE
 
 _CALL_COLS = (
     "id, account_id, direction, from_number, to_number, status, created_by, created_at,"
@@ -99,6 +101,47 @@ async def get_call(conn: Conn, call_id: str, *, account_id: str | None, lock: bo
     if row is None:
         raise NotFound("no such call")
     return _call(row)
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """What the recording gate decides on (`telephony.domain.consent.CallFacts`), raw."""
+
+    counterpart_ids: list[str]
+    latest_decisions: list[tuple[str, Decision]]  # each counterpart's latest, if any
+    has_live_recording: bool
+    processing_restricted: bool
+
+
+async def gate_facts(conn: Conn, call: Call) -> GateRow:
+    """One statement for the gate, run after `get_call(lock=True)` has taken the lock.
+
+    Not folded into the locking statement: a statement that waits for a row
+    lock still reads every other table as of its own start, so a revocation
+    committed while it waited would be missed (R2). This one starts after
+    the lock is held, and sees every change made under it.
+    """
+    row = await conn.fetchrow(
+        """SELECT ARRAY(SELECT id FROM counterparts WHERE call_id = $1
+                        ORDER BY added_at, id) AS counterparts,
+                  ARRAY(SELECT ROW(d.counterpart_id, d.decision) FROM (
+                            SELECT DISTINCT ON (counterpart_id) counterpart_id, decision
+                            FROM consent_events WHERE call_id = $1
+                            ORDER BY counterpart_id, seq DESC) d) AS decisions,
+                  EXISTS (SELECT 1 FROM recordings
+                          WHERE call_id = $1 AND status = ANY($3)) AS live,
+                  (SELECT processing_restricted FROM accounts WHERE id = $2) AS restricted""",
+        call.id,
+        call.account_id,
+        [s.value for s in LIVE],
+    )
+    assert row is not None
+    return GateRow(
+        counterpart_ids=list(row["counterparts"]),
+        latest_decisions=[(cp, Decision(d)) for cp, d in row["decisions"]],
+        has_live_recording=row["live"],
+        processing_restricted=bool(row["restricted"]),
+    )
 
 
 async def find_by_media_token(conn: Conn, token_hash: bytes) -> Call | None:

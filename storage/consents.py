@@ -10,6 +10,7 @@ import asyncpg
 from storage.db import Conn
 from telephony.domain.actors import Actor, ActorKind
 from telephony.domain.consent import Decision, Method
+from telephony.domain.errors import NotFound
 
 _COLS = (
     "seq, id, call_id, counterpart_id, decision, method, evidence, obtained_at, recorded_at,"
@@ -59,10 +60,13 @@ async def insert_event(
     recorded_at: datetime,
     recorded_by: Actor,
 ) -> ConsentEvent:
+    """NotFound unless the counterpart is on the call (checked in the same statement)."""
     row = await conn.fetchrow(
         f"""INSERT INTO consent_events (id, call_id, counterpart_id, decision, method, evidence,
                                         obtained_at, recorded_at, recorded_by_type, recorded_by_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLS}""",
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+            WHERE EXISTS (SELECT 1 FROM counterparts WHERE id = $3 AND call_id = $2)
+            RETURNING {_COLS}""",
         id,
         call_id,
         counterpart_id,
@@ -74,7 +78,9 @@ async def insert_event(
         recorded_by.kind.value,
         recorded_by.id or "",
     )
-    assert row is not None  # INSERT ... RETURNING without ON CONFLICT returns its row or raises
+    if row is None:
+        # A reference to what does not exist, like an unknown id in a path: 404.
+        raise NotFound("no such counterpart on this call")
     return _event(row)
 
 

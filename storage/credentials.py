@@ -7,7 +7,7 @@ suffices for 256-bit random tokens); a lookup is by that hash.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -165,12 +165,22 @@ async def revoke_api_key(conn: Conn, key_id: str, account_id: str, now: datetime
     return _key(row)
 
 
-async def touch_api_key(conn: Conn, key_id: str, now: datetime) -> None:
-    # At most once a minute: a hot key must not turn every request into a write.
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+async def touch_api_key(conn: Conn, key: ApiKey, now: datetime) -> None:
+    """At most once a minute: a hot key must not turn every request into a write.
+
+    The fetched `last_used_at` decides first, so a key used within the minute
+    costs no round trip; the WHERE clause keeps concurrent requests to one write.
+    """
+    if key.last_used_at is not None and key.last_used_at >= now - TOUCH_EVERY:
+        return
     await conn.execute(
         """UPDATE api_keys SET last_used_at = $2
            WHERE id = $1
-             AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')""",
-        key_id,
+             AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - $3::interval)""",
+        key.id,
         now,
+        TOUCH_EVERY,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,13 @@ from telephony.domain.tracks import Track, from_stored
 _COLS = (
     "id, call_id, account_id, status, pause_reason, stop_reason, channels, pause_behavior,"
     " started_at, ended_at, size_bytes, started_by_type, started_by_id"
+)
+# A recording's segments come with it, in the same statement (one round trip, not two).
+# Segments change only under the call's row lock, like the recording's state.
+_READ = (
+    _COLS
+    + """, ARRAY(SELECT ROW(s.started_at, s.ended_at, s.ended_by) FROM recording_segments s
+                WHERE s.recording_id = recordings.id ORDER BY s.id) AS segments"""
 )
 _LIVE = [s.value for s in LIVE]
 CONTROL_CHANNEL = "recording_control"
@@ -57,12 +64,13 @@ class Recording:
     segments: list[Segment] = field(default_factory=list)
 
 
-def _segment(row: asyncpg.Record) -> Segment:
-    ended_by = row["ended_by"]
-    return Segment(row["started_at"], row["ended_at"], EndReason(ended_by) if ended_by else None)
+def _segment(row: asyncpg.Record | tuple[datetime, datetime | None, str | None]) -> Segment:
+    started_at, ended_at, ended_by = row[0], row[1], row[2]
+    return Segment(started_at, ended_at, EndReason(ended_by) if ended_by else None)
 
 
-def _recording(row: asyncpg.Record, segments: list[Segment]) -> Recording:
+def _recording(row: asyncpg.Record, segments: list[Segment] | None = None) -> Recording:
+    """A row read with `_READ` carries its segments; one written is given them."""
     pause, stop = row["pause_reason"], row["stop_reason"]
     return Recording(
         id=row["id"],
@@ -77,7 +85,7 @@ def _recording(row: asyncpg.Record, segments: list[Segment]) -> Recording:
         ended_at=row["ended_at"],
         size_bytes=row["size_bytes"],
         started_by=Actor(ActorKind(row["started_by_type"]), row["started_by_id"]),
-        segments=segments,
+        segments=segments if segments is not None else [_segment(t) for t in row["segments"]],
     )
 
 
@@ -93,12 +101,19 @@ async def insert(
     wrapped_key: bytes,
     nonce_prefix: bytes,
     now: datetime,
-) -> None:
-    await conn.execute(
-        """INSERT INTO recordings (id, call_id, account_id, status, channels, pause_behavior,
-                                   started_at, started_by_type, started_by_id, wrapped_key,
-                                   nonce_prefix)
-           VALUES ($1, $2, $3, 'recording', $4, $5, $6, $7, $8, $9, $10)""",
+) -> Recording:
+    """The recording and its first segment, open from `now`: one statement."""
+    row = await conn.fetchrow(
+        f"""WITH rec AS (
+                INSERT INTO recordings (id, call_id, account_id, status, channels,
+                                        pause_behavior, started_at, started_by_type,
+                                        started_by_id, wrapped_key, nonce_prefix)
+                VALUES ($1, $2, $3, 'recording', $4, $5, $6, $7, $8, $9, $10)
+                RETURNING {_COLS}),
+            opened AS (
+                INSERT INTO recording_segments (recording_id, started_at)
+                SELECT id, started_at FROM rec)
+            SELECT * FROM rec""",
         id,
         call_id,
         account_id,
@@ -110,18 +125,71 @@ async def insert(
         wrapped_key,
         nonce_prefix,
     )
-    await open_segment(conn, id, now)
+    assert row is not None
+    return _recording(row, [Segment(now, None, None)])
 
 
-async def open_segment(conn: Conn, recording_id: str, now: datetime) -> None:
+async def open_segment(conn: Conn, rec: Recording, now: datetime) -> Recording:
+    """Recording again from `now` (a resume): a new segment, and the state, in one statement."""
     await conn.execute(
-        "INSERT INTO recording_segments (recording_id, started_at) VALUES ($1, $2)",
-        recording_id,
+        """WITH opened AS (
+               INSERT INTO recording_segments (recording_id, started_at) VALUES ($1, $2))
+           UPDATE recordings SET status = 'recording', pause_reason = NULL WHERE id = $1""",
+        rec.id,
         now,
+    )
+    return replace(
+        rec,
+        status=RecordingStatus.RECORDING,
+        pause_reason=None,
+        segments=[*rec.segments, Segment(now, None, None)],
     )
 
 
-async def close_segment(conn: Conn, recording_id: str, now: datetime, ended_by: EndReason) -> None:
+async def close_segment(
+    conn: Conn,
+    rec: Recording,
+    now: datetime,
+    ended_by: EndReason,
+    *,
+    status: RecordingStatus,
+    pause_reason: EndReason | None = None,
+    stop_reason: EndReason | None = None,
+    ended_at: datetime | None = None,
+) -> Recording:
+    """End the open segment at `now` and set the state (a pause or an end): one statement."""
+    await conn.execute(
+        """WITH closed AS (
+               UPDATE recording_segments SET ended_at = $2, ended_by = $3
+               WHERE recording_id = $1 AND ended_at IS NULL)
+           UPDATE recordings SET status = $4, pause_reason = $5,
+                  stop_reason = coalesce($6, stop_reason), ended_at = coalesce($7, ended_at)
+           WHERE id = $1""",
+        rec.id,
+        now,
+        ended_by.value,
+        status.value,
+        pause_reason.value if pause_reason else None,
+        stop_reason.value if stop_reason else None,
+        ended_at,
+    )
+    segments = [
+        Segment(s.started_at, now, ended_by) if s.ended_at is None else s for s in rec.segments
+    ]
+    return replace(
+        rec,
+        status=status,
+        pause_reason=pause_reason,
+        stop_reason=stop_reason or rec.stop_reason,
+        ended_at=ended_at or rec.ended_at,
+        segments=segments,
+    )
+
+
+async def close_open_segment(
+    conn: Conn, recording_id: str, now: datetime, ended_by: EndReason
+) -> None:
+    """End the open segment only; the state is already set (`interrupt_held_by`)."""
     await conn.execute(
         """UPDATE recording_segments SET ended_at = $2, ended_by = $3
            WHERE recording_id = $1 AND ended_at IS NULL""",
@@ -131,47 +199,12 @@ async def close_segment(conn: Conn, recording_id: str, now: datetime, ended_by: 
     )
 
 
-async def set_state(
-    conn: Conn,
-    recording_id: str,
-    *,
-    status: RecordingStatus,
-    pause_reason: EndReason | None = None,
-    stop_reason: EndReason | None = None,
-    ended_at: datetime | None = None,
-) -> None:
-    await conn.execute(
-        """UPDATE recordings SET status = $2, pause_reason = $3,
-                  stop_reason = coalesce($4, stop_reason), ended_at = coalesce($5, ended_at)
-           WHERE id = $1""",
-        recording_id,
-        status.value,
-        pause_reason.value if pause_reason else None,
-        stop_reason.value if stop_reason else None,
-        ended_at,
-    )
-
-
-async def _with_segments(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[Recording]:
-    if not rows:
-        return []
-    segs = await conn.fetch(
-        """SELECT recording_id, started_at, ended_at, ended_by FROM recording_segments
-           WHERE recording_id = ANY($1) ORDER BY id""",
-        [r["id"] for r in rows],
-    )
-    by_rec: dict[str, list[Segment]] = {r["id"]: [] for r in rows}
-    for s in segs:
-        by_rec[s["recording_id"]].append(_segment(s))
-    return [_recording(r, by_rec[r["id"]]) for r in rows]
-
-
 async def get(
     conn: Conn, recording_id: str, *, account_id: str | None, lock: bool = False
 ) -> Recording:
     suffix = " FOR UPDATE" if lock else ""
     row = await conn.fetchrow(
-        f"""SELECT {_COLS} FROM recordings
+        f"""SELECT {_READ} FROM recordings
             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
               AND status <> 'deleted'{suffix}""",
         recording_id,
@@ -179,25 +212,25 @@ async def get(
     )
     if row is None:
         raise NotFound("no such recording")
-    return (await _with_segments(conn, [row]))[0]
+    return _recording(row)
 
 
 async def find_live(conn: Conn, call_id: str) -> Recording | None:
     row = await conn.fetchrow(
-        f"SELECT {_COLS} FROM recordings WHERE call_id = $1 AND status = ANY($2)",
+        f"SELECT {_READ} FROM recordings WHERE call_id = $1 AND status = ANY($2)",
         call_id,
         _LIVE,
     )
-    return (await _with_segments(conn, [row]))[0] if row else None
+    return _recording(row) if row else None
 
 
 async def list_for_calls(conn: Conn, call_ids: list[str]) -> list[Recording]:
     rows = await conn.fetch(
-        f"""SELECT {_COLS} FROM recordings WHERE call_id = ANY($1) AND status <> 'deleted'
+        f"""SELECT {_READ} FROM recordings WHERE call_id = ANY($1) AND status <> 'deleted'
             ORDER BY started_at, id""",
         call_ids,
     )
-    return await _with_segments(conn, rows)
+    return [_recording(r) for r in rows]
 
 
 async def list_for_account(
@@ -209,7 +242,7 @@ async def list_for_account(
     call_id: str | None = None,
 ) -> list[Recording]:
     rows = await conn.fetch(
-        f"""SELECT {_COLS} FROM recordings
+        f"""SELECT {_READ} FROM recordings
             WHERE account_id = $1 AND status <> 'deleted'
               AND ($2::timestamptz IS NULL OR (started_at, id) > ($2, $3))
               AND ($5::text IS NULL OR call_id = $5)
@@ -220,7 +253,7 @@ async def list_for_account(
         limit,
         call_id,
     )
-    return await _with_segments(conn, rows)
+    return [_recording(r) for r in rows]
 
 
 async def not_deleted(conn: Conn, recording_ids: list[str]) -> set[str]:

@@ -10,6 +10,8 @@ The attempt's outcome is written only if the row is still as claimed.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,34 +74,56 @@ class Endpoint:
 NO_URL = "no webhook_url configured"
 
 
-async def enqueue(
-    conn: Conn, account_id: str, type: str, data: dict[str, Any], now: datetime
-) -> str:
-    """Write the event in the caller's transaction: it exists exactly when the change does.
+@dataclass(frozen=True)
+class NewEvent:
+    """An event for the customer, as a use case leaves it (API.md "Webhook deliveries")."""
+
+    account_id: str
+    type: str
+    data: dict[str, Any]
+    at: datetime
+
+
+async def enqueue(conn: Conn, events: Sequence[NewEvent]) -> list[str]:
+    """Write the events in the caller's transaction, in order: they exist exactly when the
+    change does. One statement, which also wakes the delivery worker (NOTIFY, sent on commit).
 
     An account without a webhook_url gets the event already skipped: nobody can
     receive it, and the worker never has to pick it up only to close it.
     """
-    event_id = new_id("msg")
-    payload = {"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
-    deliverable = await conn.fetchval(
-        """INSERT INTO webhook_events (id, account_id, type, payload, created_at,
-                                       next_attempt_at, skipped_at, last_error)
-           SELECT $1, a.id, $3, $4, $5::timestamptz, $5::timestamptz,
-                  CASE WHEN a.webhook_url IS NULL THEN $5::timestamptz END,
-                  CASE WHEN a.webhook_url IS NULL THEN $6::text END
-           FROM accounts a WHERE a.id = $2
-           RETURNING skipped_at IS NULL""",
-        event_id,
-        account_id,
-        type,
-        payload,
-        now,
+    if not events:
+        return []
+    ids = [new_id("msg") for _ in events]
+    payloads = [
+        json.dumps(
+            {"type": e.type, "timestamp": e.at.isoformat().replace("+00:00", "Z"), "data": e.data}
+        )
+        for e in events
+    ]
+    await conn.execute(
+        """WITH given AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                    $5::timestamptz[]) WITH ORDINALITY
+                        AS g(id, account_id, type, payload, at, ord)),
+           added AS (
+               INSERT INTO webhook_events (id, account_id, type, payload, created_at,
+                                           next_attempt_at, skipped_at, last_error)
+               SELECT g.id, a.id, g.type, g.payload::jsonb, g.at, g.at,
+                      CASE WHEN a.webhook_url IS NULL THEN g.at END,
+                      CASE WHEN a.webhook_url IS NULL THEN $6::text END
+               FROM given g JOIN accounts a ON a.id = g.account_id
+               ORDER BY g.ord
+               RETURNING skipped_at IS NULL AS deliverable)
+           SELECT CASE WHEN bool_or(deliverable) THEN pg_notify($7, '') END FROM added""",
+        ids,
+        [e.account_id for e in events],
+        [e.type for e in events],
+        payloads,
+        [e.at for e in events],
         NO_URL,
+        CHANNEL,
     )
-    if deliverable:
-        await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
-    return event_id
+    return ids
 
 
 async def list_types(conn: Conn, account_id: str) -> list[str]:

@@ -74,8 +74,7 @@ class MediaHub:
     keys: KeyProvider
     node_id: str
     # The writers' own pool: one chunk-row statement per seal turn for the whole node,
-    # on stateless connections (no reset round trip), so a busy API never delays a
-    # seal. None: the main pool.
+    # so a busy API never delays a seal. None: the main pool.
     writer_pool: asyncpg.Pool | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     part_seconds: float = PART_SECONDS

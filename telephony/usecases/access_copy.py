@@ -17,7 +17,7 @@ import asyncpg
 
 from storage import accounts, privacy, subject_data
 from telephony.domain.roles import CustomerPrincipal
-from telephony.usecases.trail import audited
+from telephony.usecases.trail import transaction
 
 # A bound per resource in one access copy: the logs grow with every request,
 # and one export must not hold an unbounded result in memory. A truncated
@@ -137,9 +137,8 @@ async def export_subject(
             "recording_audio", "encrypted audio of those recordings, by size", audio, location
         )
     )
-    async with pool.acquire() as conn, conn.transaction():
-        await audited(
-            conn,
+    async with transaction(pool) as tx:
+        tx.audit(
             account_id,
             principal.actor,
             "privacy.exported",

@@ -21,10 +21,10 @@ from telephony.domain.actors import Actor
 from telephony.domain.calls import Direction
 from telephony.domain.consent import CallFacts, Consent, CounterpartFacts, current_flags
 from telephony.domain.errors import AccountTerminated, CallNotActive
-from telephony.domain.recordings import LIVE, EndReason, RecordingStatus
+from telephony.domain.recordings import EndReason, RecordingStatus
 from telephony.domain.roles import CustomerPrincipal
 from telephony.usecases import recording_states
-from telephony.usecases.trail import audited, customer_event
+from telephony.usecases.trail import Tx, transaction
 
 Clock = Callable[[], datetime]
 MEDIA_TOKEN_PREFIX = "mt"  # noqa: S105 - a prefix, not a secret
@@ -81,14 +81,14 @@ async def views(conn: Conn, found: Sequence[calls.Call]) -> list[CallView]:
 
 async def facts(conn: Conn, call: calls.Call) -> CallFacts:
     """What the gate decides on; read under the call's row lock by the caller."""
-    view = (await views(conn, [call]))[0]
-    account = await accounts.get_account(conn, call.account_id)
+    row = await calls.gate_facts(conn, call)
+    flags = current_flags(row.counterpart_ids, row.latest_decisions)
     return CallFacts(
         id=call.id,
         active=call.active,
-        counterparts=[CounterpartFacts(v.counterpart.id, v.consent) for v in view.counterparts],
-        has_live_recording=any(r.status in LIVE for r in view.recordings),
-        processing_restricted=account.processing_restricted,
+        counterparts=[CounterpartFacts(cp, flags[cp]) for cp in row.counterpart_ids],
+        has_live_recording=row.has_live_recording,
+        processing_restricted=row.processing_restricted,
     )
 
 
@@ -105,12 +105,12 @@ async def create_call(
 ) -> NewCall:
     token, digest = new_token(MEDIA_TOKEN_PREFIX)
     now = clock()
-    async with pool.acquire() as conn, conn.transaction():
-        account = await accounts.get_account(conn, principal.account_id)
+    async with transaction(pool) as tx:
+        account = await accounts.get_account(tx.conn, principal.account_id)
         if account.terminated_at is not None:
             raise AccountTerminated("the account has been terminated; no new calls")
         call = await calls.insert_call(
-            conn,
+            tx.conn,
             id=new_id("call"),
             account_id=principal.account_id,
             direction=direction,
@@ -123,10 +123,9 @@ async def create_call(
         )
         for label, number in counterparts:
             await calls.insert_counterpart(
-                conn, id=new_id("cp"), call_id=call.id, label=label, number=number, now=now
+                tx.conn, id=new_id("cp"), call_id=call.id, label=label, number=number, now=now
             )
-        await audited(
-            conn,
+        tx.audit(
             call.account_id,
             principal.actor,
             "call.created",
@@ -134,7 +133,7 @@ async def create_call(
             now,
             counterparts=len(counterparts),
         )
-        view = (await views(conn, [call]))[0]
+        view = (await views(tx.conn, [call]))[0]
     return NewCall(view, token)
 
 
@@ -161,54 +160,51 @@ async def add_counterpart(
     clock: Clock = utc_now,
 ) -> calls.Counterpart:
     """A newcomer pauses a running recording until they consent (R2)."""
-    async with pool.acquire() as conn, conn.transaction():
-        call = await calls.get_call(conn, call_id, account_id=principal.account_id, lock=True)
+    async with transaction(pool) as tx:
+        call = await calls.get_call(tx.conn, call_id, account_id=principal.account_id, lock=True)
         now = clock()
         if not call.active:
             raise CallNotActive("the call has ended")
         party = await calls.insert_counterpart(
-            conn, id=new_id("cp"), call_id=call.id, label=label, number=number, now=now
+            tx.conn, id=new_id("cp"), call_id=call.id, label=label, number=number, now=now
         )
-        await audited(
-            conn,
+        tx.audit(
             call.account_id,
             principal.actor,
             "counterpart.added",
             {"call_id": call.id, "counterpart_id": party.id},
             now,
         )
-        live = await recordings.find_live(conn, call.id)
+        live = await recordings.find_live(tx.conn, call.id)
         if live is not None and live.status is RecordingStatus.RECORDING:
-            await recording_states.pause(
-                conn, live, principal.actor, EndReason.NEW_COUNTERPART, now
-            )
+            await recording_states.pause(tx, live, principal.actor, EndReason.NEW_COUNTERPART, now)
     return party
 
 
 async def end_call(
     pool: asyncpg.Pool, principal: CustomerPrincipal, call_id: str, clock: Clock = utc_now
 ) -> CallView:
-    async with pool.acquire() as conn, conn.transaction():
-        call = await calls.get_call(conn, call_id, account_id=principal.account_id, lock=True)
-        call = await _end(conn, call, principal.actor, clock())
-        return (await views(conn, [call]))[0]
+    async with transaction(pool) as tx:
+        call = await calls.get_call(tx.conn, call_id, account_id=principal.account_id, lock=True)
+        call = await _end(tx, call, principal.actor, clock())
+        return (await views(tx.conn, [call]))[0]
 
 
-async def end_active_calls(conn: Conn, account_id: str, actor: Actor, now: datetime) -> int:
+async def end_active_calls(tx: Tx, account_id: str, actor: Actor, now: datetime) -> int:
     """Account termination: every active call ends, its recording completes."""
-    active = await calls.lock_active_calls(conn, account_id)
+    active = await calls.lock_active_calls(tx.conn, account_id)
     for call in active:
-        await _end(conn, call, actor, now)
+        await _end(tx, call, actor, now)
     return len(active)
 
 
-async def _end(conn: Conn, call: calls.Call, actor: Actor, now: datetime) -> calls.Call:
+async def _end(tx: Tx, call: calls.Call, actor: Actor, now: datetime) -> calls.Call:
     if not call.active:
         raise CallNotActive("the call has already ended")
-    live = await recordings.find_live(conn, call.id)
+    live = await recordings.find_live(tx.conn, call.id)
     if live is not None:
-        await recording_states.finish(conn, live, actor, EndReason.CALL_ENDED, now)
-    call = await calls.end_call(conn, call.id, now)
-    await audited(conn, call.account_id, actor, "call.ended", {"call_id": call.id}, now)
-    await customer_event(conn, call.account_id, "call.ended", now, call_id=call.id)
+        await recording_states.finish(tx, live, actor, EndReason.CALL_ENDED, now)
+    call = await calls.end_call(tx.conn, call.id, now)
+    tx.audit(call.account_id, actor, "call.ended", {"call_id": call.id}, now)
+    tx.customer_event(call.account_id, "call.ended", now, call_id=call.id)
     return call

@@ -13,12 +13,12 @@ import asyncpg
 from storage import calls, consents, recordings
 from storage.ids import new_id
 from telephony.domain.consent import Decision, Method, can_resume
-from telephony.domain.errors import InvalidInput, NotFound
+from telephony.domain.errors import InvalidInput
 from telephony.domain.recordings import EndReason
 from telephony.domain.roles import CustomerPrincipal
 from telephony.usecases import recording_states
 from telephony.usecases.calls import Clock, facts, utc_now
-from telephony.usecases.trail import audited, customer_event
+from telephony.usecases.trail import transaction
 
 FUTURE_TOLERANCE_S = 60  # clocks of the customer's systems may run a little ahead
 
@@ -36,20 +36,16 @@ async def record_consent(
     clock: Clock = utc_now,
 ) -> consents.ConsentEvent:
     """Append a consent event; anything but a grant stops a live recording at once (R2)."""
-    async with pool.acquire() as conn, conn.transaction():
-        call = await calls.get_call(conn, call_id, account_id=principal.account_id, lock=True)
+    async with transaction(pool) as tx:
+        call = await calls.get_call(tx.conn, call_id, account_id=principal.account_id, lock=True)
         now = clock()
-        parties = (await calls.list_counterparts(conn, [call.id]))[call.id]
-        if counterpart_id not in {p.id for p in parties}:
-            # A reference to what does not exist, like an unknown id in a path: 404.
-            raise NotFound("no such counterpart on this call")
         if obtained_at is not None and obtained_at > now + timedelta(seconds=FUTURE_TOLERANCE_S):
             raise InvalidInput(
                 "consent cannot be obtained in the future",
                 errors=[{"field": "obtained_at", "message": "is in the future"}],
             )
         event = await consents.insert_event(
-            conn,
+            tx.conn,
             id=new_id("ce"),
             call_id=call.id,
             counterpart_id=counterpart_id,
@@ -60,8 +56,7 @@ async def record_consent(
             recorded_at=now,
             recorded_by=principal.actor,
         )
-        await audited(
-            conn,
+        tx.audit(
             call.account_id,
             principal.actor,
             "consent.recorded",
@@ -70,8 +65,7 @@ async def record_consent(
             decision=decision.value,
             method=method.value,
         )
-        await customer_event(
-            conn,
+        tx.customer_event(
             call.account_id,
             "consent.recorded",
             now,
@@ -80,22 +74,22 @@ async def record_consent(
             consent_event_id=event.id,
             decision=decision.value,
         )
-        live = await recordings.find_live(conn, call.id)
+        live = await recordings.find_live(tx.conn, call.id)
         if live is not None and decision is not Decision.GRANTED:
             reason = (
                 EndReason.CONSENT_REVOKED
                 if decision is Decision.REVOKED
                 else EndReason.CONSENT_REFUSED
             )
-            await recording_states.finish(conn, live, principal.actor, reason, now)
+            await recording_states.finish(tx, live, principal.actor, reason, now)
         elif (
             live is not None
             and live.pause_reason is EndReason.NEW_COUNTERPART
-            and can_resume(await facts(conn, call))
+            and can_resume(await facts(tx.conn, call))
         ):
             # Paused only because a newcomer had not consented: now everyone has.
             await recording_states.resume(
-                conn, live, principal.actor, now, reason="consent_completed"
+                tx, live, principal.actor, now, reason="consent_completed"
             )
     return event
 

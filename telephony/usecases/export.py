@@ -28,7 +28,7 @@ from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor
 from telephony.domain.errors import IntegrityFailure
 from telephony.usecases import playback
-from telephony.usecases.trail import audited
+from telephony.usecases.trail import transaction
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 _PAGE = 500
@@ -106,10 +106,9 @@ async def export_account(
         await asyncio.to_thread(archive.writestr, "manifest.json", text)
     finally:
         await asyncio.to_thread(archive.close)
-    async with pool.acquire() as conn, conn.transaction():
-        await terminations.mark_exported(conn, account_id, now)
-        await audited(
-            conn,
+    async with transaction(pool) as tx:
+        await terminations.mark_exported(tx.conn, account_id, now)
+        tx.audit(
             account_id,
             Actor.system("export"),
             "account.exported",

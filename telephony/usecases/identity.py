@@ -49,7 +49,7 @@ from telephony.domain.roles import (
 )
 from telephony.settings import Settings
 from telephony.usecases import restriction
-from telephony.usecases.trail import audited, notify_admin_change
+from telephony.usecases.trail import Tx, notify_admin_change, transaction
 
 SESSION_PREFIX = "st"
 API_KEY_PREFIX = "sk"
@@ -101,13 +101,13 @@ async def _take(
 
     The refusal goes to the security log (S2) and says when to retry.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        taken = await throttles.take(conn, list(limits), window_s=window_s, now=now)
+    async with transaction(pool) as tx:
+        taken = await throttles.take(tx.conn, list(limits), window_s=window_s, now=now)
         over = [t for t in taken if t.count > limits[t.key]]
         if not over:
             return
         await _security(
-            conn, client, event, "throttled", now, email=email, details={"limits": len(over)}
+            tx.conn, client, event, "throttled", now, email=email, details={"limits": len(over)}
         )
     retry_after = max(int((t.window_ends_at - now).total_seconds()) for t in over)
     raise TooManyRequests("too many attempts; try again later", retry_after_s=max(retry_after, 1))
@@ -157,9 +157,9 @@ async def signup(
         email,
     )
     password_hash = await hasher.hash(password)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         account = await accounts.insert_account(
-            conn,
+            tx.conn,
             id=new_id("acc"),
             name=account_name,
             postal_address=postal_address,
@@ -168,7 +168,7 @@ async def signup(
             now=now,
         )
         user = await accounts.insert_user(
-            conn,
+            tx.conn,
             id=new_id("usr"),
             account_id=account.id,
             kind=UserKind.CUSTOMER,
@@ -182,7 +182,7 @@ async def signup(
             now=now,
         )
         await notify_admin_change(
-            conn,
+            tx,
             "user.created",
             now=now,
             actor=Actor.anonymous(),
@@ -222,15 +222,15 @@ async def login(
 ) -> LoginResult:
     budgets = _login_budgets(settings, email, client)
     await _take(pool, budgets, settings.login_window_s, client, "login", now, email)
-    async with pool.acquire() as conn:
-        user = await accounts.find_user_by_email(conn, email)
+    async with pool.acquire() as reader:
+        user = await accounts.find_user_by_email(reader, email)
 
     ok = await hasher.verify(password, user.password_hash if user else None)
 
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         if not ok or user is None:
             await _security(
-                conn,
+                tx.conn,
                 client,
                 "login",
                 "failure",
@@ -240,15 +240,15 @@ async def login(
                 details={"reason": "bad_password" if user else "unknown_email"},
             )
             if user is not None and user.account_id is not None:
-                await _audit_login(conn, user, "login.failed", now)
+                await _audit_login(tx, user, "login.failed", now)
             raise_after = True
         else:
             raise_after = False
-            await throttles.give_back(conn, list(budgets))
+            await throttles.give_back(tx.conn, list(budgets))
             token, digest = new_token(SESSION_PREFIX)
             expires_at = now + timedelta(seconds=settings.session_ttl_s)
             await credentials.insert_session(
-                conn,
+                tx.conn,
                 id=new_id("ses"),
                 user_id=user.id,
                 token_hash=digest,
@@ -258,10 +258,10 @@ async def login(
                 user_agent=client.user_agent,
             )
             await _security(
-                conn, client, "login", "success", now, user_id=user.id, email=user.email
+                tx.conn, client, "login", "success", now, user_id=user.id, email=user.email
             )
             if user.account_id is not None:
-                await _audit_login(conn, user, "login.succeeded", now)
+                await _audit_login(tx, user, "login.succeeded", now)
     if raise_after or user is None:
         raise InvalidCredentials("e-mail or password is wrong")
 
@@ -279,7 +279,7 @@ def _user_actor(user: accounts.User) -> Actor:
     return Actor(kind, user.id, user.role.value)
 
 
-async def _audit_login(conn: Conn, user: accounts.User, action: str, now: datetime) -> None:
+async def _audit_login(tx: Tx, user: accounts.User, action: str, now: datetime) -> None:
     """The sign-in in the account's trail, by opaque user id only.
 
     No source address: audit rows are hash-chained and cannot be changed, so
@@ -287,18 +287,16 @@ async def _audit_login(conn: Conn, user: accounts.User, action: str, now: dateti
     stays in the security log for its 60 days (S2, S3).
     """
     assert user.account_id is not None
-    await audited(
-        conn, user.account_id, _user_actor(user), action, {"type": "user", "id": user.id}, now
-    )
+    tx.audit(user.account_id, _user_actor(user), action, {"type": "user", "id": user.id}, now)
 
 
 async def logout(pool: asyncpg.Pool, principal: Principal, client: Client, now: datetime) -> None:
     if principal.session_id is None:
         raise Forbidden("only a session token can be logged out; delete an API key instead")
-    async with pool.acquire() as conn, conn.transaction():
-        await credentials.revoke_session(conn, principal.session_id, now)
+    async with transaction(pool) as tx:
+        await credentials.revoke_session(tx.conn, principal.session_id, now)
         await _security(
-            conn, client, "logout", "info", now, user_id=principal.id, email=principal.email
+            tx.conn, client, "logout", "info", now, user_id=principal.id, email=principal.email
         )
 
 
@@ -327,7 +325,7 @@ async def authenticate(pool: asyncpg.Pool, token: str, now: datetime) -> Princip
             key = await credentials.find_api_key_by_hash(conn, digest)
             if key is None:
                 raise Unauthenticated("the token is unknown, expired or revoked")
-            await credentials.touch_api_key(conn, key.id, now)
+            await credentials.touch_api_key(conn, key, now)
             return CustomerPrincipal(
                 id=key.id, account_id=key.account_id, scopes=frozenset(key.scopes)
             )
@@ -346,10 +344,10 @@ async def update_profile(
     pool: asyncpg.Pool, principal: CustomerPrincipal, changes: Mapping[str, object], now: datetime
 ) -> accounts.User:
     """D2 rectification by the user themselves."""
-    async with pool.acquire() as conn, conn.transaction():
-        user = await accounts.update_user(conn, principal.id, changes, now)
+    async with transaction(pool) as tx:
+        user = await accounts.update_user(tx.conn, principal.id, changes, now)
         await notify_admin_change(
-            conn,
+            tx,
             "user.updated",
             now=now,
             actor=principal.actor,
@@ -370,11 +368,11 @@ async def update_account(
 ) -> accounts.Account:
     """The owner's changes; restriction goes through its one use case (D2)."""
     others = {k: v for k, v in changes.items() if k != "processing_restricted"}
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         if others:
-            await accounts.update_account(conn, principal.account_id, others)
+            await accounts.update_account(tx.conn, principal.account_id, others)
             await notify_admin_change(
-                conn,
+                tx,
                 "account.updated",
                 now=now,
                 actor=principal.actor,
@@ -384,13 +382,13 @@ async def update_account(
             )
         if "processing_restricted" in changes:
             await restriction.set_restricted(
-                conn,
+                tx,
                 principal.account_id,
                 bool(changes["processing_restricted"]),
                 principal.actor,
                 now,
             )
-        return await accounts.get_account(conn, principal.account_id)
+        return await accounts.get_account(tx.conn, principal.account_id)
 
 
 # -- members -----------------------------------------------------------------
@@ -416,9 +414,9 @@ async def invite_user(
     """A new user of the owner's account; they choose their password with the invitation."""
     token, digest = new_token(INVITATION_PREFIX)
     expires_at = now + timedelta(seconds=settings.invitation_ttl_s)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         user = await accounts.insert_user(
-            conn,
+            tx.conn,
             id=new_id("usr"),
             account_id=owner.account_id,
             kind=UserKind.CUSTOMER,
@@ -431,7 +429,7 @@ async def invite_user(
             now=now,
         )
         await notify_admin_change(
-            conn,
+            tx,
             "user.created",
             now=now,
             actor=owner.actor,
@@ -455,13 +453,13 @@ async def accept_invitation(
     budgets = {f"invitation:{client.address}": settings.invitation_max_per_address}
     await _take(pool, budgets, settings.login_window_s, client, "invitation", now)
     password_hash = await hasher.hash(password)
-    async with pool.acquire() as conn, conn.transaction():
-        user = await accounts.accept_invitation(conn, token_hash(token), password_hash, now)
+    async with transaction(pool) as tx:
+        user = await accounts.accept_invitation(tx.conn, token_hash(token), password_hash, now)
         if user is None:
             raise InvitationInvalid("the invitation is unknown, used or expired")
-        await throttles.give_back(conn, list(budgets))
+        await throttles.give_back(tx.conn, list(budgets))
         await notify_admin_change(
-            conn,
+            tx,
             "user.activated",
             now=now,
             actor=Actor.anonymous(),
@@ -485,15 +483,15 @@ async def change_user(
     changes: Mapping[str, object],
     now: datetime,
 ) -> accounts.User:
-    async with pool.acquire() as conn, conn.transaction():
-        before = await accounts.get_user(conn, user_id, account_id=owner.account_id)
+    async with transaction(pool) as tx:
+        before = await accounts.get_user(tx.conn, user_id, account_id=owner.account_id)
         demoting = changes.get("role") == CustomerRole.MEMBER and before.role == CustomerRole.OWNER
-        if demoting and await accounts.count_owners(conn, owner.account_id) <= 1:
+        if demoting and await accounts.count_owners(tx.conn, owner.account_id) <= 1:
             raise LastOwner("promote another owner before demoting the last one")
-        user = await accounts.update_user(conn, user_id, changes, now)
+        user = await accounts.update_user(tx.conn, user_id, changes, now)
         event = "role.changed" if user.role != before.role else "user.updated"
         await notify_admin_change(
-            conn,
+            tx,
             event,
             now=now,
             actor=owner.actor,
@@ -510,16 +508,16 @@ async def change_user(
 async def remove_user(
     pool: asyncpg.Pool, owner: CustomerPrincipal, user_id: str, now: datetime
 ) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        user = await accounts.get_user(conn, user_id, account_id=owner.account_id)
+    async with transaction(pool) as tx:
+        user = await accounts.get_user(tx.conn, user_id, account_id=owner.account_id)
         if (
             user.role == CustomerRole.OWNER
-            and await accounts.count_owners(conn, owner.account_id) <= 1
+            and await accounts.count_owners(tx.conn, owner.account_id) <= 1
         ):
             raise LastOwner("an account needs at least one owner")
-        await accounts.delete_user(conn, user.id)
+        await accounts.delete_user(tx.conn, user.id)
         await notify_admin_change(
-            conn,
+            tx,
             "user.deleted",
             now=now,
             actor=owner.actor,
@@ -547,9 +545,9 @@ async def create_api_key(
     now: datetime,
 ) -> NewApiKey:
     token, digest = new_token(API_KEY_PREFIX)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         key = await credentials.insert_api_key(
-            conn,
+            tx.conn,
             id=new_id("key"),
             account_id=owner.account_id,
             name=name,
@@ -560,7 +558,7 @@ async def create_api_key(
             now=now,
         )
         await notify_admin_change(
-            conn,
+            tx,
             "api_key.created",
             now=now,
             actor=owner.actor,
@@ -581,13 +579,13 @@ async def list_api_keys(
 async def revoke_api_key(
     pool: asyncpg.Pool, owner: CustomerPrincipal, key_id: str, now: datetime
 ) -> None:
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         try:
-            key = await credentials.revoke_api_key(conn, key_id, owner.account_id, now)
+            key = await credentials.revoke_api_key(tx.conn, key_id, owner.account_id, now)
         except NotFound:
             raise NotFound("no such API key") from None
         await notify_admin_change(
-            conn,
+            tx,
             "api_key.deleted",
             now=now,
             actor=owner.actor,
@@ -610,9 +608,9 @@ async def create_staff(
     now: datetime,
 ) -> accounts.User:
     password_hash = await hasher.hash(password)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         user = await accounts.insert_user(
-            conn,
+            tx.conn,
             id=new_id("stf"),
             account_id=None,
             kind=UserKind.STAFF,
@@ -623,7 +621,7 @@ async def create_staff(
             now=now,
         )
         await notify_admin_change(
-            conn,
+            tx,
             "staff.created",
             now=now,
             actor=Actor.system("cli"),

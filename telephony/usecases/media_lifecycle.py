@@ -22,7 +22,7 @@ from telephony.domain.recordings import LIVE, EndReason
 from telephony.domain.tracks import Track
 from telephony.usecases import recording_states
 from telephony.usecases.calls import Clock, utc_now
-from telephony.usecases.trail import audited, customer_event
+from telephony.usecases.trail import transaction
 
 
 def node_actor(node_id: str) -> Actor:
@@ -46,18 +46,17 @@ async def attach_stream(
     whose stream is live already (a reconnect is accepted once the old one
     has gone). Each attachment is audited in the customer's trail.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        call = await calls.find_by_media_token(conn, token_hash(token))
+    async with transaction(pool) as tx:
+        call = await calls.find_by_media_token(tx.conn, token_hash(token))
         if call is None:
             raise StreamRefused("unknown media token")
         if call.media_token_expires_at <= now:
             raise StreamRefused("media token expired")
         if not call.active:
             raise StreamRefused("the call has ended")
-        if not await media_streams.claim(conn, call.id, node_id, dialect, now):
+        if not await media_streams.claim(tx.conn, call.id, node_id, dialect, now):
             raise StreamRefused("a media stream of this call is already live")
-        await audited(
-            conn,
+        tx.audit(
             call.account_id,
             node_actor(node_id),
             "media_stream.attached",
@@ -72,10 +71,9 @@ async def detach_stream(
     pool: asyncpg.Pool, attached: Attached, *, node_id: str, now: datetime
 ) -> None:
     """The socket closed: the call may get a new stream (a reconnect)."""
-    async with pool.acquire() as conn, conn.transaction():
-        await media_streams.release(conn, attached.call_id, node_id)
-        await audited(
-            conn,
+    async with transaction(pool) as tx:
+        await media_streams.release(tx.conn, attached.call_id, node_id)
+        tx.audit(
             attached.account_id,
             node_actor(node_id),
             "media_stream.detached",
@@ -94,9 +92,9 @@ async def still_kept(pool: asyncpg.Pool, recording_ids: set[str]) -> set[str]:
 
 async def trim_rows(pool: asyncpg.Pool, recording_id: str, stored_bytes: int) -> int:
     """Drop chunk rows past what storage holds; the end of the rows that remain."""
-    async with pool.acquire() as conn, conn.transaction():
-        await chunks.trim_past(conn, recording_id, stored_bytes)
-        return await chunks.recorded_bytes(conn, recording_id)
+    async with transaction(pool) as tx:
+        await chunks.trim_past(tx.conn, recording_id, stored_bytes)
+        return await chunks.recorded_bytes(tx.conn, recording_id)
 
 
 async def live_recording_of(pool: asyncpg.Pool, call_id: str) -> str | None:
@@ -129,23 +127,25 @@ async def start_writing(
 ) -> WriterStart | None:
     """Claim a live recording for this node; None when it is no longer live or its key is
     unusable (then nothing can be written: IntegrityFailure is logged by the caller)."""
-    async with pool.acquire() as conn, conn.transaction():
-        rec = await recordings.get(conn, recording_id, account_id=account_id)
+    async with transaction(pool) as tx:
+        rec = await recordings.get(tx.conn, recording_id, account_id=account_id)
         if rec.status not in LIVE:
             return None
-        state = await recordings.writer_state(conn, recording_id)
-        data_key = await keys.recording_key(conn, account_id, recording_id, state.wrapped_key, now)
+        state = await recordings.writer_state(tx.conn, recording_id)
+        data_key = await keys.recording_key(
+            tx.conn, account_id, recording_id, state.wrapped_key, now
+        )
         if state.nonce_prefix is None:
             raise IntegrityFailure("the recording has no key material")
         await recordings.attach_to_node(
-            conn,
+            tx.conn,
             recording_id,
             node_id,
             encoding=encoding,
             sample_rate_hz=sample_rate_hz,
             tracks=tracks,
         )
-        segments = await recordings.segments_of(conn, recording_id)
+        segments = await recordings.segments_of(tx.conn, recording_id)
     return WriterStart(rec, data_key, state, segments)
 
 
@@ -164,31 +164,26 @@ async def stop_for_stream_end(
     pool: asyncpg.Pool, recording_id: str, node_id: str, clock: Clock = utc_now
 ) -> datetime:
     """The media stream of a recorded call ended: stop the recording, audited as the system."""
-    async with pool.acquire() as conn, conn.transaction():
-        found = await recordings.get(conn, recording_id, account_id=None)
-        await calls.get_call(conn, found.call_id, account_id=None, lock=True)
-        rec = await recordings.get(conn, recording_id, account_id=None, lock=True)
+    async with transaction(pool) as tx:
+        found = await recordings.get(tx.conn, recording_id, account_id=None)
+        await calls.get_call(tx.conn, found.call_id, account_id=None, lock=True)
+        rec = await recordings.get(tx.conn, recording_id, account_id=None, lock=True)
         now = clock()
         if rec.status in LIVE:
-            await recording_states.finish(
-                conn, rec, node_actor(node_id), EndReason.STREAM_ENDED, now
-            )
+            await recording_states.finish(tx, rec, node_actor(node_id), EndReason.STREAM_ENDED, now)
         return now
 
 
 async def complete_after_sealing(pool: asyncpg.Pool, recording_id: str, node_id: str) -> bool:
     """The media node sealed the last chunk of a stopped recording: it is complete."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await recordings.complete_if_stopped(conn, recording_id):
+    async with transaction(pool) as tx:
+        if not await recordings.complete_if_stopped(tx.conn, recording_id):
             return False
-        rec = await recordings.get(conn, recording_id, account_id=None)
+        rec = await recordings.get(tx.conn, recording_id, account_id=None)
         now = utc_now()
         subject = {"call_id": rec.call_id, "recording_id": rec.id}
-        await audited(
-            conn, rec.account_id, node_actor(node_id), "recording.completed", subject, now
-        )
-        await customer_event(
-            conn,
+        tx.audit(rec.account_id, node_actor(node_id), "recording.completed", subject, now)
+        tx.customer_event(
             rec.account_id,
             "recording.completed",
             now,
@@ -210,14 +205,14 @@ async def interrupt_dead_node(pool: asyncpg.Pool, node_id: str, stored_end: Stor
     many bytes of the recording's stream the store holds.
     """
     actor = node_actor(node_id)
-    async with pool.acquire() as conn, conn.transaction():
-        found = await recordings.interrupt_held_by(conn, node_id)
+    async with transaction(pool) as tx:
+        found = await recordings.interrupt_held_by(tx.conn, node_id)
         now = utc_now()
         for rec in found:
-            await recordings.close_segment(conn, rec.id, now, EndReason.INTERRUPTED)
-            await chunks.trim_past(conn, rec.id, await stored_end(rec.id))
+            await recordings.close_open_segment(tx.conn, rec.id, now, EndReason.INTERRUPTED)
+            await chunks.trim_past(tx.conn, rec.id, await stored_end(rec.id))
             subject = {"call_id": rec.call_id, "recording_id": rec.id}
-            await audited(conn, rec.account_id, actor, "recording.interrupted", subject, now)
-            await customer_event(conn, rec.account_id, "recording.interrupted", now, **subject)
-        await media_streams.release_all(conn, node_id)
+            tx.audit(rec.account_id, actor, "recording.interrupted", subject, now)
+            tx.customer_event(rec.account_id, "recording.interrupted", now, **subject)
+        await media_streams.release_all(tx.conn, node_id)
     return [r.id for r in found]

@@ -35,7 +35,7 @@ from telephony.domain.errors import IntegrityFailure, RecordingInProgress
 from telephony.domain.recordings import FINISHED, RecordingStatus
 from telephony.domain.tracks import INBOUND
 from telephony.media.wav import WavLayout
-from telephony.usecases.trail import audited
+from telephony.usecases.trail import transaction
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +240,8 @@ async def audit_download(
 ) -> None:
     """Every download lands in the customer's audit trail: who, when, from where (R4)."""
     rec = playback.recording
-    async with pool.acquire() as conn, conn.transaction():
-        await audited(
-            conn,
+    async with transaction(pool) as tx:
+        tx.audit(
             rec.account_id,
             actor,
             "recording.downloaded",

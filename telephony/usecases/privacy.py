@@ -31,7 +31,6 @@ from typing import Any
 import asyncpg
 
 from storage import accounts, privacy, throttles
-from storage.db import Conn
 from storage.ids import new_id
 from telephony.domain.errors import ErasureRequiresTermination
 from telephony.domain.privacy import (
@@ -43,7 +42,7 @@ from telephony.domain.privacy import (
 )
 from telephony.domain.roles import CustomerPrincipal, CustomerRole, StaffPrincipal
 from telephony.usecases import restriction
-from telephony.usecases.trail import notify_admin_change
+from telephony.usecases.trail import Tx, notify_admin_change, transaction
 
 
 def _subject(request: privacy.PrivacyRequest) -> dict[str, Any]:
@@ -63,9 +62,9 @@ async def file_request(
 ) -> privacy.PrivacyRequest:
     """Record a D2 request with its D3 deadline; audited and sent to staff (S4)."""
     check_can_file(principal, kind)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as tx:
         request = await privacy.insert_request(
-            conn,
+            tx.conn,
             id=new_id("prq"),
             account_id=principal.account_id,
             user_id=principal.id,
@@ -75,7 +74,7 @@ async def file_request(
             due_at=due_at_for(now),
         )
         await notify_admin_change(
-            conn,
+            tx,
             "privacy_request.received",
             now=now,
             actor=principal.actor,
@@ -158,27 +157,27 @@ async def _move(
     now: datetime,
 ) -> privacy.PrivacyRequest:
     """One state change under the request's row lock, audited and notified (S4)."""
-    async with pool.acquire() as conn, conn.transaction():
-        request = await privacy.get_request(conn, request_id, account_id=None, lock=True)
+    async with transaction(pool) as tx:
+        request = await privacy.get_request(tx.conn, request_id, account_id=None, lock=True)
         check_transition(request.status, target)
         changes: dict[str, Any] = {"kind": request.kind.value, "status": target.value}
         if target is RequestStatus.COMPLETED:
             if request.kind is RequestKind.ERASURE:
-                changes["effect"] = await _erase_member(conn, staff, request, now)
+                changes["effect"] = await _erase_member(tx, staff, request, now)
             elif request.kind is RequestKind.RESTRICTION:
-                changes["effect"] = await _restrict(conn, staff, request, now)
+                changes["effect"] = await _restrict(tx, staff, request, now)
             else:
                 changes["effect"] = "none"  # access and rectification are self-service
         closed = target in (RequestStatus.COMPLETED, RequestStatus.REJECTED)
         request = await privacy.set_status(
-            conn,
+            tx.conn,
             request.id,
             status=target,
             completed_at=now if closed else None,
             resolution=resolution,
         )
         await notify_admin_change(
-            conn,
+            tx,
             f"privacy_request.{target.value}",
             now=now,
             actor=staff.actor,
@@ -190,29 +189,29 @@ async def _move(
 
 
 async def _erase_member(
-    conn: Conn,
+    tx: Tx,
     staff: StaffPrincipal,
     request: privacy.PrivacyRequest,
     now: datetime,
 ) -> str:
     """D2 erasure of a member; the row lock keeps a concurrent promotion from slipping by."""
-    user = await privacy.lock_user(conn, request.user_id, request.account_id)
+    user = await privacy.lock_user(tx.conn, request.user_id, request.account_id)
     if user is not None and user.role is CustomerRole.OWNER:
         raise ErasureRequiresTermination(
             "the user is now an owner: hand ownership to another user first, or end the service"
         )
     email = user.email if user is not None else None  # already deleted: scrub by id alone
-    await privacy.scrub_security_log(conn, request.user_id, email)
-    await privacy.scrub_access_log(conn, request.user_id)
-    await privacy.delete_api_keys_created_by(conn, request.account_id, request.user_id)
-    await privacy.delete_stored_replies(conn, request.user_id, email)
-    await privacy.clear_request_details(conn, request.user_id)
+    await privacy.scrub_security_log(tx.conn, request.user_id, email)
+    await privacy.scrub_access_log(tx.conn, request.user_id)
+    await privacy.delete_api_keys_created_by(tx.conn, request.account_id, request.user_id)
+    await privacy.delete_stored_replies(tx.conn, request.user_id, email)
+    await privacy.clear_request_details(tx.conn, request.user_id)
     if email is not None:
-        await throttles.forget_email(conn, email)
+        await throttles.forget_email(tx.conn, email)
     if user is not None:
-        await accounts.delete_user(conn, user.id)  # sessions go with it (ON DELETE CASCADE)
+        await accounts.delete_user(tx.conn, user.id)  # sessions go with it (ON DELETE CASCADE)
     await notify_admin_change(
-        conn,
+        tx,
         "user.erased",
         now=now,
         actor=staff.actor,
@@ -224,16 +223,16 @@ async def _erase_member(
 
 
 async def _restrict(
-    conn: Conn,
+    tx: Tx,
     staff: StaffPrincipal,
     request: privacy.PrivacyRequest,
     now: datetime,
 ) -> str:
     """D2 restriction: only an owner's request restricts the account (the gate then refuses)."""
-    user = await privacy.lock_user(conn, request.user_id, request.account_id)
+    user = await privacy.lock_user(tx.conn, request.user_id, request.account_id)
     if user is None or user.role is not CustomerRole.OWNER:
         return "none"
     await restriction.set_restricted(
-        conn, request.account_id, True, staff.actor, now, privacy_request_id=request.id
+        tx, request.account_id, True, staff.actor, now, privacy_request_id=request.id
     )
     return "account_restricted"

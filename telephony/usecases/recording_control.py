@@ -19,6 +19,7 @@ from telephony.domain.recordings import Action, Channels, EndReason, PauseBehavi
 from telephony.domain.roles import CustomerPrincipal
 from telephony.usecases import recording_states
 from telephony.usecases.calls import Clock, facts, utc_now
+from telephony.usecases.trail import transaction
 
 
 async def start_recording(
@@ -32,14 +33,14 @@ async def start_recording(
     clock: Clock = utc_now,
 ) -> recordings.Recording:
     """R1: only this explicit request starts a recording; R2: only with every consent."""
-    async with pool.acquire() as conn, conn.transaction():
-        call = await calls.get_call(conn, call_id, account_id=principal.account_id, lock=True)
+    async with transaction(pool) as tx:
+        call = await calls.get_call(tx.conn, call_id, account_id=principal.account_id, lock=True)
         now = clock()
-        check_can_record(await facts(conn, call))
+        check_can_record(await facts(tx.conn, call))
         recording_id = new_id("rec")
-        key = await keys.new_recording_key(conn, call.account_id, recording_id, now)
-        await recordings.insert(
-            conn,
+        key = await keys.new_recording_key(tx.conn, call.account_id, recording_id, now)
+        rec = await recordings.insert(
+            tx.conn,
             id=recording_id,
             call_id=call.id,
             account_id=call.account_id,
@@ -51,15 +52,15 @@ async def start_recording(
             now=now,
         )
         await recording_states.announce(
-            conn,
-            (call.account_id, call.id, recording_id),
+            tx,
+            rec,
             principal.actor,
             "recording.started",
             now,
             channels=channels.value,
             pause_behavior=pause_behavior.value,
         )
-        return await recordings.get(conn, recording_id, account_id=call.account_id)
+        return rec
 
 
 async def change_recording(
@@ -70,20 +71,22 @@ async def change_recording(
     clock: Clock = utc_now,
 ) -> recordings.Recording:
     """Pause, resume or stop, under the call's lock like every consent change."""
-    async with pool.acquire() as conn, conn.transaction():
-        found = await recordings.get(conn, recording_id, account_id=principal.account_id)
-        call = await calls.get_call(conn, found.call_id, account_id=principal.account_id, lock=True)
-        rec = await recordings.get(conn, recording_id, account_id=principal.account_id, lock=True)
+    async with transaction(pool) as tx:
+        found = await recordings.get(tx.conn, recording_id, account_id=principal.account_id)
+        call = await calls.get_call(
+            tx.conn, found.call_id, account_id=principal.account_id, lock=True
+        )
+        rec = await recordings.get(
+            tx.conn, recording_id, account_id=principal.account_id, lock=True
+        )
         now = clock()
         check_transition(action, rec.status)
         if action is Action.PAUSE:
-            await recording_states.pause(conn, rec, principal.actor, EndReason.PAUSE, now)
-        elif action is Action.RESUME:
-            check_can_resume(await facts(conn, call))
-            await recording_states.resume(conn, rec, principal.actor, now, reason="customer")
-        else:
-            await recording_states.finish(conn, rec, principal.actor, EndReason.STOP, now)
-        return await recordings.get(conn, recording_id, account_id=principal.account_id)
+            return await recording_states.pause(tx, rec, principal.actor, EndReason.PAUSE, now)
+        if action is Action.RESUME:
+            check_can_resume(await facts(tx.conn, call))
+            return await recording_states.resume(tx, rec, principal.actor, now, reason="customer")
+        return await recording_states.finish(tx, rec, principal.actor, EndReason.STOP, now)
 
 
 async def list_recordings(

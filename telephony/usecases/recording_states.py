@@ -11,10 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from storage import media_streams, recordings
-from storage.db import Conn
 from telephony.domain.actors import Actor
 from telephony.domain.recordings import Control, EndReason, RecordingStatus
-from telephony.usecases.trail import audited, customer_event
+from telephony.usecases.trail import Tx
 
 _CONTROL = {
     "recording.started": Control.START,
@@ -24,61 +23,63 @@ _CONTROL = {
 
 
 async def announce(
-    conn: Conn,
-    rec: recordings.Recording | tuple[str, str, str],
+    tx: Tx,
+    rec: recordings.Recording,
     actor: Actor,
     action: str,
     now: datetime,
     **details: Any,
 ) -> None:
     """Tell the media node (NOTIFY), the audit trail and the customer (a webhook event)."""
-    account_id, call_id, recording_id = (
-        (rec.account_id, rec.call_id, rec.id) if isinstance(rec, recordings.Recording) else rec
-    )
+    account_id, call_id, recording_id = rec.account_id, rec.call_id, rec.id
     control = _CONTROL.get(action, Control.STOP)
-    await recordings.notify_control(conn, call_id, recording_id, control, now)
+    await recordings.notify_control(tx.conn, call_id, recording_id, control, now)
     subject = {"call_id": call_id, "recording_id": recording_id}
-    await audited(conn, account_id, actor, action, subject, now, **details)
-    await customer_event(conn, account_id, action, now, **subject, **details)
+    tx.audit(account_id, actor, action, subject, now, **details)
+    tx.customer_event(account_id, action, now, **subject, **details)
 
 
 async def pause(
-    conn: Conn,
+    tx: Tx,
     rec: recordings.Recording,
     actor: Actor,
     reason: EndReason,
     now: datetime,
-) -> None:
-    await recordings.close_segment(conn, rec.id, now, reason)
-    await recordings.set_state(conn, rec.id, status=RecordingStatus.PAUSED, pause_reason=reason)
-    await announce(conn, rec, actor, "recording.paused", now, reason=reason.value)
+) -> recordings.Recording:
+    paused = await recordings.close_segment(
+        tx.conn, rec, now, reason, status=RecordingStatus.PAUSED, pause_reason=reason
+    )
+    await announce(tx, rec, actor, "recording.paused", now, reason=reason.value)
+    return paused
 
 
 async def resume(
-    conn: Conn,
+    tx: Tx,
     rec: recordings.Recording,
     actor: Actor,
     now: datetime,
     reason: str,
-) -> None:
-    await recordings.open_segment(conn, rec.id, now)
-    await recordings.set_state(conn, rec.id, status=RecordingStatus.RECORDING)
-    await announce(conn, rec, actor, "recording.resumed", now, reason=reason)
+) -> recordings.Recording:
+    resumed = await recordings.open_segment(tx.conn, rec, now)
+    await announce(tx, rec, actor, "recording.resumed", now, reason=reason)
+    return resumed
 
 
 async def finish(
-    conn: Conn,
+    tx: Tx,
     rec: recordings.Recording,
     actor: Actor,
     reason: EndReason,
     now: datetime,
-) -> None:
+) -> recordings.Recording:
     """End a recording. With a media socket attached it is `stopped` until that node has
     sealed the final chunk (`media_lifecycle.complete_after_sealing`); with none, nothing
     is left to seal."""
-    streaming = await media_streams.is_live(conn, rec.call_id)
+    streaming = await media_streams.is_live(tx.conn, rec.call_id)
     status = RecordingStatus.STOPPED if streaming else RecordingStatus.COMPLETED
-    await recordings.close_segment(conn, rec.id, now, reason)
-    await recordings.set_state(conn, rec.id, status=status, stop_reason=reason, ended_at=now)
+    ended = await recordings.close_segment(
+        tx.conn, rec, now, reason, status=status, stop_reason=reason, ended_at=now
+    )
     action = "recording.completed" if status is RecordingStatus.COMPLETED else "recording.stopped"
-    await announce(conn, rec, actor, action, now, reason=reason.value)
+    await announce(tx, rec, actor, action, now, reason=reason.value)
+    return ended

@@ -16,15 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from storage import accounts, calls, recordings
-from storage.db import Conn
 from telephony.domain.actors import Actor
 from telephony.domain.recordings import EndReason, RecordingStatus
 from telephony.usecases import recording_states
-from telephony.usecases.trail import notify_admin_change
+from telephony.usecases.trail import Tx, notify_admin_change
 
 
 async def set_restricted(
-    conn: Conn,
+    tx: Tx,
     account_id: str,
     restricted: bool,
     actor: Actor,
@@ -36,18 +35,16 @@ async def set_restricted(
     The change is audited and sent to staff (S4) with `why` (e.g. the privacy
     request that asked for it) beside it.
     """
-    await accounts.update_account(conn, account_id, {"processing_restricted": restricted})
+    await accounts.update_account(tx.conn, account_id, {"processing_restricted": restricted})
     paused = 0
     if restricted:
-        for call in await calls.lock_active_calls(conn, account_id):
-            live = await recordings.find_live(conn, call.id)
+        for call in await calls.lock_active_calls(tx.conn, account_id):
+            live = await recordings.find_live(tx.conn, call.id)
             if live is not None and live.status is RecordingStatus.RECORDING:
-                await recording_states.pause(
-                    conn, live, actor, EndReason.PROCESSING_RESTRICTED, now
-                )
+                await recording_states.pause(tx, live, actor, EndReason.PROCESSING_RESTRICTED, now)
                 paused += 1
     await notify_admin_change(
-        conn,
+        tx,
         "account.updated",
         now=now,
         actor=actor,

@@ -26,7 +26,7 @@ from telephony.domain.errors import NotFound, RecordingInProgress
 from telephony.domain.recordings import FINISHED, RecordingStatus
 from telephony.settings import Settings
 from telephony.usecases import calls
-from telephony.usecases.trail import audited, customer_event, notify_admin_change
+from telephony.usecases.trail import notify_admin_change, transaction
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +46,18 @@ async def delete_recording(
     reason: str = "customer",
 ) -> bool:
     """Destroy a finished recording; False when it was already deleted (idempotent)."""
-    async with pool.acquire() as conn, conn.transaction():
-        target = await recordings.find_for_deletion(conn, recording_id, account_id)
+    async with transaction(pool) as tx:
+        target = await recordings.find_for_deletion(tx.conn, recording_id, account_id)
         if target is None:
             raise NotFound("no such recording")
         if target.status is RecordingStatus.DELETED:
             return False
         if target.status not in FINISHED:
             raise RecordingInProgress("stop the recording before deleting it")
-        await recordings.shred(conn, recording_id, now)
+        await recordings.shred(tx.conn, recording_id, now)
         subject = {"call_id": target.call_id, "recording_id": recording_id}
-        await audited(
-            conn, target.account_id, actor, "recording.deleted", subject, now, reason=reason
-        )
-        await customer_event(
-            conn, target.account_id, "recording.deleted", now, **subject, reason=reason
-        )
+        tx.audit(target.account_id, actor, "recording.deleted", subject, now, reason=reason)
+        tx.customer_event(target.account_id, "recording.deleted", now, **subject, reason=reason)
     await _remove_blobs(pool, blobs, recording_id, now)
     return True
 
@@ -112,14 +108,13 @@ async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) ->
     for recording_id in pending:
         await _remove_blobs(pool, blobs, recording_id, now)
     erased = 0
-    async with pool.acquire() as conn:
+    async with pool.acquire() as reader:
         cutoff = now - timedelta(days=365 * PERSONAL_DATA_YEARS + 1)  # five years, leap days
-        due_accounts = await terminations.due_for_removal(conn, cutoff, _BATCH)
+        due_accounts = await terminations.due_for_removal(reader, cutoff, _BATCH)
     for account_id in due_accounts:
-        async with pool.acquire() as conn, conn.transaction():
-            await terminations.remove_personal_data(conn, account_id, now)
-            await audited(
-                conn,
+        async with transaction(pool) as tx:
+            await terminations.remove_personal_data(tx.conn, account_id, now)
+            tx.audit(
                 account_id,
                 Actor.system("retention"),
                 "account.personal_data_removed",
@@ -160,14 +155,14 @@ async def terminate_account(
     still sign in for the grace period to download or export; then the recordings go.
     Idempotent: a second termination keeps the first one's dates."""
     actor = Actor.system("termination")
-    async with pool.acquire() as conn, conn.transaction():
-        await accounts.get_account(conn, account_id, lock=True)  # NotFound for an unknown id
+    async with transaction(pool) as tx:
+        await accounts.get_account(tx.conn, account_id, lock=True)  # NotFound for an unknown id
         result, changed = await terminations.terminate(
-            conn, account_id, now, now + timedelta(days=grace_days)
+            tx.conn, account_id, now, now + timedelta(days=grace_days)
         )
         if changed:
-            calls_ended = await calls.end_active_calls(conn, account_id, actor, now)
-            keys_revoked = await terminations.revoke_api_keys(conn, account_id, now)
+            calls_ended = await calls.end_active_calls(tx, account_id, actor, now)
+            keys_revoked = await terminations.revoke_api_keys(tx.conn, account_id, now)
             details = {
                 "grace_days": grace_days,
                 "recordings_purge_after": result.recordings_purge_after.isoformat()
@@ -177,7 +172,7 @@ async def terminate_account(
                 "api_keys_revoked": keys_revoked,
             }
             await notify_admin_change(  # S4 and the audit trail
-                conn,
+                tx,
                 "account.terminated",
                 now=now,
                 actor=actor,
@@ -194,9 +189,9 @@ async def terminate_account(
 async def purge_logs(pool: asyncpg.Pool, settings: Settings, now: datetime) -> PurgeResult:
     """Delete log rows older than `settings.log_retention_days` before `now` (S3)."""
     cutoff = now - timedelta(days=settings.log_retention_days)
-    async with pool.acquire() as conn, conn.transaction():
-        result = await securitylog.purge_older_than(conn, cutoff)
-        await throttles.purge_older_than(conn, now - timedelta(days=THROTTLE_KEEP_DAYS))
+    async with transaction(pool) as tx:
+        result = await securitylog.purge_older_than(tx.conn, cutoff)
+        await throttles.purge_older_than(tx.conn, now - timedelta(days=THROTTLE_KEEP_DAYS))
     log.info(
         "log retention purge",
         extra={

@@ -7,18 +7,17 @@ import asyncpg
 from storage import calls
 from telephony.domain.roles import StaffPrincipal
 from telephony.usecases.calls import CallView, Clock, utc_now, views
-from telephony.usecases.trail import audited
+from telephony.usecases.trail import transaction
 
 
 async def support_view(
     pool: asyncpg.Pool, staff: StaffPrincipal, call_id: str, clock: Clock = utc_now
 ) -> CallView:
     """Consent flags and history for support; the look-up lands in the customer's trail."""
-    async with pool.acquire() as conn, conn.transaction():
-        call = await calls.get_call(conn, call_id, account_id=None)
-        view = (await views(conn, [call]))[0]
-        await audited(
-            conn,
+    async with transaction(pool) as tx:
+        call = await calls.get_call(tx.conn, call_id, account_id=None)
+        view = (await views(tx.conn, [call]))[0]
+        tx.audit(
             call.account_id,
             staff.actor,
             "support.viewed_consent",

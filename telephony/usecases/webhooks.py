@@ -15,7 +15,7 @@ from storage import webhooks
 from storage.keys.providers import KeyProvider
 from telephony.delivery.webhooks import SECRET_BYTES, SECRET_PREFIX, secret_owner
 from telephony.domain.roles import CustomerPrincipal
-from telephony.usecases.trail import notify_admin_change
+from telephony.usecases.trail import notify_admin_change, transaction
 
 
 async def rotate_secret(
@@ -28,11 +28,11 @@ async def rotate_secret(
     """
     account_id = owner.account_id
     secret = secrets.token_bytes(SECRET_BYTES)
-    async with pool.acquire() as conn, conn.transaction():
-        wrapped = await keys.wrap_secret(conn, account_id, secret_owner(account_id), secret, now)
-        rotated = await webhooks.put_secret(conn, account_id, wrapped, now)
+    async with transaction(pool) as tx:
+        wrapped = await keys.wrap_secret(tx.conn, account_id, secret_owner(account_id), secret, now)
+        rotated = await webhooks.put_secret(tx.conn, account_id, wrapped, now)
         await notify_admin_change(
-            conn,
+            tx,
             "webhook_secret.rotated" if rotated else "webhook_secret.created",
             now=now,
             actor=owner.actor,

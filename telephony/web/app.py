@@ -131,7 +131,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url is not None
     app[POOL] = await create_pool(settings.database_url)
-    app[WRITER_POOL] = await create_pool(settings.database_url, max_size=4, stateless=True)
+    app[WRITER_POOL] = await create_pool(settings.database_url, max_size=4)
     yield
     await access_log.flush_access_log(app[POOL], app[ACCESS_QUEUE])
     await app[WRITER_POOL].close()

@@ -22,7 +22,7 @@ from telephony.web.routes import Route
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
-WRITER_POOL = web.AppKey("writer_pool", asyncpg.Pool)  # stateless: the recorders' chunk rows
+WRITER_POOL = web.AppKey("writer_pool", asyncpg.Pool)  # the recorders' chunk rows
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 ACCESS_QUEUE = web.AppKey("access_queue", asyncio.Queue[AccessEntry])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from storage import audit
+from telephony.domain.actors import Actor
 from tests.conftest import Customer, consented_call, decide, new_customer, start_recording
 
 
@@ -100,6 +102,36 @@ async def test_verify_accepts_an_intact_chain(
 
     async with pool.acquire() as conn:
         assert await audit.verify(conn) == []
+
+
+async def test_many_rows_of_two_accounts_in_one_transaction_chain_in_order(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """A use case's rows are written together at its end (usecases.trail): however many,
+    across accounts, each account's chain continues in the order they were left."""
+    other = await new_customer(client)
+    now = datetime.now(UTC)
+    actor = Actor.system("test")
+    entries = [
+        audit.Entry(acc, now, actor, "test.entry", {"n": n}, {"name": 'Zoë ✓ "quoted"'})
+        for n in range(4000)
+        for acc in (owner.account_id, other.account_id)
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchval(
+            "SELECT seq FROM audit_heads WHERE account_id = $1", owner.account_id
+        )
+        await audit.append_many(conn, entries)
+
+    async with pool.acquire() as conn:
+        assert await audit.verify(conn) == []
+        rows = await conn.fetch(
+            "SELECT seq, subject FROM audit_events WHERE account_id = $1 AND seq > $2 ORDER BY seq",
+            owner.account_id,
+            before,
+        )
+    assert [r["subject"]["n"] for r in rows] == list(range(4000))
+    assert [r["seq"] for r in rows] == list(range(before + 1, before + 4001))
 
 
 async def tamper(pool: asyncpg.Pool, sql: str, *args: object) -> None:

@@ -271,3 +271,42 @@ async def test_accounts_do_not_see_each_others_keys(client: TestClient, owner: C
 
     assert listed["items"] == []
     assert deleted.status == 404
+
+
+async def test_an_api_keys_last_use_is_written_at_most_once_a_minute(
+    client: TestClient, pool: asyncpg.Pool, owner: Customer
+) -> None:
+    """A hot key must not turn every request into a write, yet its last use stays true to
+    the minute (the owner's key list shows it)."""
+    created = await (
+        await client.post(
+            "/v1/api-keys", json={"name": "k", "scopes": ["calls"]}, headers=owner.auth
+        )
+    ).json()
+
+    async def last_used() -> datetime | None:
+        async with pool.acquire() as conn:
+            found: datetime | None = await conn.fetchval(
+                "SELECT last_used_at FROM api_keys WHERE id = $1", created["id"]
+            )
+            return found
+
+    async def use() -> None:
+        resp = await client.get("/v1/calls", headers=bearer(created["token"]))
+        assert resp.status == 200
+
+    assert await last_used() is None
+    await use()
+    first = await last_used()
+    await use()
+    assert first is not None and await last_used() == first  # within the minute: no write
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE api_keys SET last_used_at = last_used_at - interval '61 seconds' WHERE id = $1",
+            created["id"],
+        )
+    await use()
+    later = await last_used()
+    assert later is not None and later > first
+    listed = await (await client.get("/v1/api-keys", headers=owner.auth)).json()
+    assert listed["items"][0]["last_used_at"] is not None

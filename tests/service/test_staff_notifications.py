@@ -22,11 +22,14 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from storage import outbox
+from storage.db import create_pool
 from storage.outbox import StaffNotification
 from telephony.delivery import staff as workers
 from telephony.delivery.outbox import backoff
+from telephony.metrics import Metrics
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from tests.conftest import PASSWORD, Customer, ServiceServer, login, signup_body
@@ -690,3 +693,38 @@ async def test_the_background_worker_drains_a_backlog_larger_than_one_batch(
         await eventually(lambda: len(receiver.received) == backlog, timeout_s=5)
 
     assert [r["data"]["n"] for r in receiver.received] == list(range(backlog))
+
+
+async def test_a_stopped_worker_gives_its_connection_back_listening_to_nothing(
+    settings: Settings, database_url: str, pool: asyncpg.Pool, receiver: Receiver
+) -> None:
+    """Pools skip asyncpg's reset on release (storage.db): a listener must UNLISTEN itself.
+
+    A pool of two connections, one for the worker's LISTEN and one for its
+    claims (the notification below arrives long before the 30 s poll); once
+    the worker is stopped, neither connection, taken from the pool again,
+    listens to any channel.
+    """
+    configured = settings.replace(staff_webhook_url=receiver.url, outbox_poll_s=30)
+    single = await create_pool(database_url, min_size=2, max_size=2)
+    try:
+        async with aiohttp.ClientSession() as http:
+            worker = asyncio.create_task(
+                workers.notification_worker(
+                    single, http, configured, Metrics.create(CollectorRegistry())
+                )
+            )
+            try:
+                await eventually(lambda: single.get_idle_size() < 2)  # the worker listens
+                async with pool.acquire() as conn, conn.transaction():
+                    await outbox.enqueue(conn, "user.updated", {"n": 1}, datetime.now(UTC))
+                await eventually(lambda: len(receiver.received) == 1, timeout_s=5)
+            finally:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+        async with single.acquire() as first, single.acquire() as second:
+            assert await first.fetch("SELECT pg_listening_channels()") == []
+            assert await second.fetch("SELECT pg_listening_channels()") == []
+    finally:
+        single.terminate()

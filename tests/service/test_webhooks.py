@@ -159,9 +159,11 @@ async def events_of(pool: asyncpg.Pool, customer: Customer) -> list[WebhookEvent
 
 async def enqueue(pool: asyncpg.Pool, customer: Customer, created_at: datetime) -> str:
     async with pool.acquire() as conn:
-        return await store.enqueue(
-            conn, customer.account_id, "call.ended", {"call_id": "call_test"}, created_at
+        event = store.NewEvent(
+            customer.account_id, "call.ended", {"call_id": "call_test"}, created_at
         )
+        [event_id] = await store.enqueue(conn, [event])
+        return event_id
 
 
 async def recording_events(client: TestClient, customer: Customer) -> None:
@@ -429,6 +431,29 @@ async def test_an_account_without_a_webhook_url_has_its_events_skipped(
     ).json()
     assert [e["id"] for e in skipped["items"]] == [event.id]
     assert pending["items"] == []
+
+
+async def test_events_written_together_keep_their_order_and_each_accounts_url_decides(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, receiver: Receiver
+) -> None:
+    """A change's events go in one statement (usecases.trail): still in order, and an
+    account without a webhook_url gets only its own skipped."""
+    await subscribe(client, owner, receiver)
+    other = await new_customer(client)
+    now = datetime.now(UTC)
+    batch = [
+        store.NewEvent(owner.account_id, "consent.recorded", {"n": 0}, now),
+        store.NewEvent(other.account_id, "consent.recorded", {"n": 1}, now),
+        store.NewEvent(owner.account_id, "recording.stopped", {"n": 2}, now),
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await store.enqueue(conn, batch)
+
+    mine, theirs = await events_of(pool, owner), await events_of(pool, other)
+    assert [e.id for e in mine] == [ids[0], ids[2]]
+    assert [e.type for e in mine] == ["consent.recorded", "recording.stopped"]
+    assert {e.status for e in mine} == {"pending"}
+    assert [(e.id, e.status) for e in theirs] == [(ids[1], "skipped")]
 
 
 async def test_events_wait_for_a_secret_and_go_out_signed_once_it_exists(

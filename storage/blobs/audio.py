@@ -12,7 +12,7 @@ import bisect
 from dataclasses import dataclass
 
 from storage.blobs.names import part_offset, recording_prefix
-from storage.blobs.protocol import BlobInfo, BlobStore
+from storage.blobs.protocol import BlobInfo, BlobRange, BlobStore
 from telephony.domain.errors import IntegrityFailure
 
 
@@ -26,8 +26,8 @@ class StoredAudio:
     starts: tuple[int, ...]
     size_bytes: int
 
-    def pieces(self, offset: int, length: int) -> list[tuple[str, int, int]]:
-        """(key, offset in that part, length) covering [offset, offset + length)."""
+    def pieces(self, offset: int, length: int) -> list[BlobRange]:
+        """The ranges of parts covering [offset, offset + length) of the stream."""
         if offset < 0 or offset + length > self.size_bytes:
             raise IntegrityFailure("a blob is shorter than its records say")
         out = []
@@ -36,7 +36,7 @@ class StoredAudio:
             start, part = self.starts[index], self.parts[index]
             inside = offset - start
             take = min(length, part.size_bytes - inside)
-            out.append((part.key, inside, take))
+            out.append(BlobRange(part.key, inside, take))
             offset, length, index = offset + take, length - take, index + 1
         return out
 
@@ -61,8 +61,5 @@ async def stored_audio(store: BlobStore, recording_id: str) -> StoredAudio:
 
 async def read_stream(store: BlobStore, audio: StoredAudio, offset: int, length: int) -> bytes:
     """Bytes [offset, offset + length) of the stream, across parts as needed."""
-    pieces = [
-        await store.read_range(key, inside, take)
-        for key, inside, take in audio.pieces(offset, length)
-    ]
+    pieces = await store.read_ranges(audio.pieces(offset, length))
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)

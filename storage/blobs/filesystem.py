@@ -15,12 +15,12 @@ import concurrent.futures
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from storage.blobs.names import check_key
-from storage.blobs.protocol import BlobInfo
+from storage.blobs.protocol import BlobInfo, BlobRange
 from telephony.domain.errors import IntegrityFailure, NotFound
 
 _TMP_MARK = ".tmp-"
@@ -120,20 +120,24 @@ class FilesystemBlobStore:
 
     # -- reads ---------------------------------------------------------------
 
-    async def read_range(self, key: str, offset: int, length: int) -> bytes:
-        data = await self.run(self._read_range, self._path(key), offset, length)
-        if len(data) != length:
-            raise IntegrityFailure("a blob is shorter than its records say")
-        return data
+    async def read_ranges(self, ranges: Sequence[BlobRange]) -> list[bytes]:
+        located = [(self._path(r.key), r.offset, r.length) for r in ranges]
+        return await self.run(self._read_ranges, located)
 
     @staticmethod
-    def _read_range(path: Path, offset: int, length: int) -> bytes:
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                return fh.read(length)
-        except (FileNotFoundError, IsADirectoryError):
-            raise NotFound("no such blob") from None
+    def _read_ranges(ranges: builtins.list[tuple[Path, int, int]]) -> builtins.list[bytes]:
+        out = []
+        for path, offset, length in ranges:
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read(length)
+            except (FileNotFoundError, IsADirectoryError):
+                raise NotFound("no such blob") from None
+            if len(data) != length:
+                raise IntegrityFailure("a blob is shorter than its records say")
+            out.append(data)
+        return out
 
     async def list(self, prefix: str) -> list[BlobInfo]:
         return await self.run(self._list, self._path(prefix))

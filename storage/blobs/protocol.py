@@ -8,6 +8,7 @@ elsewhere: to the node's spool (`spool.py`), which ships whole parts here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,13 +19,25 @@ class BlobInfo:
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class BlobRange:
+    key: str
+    offset: int
+    length: int
+
+
 class BlobStore(Protocol):
     async def put(self, key: str, data: bytes) -> None:
         """Durable when it returns; putting the same bytes again is harmless."""
         ...
 
-    async def read_range(self, key: str, offset: int, length: int) -> bytes:
-        """Exactly `length` bytes from `offset`: NotFound, or IntegrityFailure when short."""
+    async def read_ranges(self, ranges: Sequence[BlobRange]) -> list[bytes]:
+        """Exactly each range's bytes, in order: NotFound, or IntegrityFailure when short.
+
+        Many at once because a read of a recording spans parts (ten seconds
+        each): one hop to the store's threads, or one round of requests, for
+        all of them, not one each.
+        """
         ...
 
     async def list(self, prefix: str) -> list[BlobInfo]:

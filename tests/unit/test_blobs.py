@@ -13,6 +13,7 @@ from storage.blobs import spool as spool_module
 from storage.blobs.audio import read_stream, stored_audio
 from storage.blobs.filesystem import FilesystemBlobStore
 from storage.blobs.names import audio_part, check_key, part_offset
+from storage.blobs.protocol import BlobRange
 from storage.blobs.spool import SYNCFS_FROM, Part, Spool
 from telephony.domain.errors import IntegrityFailure, NotFound
 
@@ -79,10 +80,15 @@ async def test_a_blob_is_put_whole_durable_private_and_read_by_ranges(
 ) -> None:
     await store.put("recordings/rec_a/audio-0000000000000000", b"0123456789")
 
-    middle = await store.read_range("recordings/rec_a/audio-0000000000000000", 3, 4)
+    [middle, both_ends] = await store.read_ranges(
+        [
+            BlobRange("recordings/rec_a/audio-0000000000000000", 3, 4),
+            BlobRange("recordings/rec_a/audio-0000000000000000", 0, 10),
+        ]
+    )
     listed = await store.list("recordings/rec_a")
 
-    assert middle == b"3456"
+    assert (middle, both_ends) == (b"3456", b"0123456789")
     assert [(b.key, b.size_bytes) for b in listed] == [
         ("recordings/rec_a/audio-0000000000000000", 10)
     ]
@@ -99,9 +105,11 @@ async def test_a_short_read_is_an_integrity_failure_and_a_missing_blob_not_found
     await store.put("recordings/rec_a/audio", b"0123")
 
     with pytest.raises(IntegrityFailure):
-        await store.read_range("recordings/rec_a/audio", 2, 10)
+        await store.read_ranges([BlobRange("recordings/rec_a/audio", 2, 10)])
     with pytest.raises(NotFound):
-        await store.read_range("recordings/rec_b/audio", 0, 1)
+        await store.read_ranges(
+            [BlobRange("recordings/rec_a/audio", 0, 1), BlobRange("recordings/rec_b/audio", 0, 1)]
+        )
 
 
 async def test_delete_by_prefix_removes_every_blob_under_it_and_repeats_harmlessly(

@@ -1,7 +1,8 @@
 """Schemathesis against a live server, in `make test` (issue 10: "Schemathesis in make test").
 
-A real `telephony serve` process, four callers (an owner's session, an API
-key with every scope, a support and a security_admin session), and for each
+A real `telephony serve` process, five callers (an owner's and a member's
+session, an API key with every scope, a support and a security_admin
+session), and for each
 a bounded run of every check Schemathesis has: no server error, no status or
 content type the OpenAPI document does not list, no response outside its
 schema, no schema-valid request refused, no invalid one accepted, no
@@ -102,8 +103,21 @@ async def callers(base: str, pool: asyncpg.Pool) -> dict[str, str]:
         ) as resp:
             assert resp.status == 201, await resp.text()
             api_key = str((await resp.json())["token"])
+        member_email = "member-" + body["email"]
+        async with http.post(
+            f"{base}/v1/users",
+            json={"email": member_email, "name": "Mia Member", "role": "member"},
+            headers={"Authorization": f"Bearer {owner}"},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            invitation = (await resp.json())["invitation"]["token"]
+        async with http.post(
+            f"{base}/v1/invitations/accept", json={"token": invitation, "password": PASSWORD}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
         return {
             "owner": owner,
+            "member": await _session(http, base, member_email),
             "api key": api_key,
             "support": await _session(http, base, "support@staff.example.com"),
             "security_admin": await _session(http, base, "security_admin@staff.example.com"),

@@ -56,6 +56,11 @@ median of the per-round p99s (the p99 of all samples pooled is printed
 beside it). Goals: gate p99 <= 20 ms, and gate p99 within 2x the bare
 handler's p99 (the ratio gate p99 / bare p99 is printed, per round too);
 the revocation's p99 is held to the same two.
+
+--floor adds, for information, a third run per round on the bare server:
+BEGIN, a one-row INSERT, COMMIT (a WAL flush), the least any recorded
+decision costs. Beside the bare figure it says how much of the gap is
+durability and how much is the gate's own work.
 """
 
 from __future__ import annotations
@@ -121,6 +126,7 @@ WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_
 # Ours, in the order printed; `revoke` is a POST /v1/calls/{id}/consents like `grant`.
 KINDS = ("create", "grant", "gate", "stop", "revoke", "end")
 BARE = "bare"
+FLOOR = "floor"  # --floor: the bare server's durable one-row write transaction
 
 BARE_SERVER = textwrap.dedent(
     """
@@ -141,6 +147,15 @@ BARE_SERVER = textwrap.dedent(
             now = await conn.fetchval("SELECT now()")
         return web.json_response({"fields": len(body), "at": now.isoformat()}, status=201)
 
+    async def durable(request):
+        # The least a recorded decision costs: BEGIN, one row, COMMIT (a WAL flush).
+        if not request.headers.get("Authorization", "").startswith("Bearer "):
+            raise web.HTTPUnauthorized()
+        body = await request.json()
+        async with request.app[POOL].acquire() as conn, conn.transaction():
+            now = await conn.fetchval("INSERT INTO bench_floor (at) VALUES (now()) RETURNING at")
+        return web.json_response({"fields": len(body), "at": now.isoformat()}, status=201)
+
     async def healthz(request):
         return web.json_response({"status": "ok"})
 
@@ -148,12 +163,18 @@ BARE_SERVER = textwrap.dedent(
         app[POOL] = await asyncpg.create_pool(
             sys.argv[3], min_size=1, max_size=10, reset=keep_session
         )
+        async with app[POOL].acquire() as conn:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS bench_floor"
+                " (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL)"
+            )
         yield
         await app[POOL].close()
 
     app = web.Application()
     app.cleanup_ctx.append(pool)
     app.router.add_post("/v1/op", op)
+    app.router.add_post("/v1/durable", durable)
     app.router.add_get("/healthz", healthz)
     loop = sys.argv[2]
     if loop == "uvloop":
@@ -349,8 +370,9 @@ async def one_call(d: Driver, plan: OursPlan, c: int) -> None:
     await d.post("end", planned[4], done, f"{path}/end", {}, 200)
 
 
-async def one_bare(d: Driver, slot: int) -> None:
-    await d.post(BARE, d.at(slot), None, "/v1/op", BARE_BODY, 201)
+async def one_bare(d: Driver, slot: int, kind: str = BARE) -> None:
+    path = "/v1/op" if kind == BARE else "/v1/durable"
+    await d.post(kind, d.at(slot), None, path, BARE_BODY, 201)
 
 
 def handler_buckets(text: str, route: str) -> dict[float, float]:
@@ -495,13 +517,14 @@ async def run_bare(
     rate: float,
     seconds: float,
     label: str,
+    kind: str = BARE,
 ) -> Run:
     assert bare.process is not None
     warmup_s = max(WARMUP_S, OursPlan(rate).fill_s + 1.0)  # the same warm-up as ours
 
     def spawn(d: Driver) -> list[tuple[float, Callable[[], Awaitable[None]]]]:
         slots = round((warmup_s + seconds) * rate)
-        return [(d.at(n), partial(one_bare, d, n)) for n in range(slots)]
+        return [(d.at(n), partial(one_bare, d, n, kind)) for n in range(slots)]
 
     return await paced(
         http,
@@ -538,7 +561,8 @@ def show(run: Run) -> None:
     )
     indent = " " * 12
     if run.bare:
-        print(f"{run.label:>10}: bare {pq(run, BARE)}\n{indent}{common}", flush=True)
+        kind = FLOOR if FLOOR in run.latencies else BARE
+        print(f"{run.label:>10}: {kind} {pq(run, kind)}\n{indent}{common}", flush=True)
     else:
         others = "; ".join(
             f"{kind} {ms(run.p(kind, 0.5))}/{ms(run.p(kind, 0.99))}"
@@ -567,7 +591,9 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def summary(ours: list[Run], bare: list[Run], rate: float, seconds: float, loop: str) -> None:
+def summary(
+    ours: list[Run], bare: list[Run], floor: list[Run], rate: float, seconds: float, loop: str
+) -> None:
     def med(runs: list[Run], kind: str, q: float) -> float | None:
         values = [v for v in (r.p(kind, q) for r in runs) if v is not None]
         return statistics.median(values) if values else None
@@ -596,6 +622,14 @@ def summary(ours: list[Run], bare: list[Run], rate: float, seconds: float, loop:
         f"bare (aiohttp + one asyncpg round trip): p50 {ms(med(bare, BARE, 0.5))}, "
         f"p99 {ms(bare_p99)} [pooled p99 {ms(p99_all)}, n={n}]"
     )
+    if floor:
+        floor_p99, (p99_all, n) = med(floor, FLOOR, 0.99), pooled(floor, FLOOR)
+        lines.append(
+            f"floor, for information (the bare server's BEGIN, one-row INSERT, COMMIT): "
+            f"p50 {ms(med(floor, FLOOR, 0.5))}, p99 {ms(floor_p99)} "
+            f"[pooled p99 {ms(p99_all)}, n={n}]; floor p99 / bare p99 = "
+            + ("n/a" if floor_p99 is None or not bare_p99 else f"{floor_p99 / bare_p99:.2f}")
+        )
     lines.append(
         "achieved rate: ours "
         + ", ".join(f"{r.sent / r.seconds:.1f}" for r in ours)
@@ -631,7 +665,7 @@ def summary(ours: list[Run], bare: list[Run], rate: float, seconds: float, loop:
             f"{shown} (per round: {', '.join(per_round)}) "
             f"{verdict(ratio is not None and ratio <= GOAL_RATIO)}"
         )
-    failed = sum(r.fail_count() for r in ours + bare)
+    failed = sum(r.fail_count() for r in ours + bare + floor)
     lines.append(
         f"failed requests: {failed}"
         + ("" if not failed else " (each printed with its round above): the run FAILED")
@@ -662,6 +696,11 @@ async def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="ours-then-bare pairs to alternate")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server.log)")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="each round also runs the bare server's durable one-row write (for information)",
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds <= 0 or args.rate <= 0:
         parser.error("--rounds, --seconds and --rate must be positive")
@@ -683,6 +722,7 @@ async def main() -> int:
     )
     ours: list[Run] = []
     base: list[Run] = []
+    floor: list[Run] = []
     try:
         try:
             await server.start()
@@ -709,7 +749,22 @@ async def main() -> int:
                 )
                 show(base[-1])
                 await asyncio.sleep(1.0)
-        summary(ours, base, args.rate, args.seconds, args.loop)
+                if args.floor:
+                    floor.append(
+                        await run_bare(
+                            http,
+                            bare,
+                            server,
+                            key,
+                            args.rate,
+                            args.seconds,
+                            f"floor #{number}",
+                            FLOOR,
+                        )
+                    )
+                    show(floor[-1])
+                    await asyncio.sleep(1.0)
+        summary(ours, base, floor, args.rate, args.seconds, args.loop)
     finally:
         bare.stop()
         server.stop()

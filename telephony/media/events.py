@@ -8,10 +8,25 @@ from typing import Literal, NamedTuple, Protocol
 Encoding = Literal["mulaw", "alaw", "l16le", "l16be"]
 
 
+# The tracks a JSON dialect can send: a `start` that names none may send either.
+KNOWN_TRACKS = ("inbound", "outbound")
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A stream's first frame. Telnyx carries the stream's auth token in it (a
+    `stream_auth_token` the customer set to the call's media token)."""
+
+    token: str | None
+
+
 @dataclass(frozen=True)
 class StreamStart:
     token: str | None  # the media token from the dialect's metadata slot, if present
-    tracks: tuple[str, ...]  # ("inbound",) or ("inbound", "outbound")
+    # The tracks the stored recording keeps, one channel each. A start that names none
+    # (Telnyx's never does) gets every track the dialect can send: a frame of either is
+    # kept, and a track that never sends is silence.
+    tracks: tuple[str, ...]
     encoding: Encoding
     sample_rate_hz: int
     stream_id: str | None
@@ -42,15 +57,17 @@ class StreamStop:
     reason: str | None
 
 
-MediaEvent = StreamStart | Audio | Dtmf | Mark | StreamStop
+MediaEvent = Connected | StreamStart | Audio | Dtmf | Mark | StreamStop
 
 
 class ProtocolViolation(Exception):
     """The peer broke the wire format; the socket closes with `close_code` and `reason`.
 
-    1003: text where binary is expected, or the reverse. 1007: a payload that
-    is not what the dialect promises (not JSON, bad base64, wrong types,
-    media before start, a second start, an unknown encoding).
+    1003: text where binary is expected, or the reverse, or audio the service
+    cannot decode (an unknown encoding: refused before anything is stored).
+    1007: a payload that is not what the dialect promises (not JSON, bad
+    base64, wrong types, media before start, a second start, a track the
+    stream did not declare).
     """
 
     def __init__(self, close_code: int, reason: str) -> None:

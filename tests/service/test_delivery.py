@@ -138,6 +138,24 @@ async def test_a_track_that_never_streamed_is_a_silent_channel(
     assert set(samples[1::2]) == {0}
 
 
+@pytest.mark.parametrize("dialect", ["twilio", "telnyx"])
+async def test_both_tracks_are_kept_when_the_start_names_none(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, dialect: str
+) -> None:
+    """Issue 15: Telnyx's start has no `tracks` even with both_tracks; its outbound frames
+    were dropped and the customer's side came back silent. Every JSON dialect keeps both."""
+    recording_id = await record(
+        client, owner, pool, frames=60, dialect=dialect, declare_tracks=False
+    )
+
+    resp = await download(client, owner, recording_id)
+
+    with wave.open(io.BytesIO(await resp.read())) as wav:
+        samples = struct.unpack(f"<{wav.getnframes() * 2}h", wav.readframes(wav.getnframes()))
+    assert list(samples[0::2]) == pcm(expected("inbound", 60))
+    assert list(samples[1::2]) == pcm(expected("outbound", 60))
+
+
 # -- seeking: Range and ETag (RFC 9110) -----------------------------------------------
 
 

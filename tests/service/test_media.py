@@ -21,10 +21,9 @@ from aiohttp.test_utils import TestClient
 from storage.chunks import ChunkRow
 from storage.pgcluster import find_bindir
 from telephony.settings import Settings
-from telephony.usecases.playback import iter_audio
 from telephony.web.api import media_ws
 from telephony.web.app import create_app
-from telephony.web.appkeys import BLOBS, HUB, KEYS, POOL
+from telephony.web.appkeys import HUB
 from tests.conftest import (
     Customer,
     ServiceServer,
@@ -42,16 +41,8 @@ from tests.support.media import (
     frames_received,
     writer_of,
 )
-from tests.support.recordings import status_is
+from tests.support.recordings import status_is, stored_audio
 from tests.support.waiting import eventually
-
-
-async def stored_audio(client: TestClient, recording_id: str) -> bytes:
-    app = client.app
-    parts = [
-        piece async for piece in iter_audio(app[POOL], app[BLOBS], app[KEYS], recording_id, None)
-    ]
-    return b"".join(parts)
 
 
 def channel(interleaved: bytes, index: int) -> bytes:

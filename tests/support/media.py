@@ -19,47 +19,63 @@ assert len(MARKER) == 160
 VOICE = bytes(range(0x20, 0x20 + 160))  # stands for speech: distinct, and not the marker
 
 
-class TwilioPeer:
-    """A telephony engine speaking the camelCase JSON dialect."""
+class JsonPeer:
+    """A telephony engine speaking one of the JSON dialects: Twilio's camelCase (`twilio`)
+    or Telnyx's snake_case (`telnyx`), each shaped as its documentation shows it."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, dialect: str = "twilio") -> None:
         self.ws = ws
+        self.dialect = dialect
         self.seq = 0  # media frames sent so far
         self.ts_ms = {"inbound": 0, "outbound": 0}
 
-    async def start(self, tracks: tuple[str, ...] = ("inbound", "outbound")) -> None:
-        await self.ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await self.ws.send_json(
-            {
-                "event": "start",
-                "sequenceNumber": "1",
-                "streamSid": "MZ1",
-                "start": {
-                    "streamSid": "MZ1",
-                    "callSid": "CA1",
-                    "tracks": list(tracks),
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": {},
-                },
+    async def start(
+        self,
+        tracks: tuple[str, ...] | None = ("inbound", "outbound"),
+        *,
+        auth_token: str | None = None,
+    ) -> None:
+        """`tracks=None`: a start that names none (Telnyx's never does); `auth_token`:
+        Telnyx's `stream_auth_token` in the connected frame."""
+        if self.dialect == "telnyx":
+            connected: dict[str, Any] = {"event": "connected", "version": "1.0.0"}
+            if auth_token is not None:
+                connected["x-telnyx-streaming-auth-token"] = auth_token
+            start: dict[str, Any] = {
+                "user_id": "3e6f995f-85f7-4705-9741-53b116d28237",
+                "call_control_id": "v3:test-call-control-id",
+                "client_state": "aGF2ZSBhIG5pY2UgZGF5",
+                "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
             }
-        )
+            frame = {"event": "start", "sequence_number": "1", "stream_id": "S1", "start": start}
+        else:
+            connected = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+            start = {
+                "streamSid": "MZ1",
+                "callSid": "CA1",
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": {},
+            }
+            frame = {"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": start}
+        if tracks is not None:
+            start["tracks"] = list(tracks)
+        await self.ws.send_json(connected)
+        await self.ws.send_json(frame)
 
     async def media(self, payload: bytes, track: str = "inbound", frames: int = 1) -> None:
         for _ in range(frames):
             self.seq += 1
-            await self.ws.send_json(
-                {
-                    "event": "media",
-                    "sequenceNumber": str(self.seq),
-                    "streamSid": "MZ1",
-                    "media": {
-                        "track": track,
-                        "chunk": str(self.seq),
-                        "timestamp": str(self.ts_ms[track]),
-                        "payload": base64.b64encode(payload).decode(),
-                    },
-                }
-            )
+            media = {
+                "track": track,
+                "chunk": str(self.seq),
+                "timestamp": str(self.ts_ms[track]),
+                "payload": base64.b64encode(payload).decode(),
+            }
+            if self.dialect == "telnyx":
+                frame = {"event": "media", "sequence_number": str(self.seq), "stream_id": "S1"}
+            else:
+                frame = {"event": "media", "sequenceNumber": str(self.seq), "streamSid": "MZ1"}
+            await self.ws.send_json({**frame, "media": media})
             self.ts_ms[track] += len(payload) // 8
 
     async def paced(
@@ -74,13 +90,28 @@ class TwilioPeer:
             await asyncio.sleep(max(0.0, started + (n + 1) * interval_s - loop.time()))
 
     async def stop(self) -> None:
-        await self.ws.send_json({"event": "stop", "sequenceNumber": "999", "streamSid": "MZ1"})
+        if self.dialect == "telnyx":
+            frame = {"event": "stop", "sequence_number": "999", "stream_id": "S1", "stop": {}}
+        else:
+            frame = {"event": "stop", "sequenceNumber": "999", "streamSid": "MZ1"}
+        await self.ws.send_json(frame)
         await self.ws.close()
 
 
-async def connect(client: TestClient, call: dict[str, Any], dialect: str = "twilio") -> TwilioPeer:
-    ws = await client.ws_connect(f"/v1/media/{dialect}?token={call['media']['token']}")
-    return TwilioPeer(ws)
+TwilioPeer = JsonPeer  # the camelCase dialect, as most tests speak it
+
+
+async def connect(
+    client: TestClient,
+    call: dict[str, Any],
+    dialect: str = "twilio",
+    *,
+    token_in_url: bool = True,
+    headers: dict[str, str] | None = None,
+) -> JsonPeer:
+    query = f"?token={call['media']['token']}" if token_in_url else ""
+    ws = await client.ws_connect(f"/v1/media/{dialect}{query}", headers=headers)
+    return JsonPeer(ws, dialect)
 
 
 def writer_of(client: TestClient, call_id: str) -> Any:

@@ -10,6 +10,8 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from telephony.settings import Settings
+from telephony.usecases.playback import iter_audio
+from telephony.web.appkeys import BLOBS, KEYS, POOL
 from tests.conftest import Customer, consented_call
 from tests.support.media import connect, writer_of
 from tests.support.waiting import eventually
@@ -35,11 +37,15 @@ async def record(
     channels: str = "dual",
     tracks: tuple[str, ...] = ("inbound", "outbound"),
     frames: int = FRAMES,
+    dialect: str = "twilio",
+    declare_tracks: bool = True,
 ) -> str:
-    """A completed recording of `frames` distinct frames per track; its id."""
+    """A completed recording of `frames` distinct frames per track; its id.
+
+    `declare_tracks=False`: the stream's start names no tracks, as Telnyx's never does."""
     call = await consented_call(client, owner)
-    peer = await connect(client, call)
-    await peer.start(tracks)
+    peer = await connect(client, call, dialect)
+    await peer.start(tracks if declare_tracks else None)
     resp = await client.post(
         f"/v1/calls/{call['id']}/recordings", json={"channels": channels}, headers=owner.auth
     )
@@ -72,6 +78,13 @@ async def download(
     return await client.get(
         f"/v1/recordings/{recording_id}/audio{query}", headers={**owner.auth, **headers}
     )
+
+
+async def stored_audio(client: TestClient, recording_id: str) -> bytes:
+    """The recording's stored codec bytes, tracks interleaved, read back and verified."""
+    app = client.app
+    pieces = iter_audio(app[POOL], app[BLOBS], app[KEYS], recording_id, None)
+    return b"".join([piece async for piece in pieces])
 
 
 def recording_folder(settings: Settings, recording_id: str) -> Path:

@@ -8,7 +8,15 @@ import struct
 
 import pytest
 
-from telephony.media.events import Audio, Dtmf, Mark, ProtocolViolation, StreamStart, StreamStop
+from telephony.media.events import (
+    Audio,
+    Connected,
+    Dtmf,
+    Mark,
+    ProtocolViolation,
+    StreamStart,
+    StreamStop,
+)
 from telephony.media.ws import DIALECTS, parser_for
 
 ULAW = bytes(range(160))
@@ -67,6 +75,7 @@ def test_twilio_stream_is_parsed_in_order() -> None:
     ]
 
     assert events == [
+        Connected(None),
         StreamStart("mt_abc", ("inbound", "outbound"), "mulaw", 8000, "MZ1"),
         Audio("outbound", ULAW, 40, 2),
         Dtmf("1", "inbound"),
@@ -91,7 +100,8 @@ def test_twilio_stream_is_parsed_in_order() -> None:
             [twilio_start(), '{"event": "media", "media": {"payload": "AAAA", "timestamp": "-5"}}'],
             1007,
         ),
-        ([twilio_start(mediaFormat={"encoding": "audio/opus", "sampleRate": 48000})], 1007),
+        # An encoding the service cannot decode is refused before anything is stored.
+        ([twilio_start(mediaFormat={"encoding": "audio/speex", "sampleRate": 16000})], 1003),
     ],
 )
 def test_twilio_malformed_frames_raise_with_a_close_code(frames: list[str], code: int) -> None:
@@ -156,7 +166,8 @@ def test_telnyx_snake_case_with_l16_and_numeric_counters() -> None:
     ]
 
     assert events == [
-        StreamStart("mt_t", ("inbound",), "l16be", 16000, "s1"),
+        # Telnyx's start names no tracks: either may send (issue 15).
+        StreamStart("mt_t", ("inbound", "outbound"), "l16be", 16000, "s1"),
         Audio("inbound", pcm, 140, 7),
     ]
     assert p.last_error == {"code": 1, "title": "t"}  # type: ignore[attr-defined]
@@ -265,3 +276,109 @@ def test_a_json_stream_peer_on_a_binary_path_is_told_so(dialect: str) -> None:
 
     assert info.value.close_code == 1007
     assert "twilio" in info.value.reason
+
+
+# -- tracks a start does not name (issue 15) ----------------------------------------------
+
+
+def json_start(dialect: str, **start: object) -> str:
+    """A start of either JSON dialect without a `tracks` list, as Telnyx sends it."""
+    if dialect == "telnyx":
+        fmt = {"media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}
+        body = {"call_control_id": "v3:x", **fmt, "custom_parameters": {"token": "mt_t"}}
+        return json.dumps({"event": "start", "stream_id": "s1", "start": {**body, **start}})
+    fmt = {"mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+    body = {"callSid": "CA1", **fmt, "customParameters": {"token": "mt_t"}}
+    return json.dumps({"event": "start", "streamSid": "s1", "start": {**body, **start}})
+
+
+def media_frame(track: str, payload: bytes = ULAW) -> str:
+    return json.dumps({"event": "media", "media": {"track": track, "payload": b64(payload)}})
+
+
+@pytest.mark.parametrize("dialect", ["twilio", "telnyx"])
+def test_a_start_naming_no_tracks_accepts_both_as_they_come(dialect: str) -> None:
+    p = parser_for(dialect)
+
+    [start] = p.feed_text(json_start(dialect))
+    inbound = p.feed_text(media_frame("inbound"))
+    outbound = p.feed_text(media_frame("outbound_track"))  # the suffix some send
+
+    assert isinstance(start, StreamStart)
+    assert start.tracks == ("inbound", "outbound")
+    assert inbound == [Audio("inbound", ULAW, None, None)]
+    assert outbound == [Audio("outbound", ULAW, None, None)]
+
+
+@pytest.mark.parametrize("dialect", ["twilio", "telnyx"])
+@pytest.mark.parametrize(
+    ("declared", "track"),
+    [
+        (None, "sideways"),  # no start names it: not a track of these dialects
+        (None, ""),
+        (["inbound"], "outbound"),  # a track this start did not declare
+        (["inbound"], "both"),
+    ],
+)
+def test_an_unknown_track_closes_with_1007(
+    dialect: str, declared: list[str] | None, track: str
+) -> None:
+    p = parser_for(dialect)
+    p.feed_text(json_start(dialect, **({"tracks": declared} if declared else {})))
+
+    with pytest.raises(ProtocolViolation) as info:
+        p.feed_text(media_frame(track))
+
+    assert info.value.close_code == 1007
+
+
+@pytest.mark.parametrize("dialect", ["twilio", "telnyx"])
+def test_a_start_declaring_an_unknown_track_closes_with_1007(dialect: str) -> None:
+    with pytest.raises(ProtocolViolation) as info:
+        parser_for(dialect).feed_text(json_start(dialect, tracks=["inbound", "left"]))
+
+    assert info.value.close_code == 1007
+
+
+def test_telnyx_connected_carries_the_stream_auth_token_and_twilio_has_no_such_field() -> None:
+    frame = json.dumps(
+        {"event": "connected", "version": "1.0.0", "x-telnyx-streaming-auth-token": "mt_abc"}
+    )
+
+    assert parser_for("telnyx").feed_text(frame) == [Connected("mt_abc")]
+    assert parser_for("twilio").feed_text(frame) == [Connected(None)]
+    assert parser_for("telnyx").feed_text('{"event": "connected", "version": "1.0.0"}') == [
+        Connected(None)
+    ]
+    # Its AsyncAPI page writes the field as `connected.x-telnyx-streaming-auth-token`:
+    # an object `connected` holding it is read too.
+    nested = {"event": "connected", "connected": {"x-telnyx-streaming-auth-token": "mt_n"}}
+    assert parser_for("telnyx").feed_text(json.dumps(nested)) == [Connected("mt_n")]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"event": "error", "payload": {"code": 100003, "title": "malformed_frame"}},
+        {"event": "error", "error": {"code": "100005", "title": "rate_limit_reached"}},
+    ],
+)
+def test_both_documented_telnyx_error_shapes_are_kept(frame: dict[str, object]) -> None:
+    p = parser_for("telnyx")
+
+    assert p.feed_text(json.dumps(frame)) == []
+    assert p.last_error is not None and "title" in p.last_error
+
+
+@pytest.mark.parametrize(("rate", "accepted"), [(8000, True), (64000, True), (96000, False)])
+def test_jambonz_takes_every_sample_rate_it_documents(rate: int, accepted: bool) -> None:
+    p = parser_for("jambonz")
+    frame = json.dumps({"sampleRate": rate, "mixType": "mono", "token": "mt_x"})
+
+    if accepted:
+        [start] = p.feed_text(frame)
+        assert isinstance(start, StreamStart) and start.sample_rate_hz == rate
+    else:
+        with pytest.raises(ProtocolViolation) as info:
+            p.feed_text(frame)
+        assert info.value.close_code == 1007

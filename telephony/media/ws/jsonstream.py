@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 
 from telephony.media.events import (
+    KNOWN_TRACKS,
     Audio,
+    Connected,
     Dtmf,
     Encoding,
     Mark,
@@ -35,10 +37,17 @@ class Spelling:
     media_format: str
     sample_rate: str
     custom: str
+    auth_token: str | None = None  # a field of `connected` that may carry the media token
 
 
 CAMEL = Spelling("streamSid", "mediaFormat", "sampleRate", "customParameters")
-SNAKE = Spelling("stream_id", "media_format", "sample_rate", "custom_parameters")
+SNAKE = Spelling(
+    "stream_id",
+    "media_format",
+    "sample_rate",
+    "custom_parameters",
+    auth_token="x-telnyx-streaming-auth-token",  # noqa: S106 - a field name, not a secret
+)
 
 
 def _invalid(reason: str) -> ProtocolViolation:
@@ -67,6 +76,13 @@ def _track(value: Any) -> str:
     return value.removesuffix("_track")
 
 
+def _known_track(value: Any) -> str:
+    track = _track(value)
+    if track not in KNOWN_TRACKS:
+        raise _invalid(f"unknown track {track[:40]}")
+    return track
+
+
 class JsonStreamParser:
     subprotocols: tuple[str, ...] = ()
 
@@ -74,6 +90,7 @@ class JsonStreamParser:
         self.dialect = dialect
         self.spelling = spelling
         self.started = False
+        self.tracks: frozenset[str] = frozenset()  # what media frames may name, once started
         self.last_error: dict[str, Any] | None = None
 
     def feed_binary(self, data: bytes) -> list[MediaEvent]:
@@ -94,6 +111,8 @@ class JsonStreamParser:
             return self._media(message.get("media"))
         if event == "start":
             return [self._start(message)]
+        if event == "connected":
+            return [Connected(self._auth_token(message))]
         if event == "dtmf":
             dtmf = message.get("dtmf")
             if not isinstance(dtmf, dict) or not isinstance(dtmf.get("digit"), str):
@@ -107,9 +126,21 @@ class JsonStreamParser:
         if event == "stop":
             return [StreamStop("stop")]
         if event == "error":
-            payload = message.get("payload")
+            # Telnyx's guide: {payload: {code, title, detail}}; its older spec: {error: {...}}.
+            payload = message.get("payload", message.get("error"))
             self.last_error = payload if isinstance(payload, dict) else {"detail": str(payload)}
-        return []  # connected, error and events vendors add later
+        return []  # error, and events vendors add later
+
+    def _auth_token(self, message: dict[str, Any]) -> str | None:
+        """The token of `connected`, where the dialect has one: Telnyx names the field
+        `connected.x-telnyx-streaming-auth-token`, read as a field of the connected frame
+        or of an object `connected` inside it."""
+        field = self.spelling.auth_token
+        if field is None:
+            return None
+        nested = message.get("connected")
+        token = message.get(field) or (nested.get(field) if isinstance(nested, dict) else None)
+        return token if isinstance(token, str) and token else None
 
     def _start(self, message: dict[str, Any]) -> StreamStart:
         if self.started:
@@ -123,18 +154,24 @@ class JsonStreamParser:
         raw_encoding = fmt.get("encoding", "audio/x-mulaw")
         encoding = _ENCODINGS.get(str(raw_encoding).lower())
         if encoding is None:
-            raise _invalid(f"unsupported encoding {str(raw_encoding)[:40]}")
+            # Refused before anything is stored, never found unreadable later.
+            raise ProtocolViolation(1003, f"unsupported encoding {str(raw_encoding)[:40]}")
         rate = _int(fmt.get(self.spelling.sample_rate, 8000), "sample rate")
         if not 8000 <= rate <= 48000:
             raise _invalid("sample rate out of range")
-        tracks_raw = start.get("tracks", ["inbound"])
-        if not isinstance(tracks_raw, list) or not tracks_raw:
-            raise _invalid("tracks is not a list")
-        tracks = tuple(dict.fromkeys(_track(t) for t in tracks_raw))
+        tracks_raw = start.get("tracks")
+        tracks: tuple[str, ...]
+        if tracks_raw is None:
+            tracks = KNOWN_TRACKS  # Telnyx names none, even for both_tracks
+        elif isinstance(tracks_raw, list) and tracks_raw:
+            tracks = tuple(dict.fromkeys(_known_track(t) for t in tracks_raw))
+        else:
+            raise _invalid("tracks is not a list of track names")
         custom = start.get(self.spelling.custom)
         token = custom.get("token") if isinstance(custom, dict) else None
         stream_id = message.get(self.spelling.stream_id) or start.get(self.spelling.stream_id)
         self.started = True
+        self.tracks = frozenset(tracks)
         return StreamStart(
             token if isinstance(token, str) else None,
             tracks,
@@ -156,9 +193,12 @@ class JsonStreamParser:
             return []
         timestamp = media.get("timestamp")
         chunk = media.get("chunk")
+        track = _known_track(media.get("track", "inbound"))
+        if track not in self.tracks:
+            raise _invalid(f"media of track {track}, which start did not declare")
         return [
             Audio(
-                _track(media.get("track", "inbound")),
+                track,
                 payload,
                 _int(timestamp, "timestamp") if timestamp is not None else None,
                 _int(chunk, "chunk") if chunk is not None else None,

@@ -57,7 +57,8 @@ class PcmStreamParser:
         rate = message.get("sampleRate", 8000)
         if isinstance(rate, str) and rate.isascii() and rate.isdigit() and len(rate) <= 6:
             rate = int(rate)
-        if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
+        # jambonz documents 8000 to 64000; mod_audio_fork takes multiples of 8000 up to 64000.
+        if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 64000:
             raise ProtocolViolation(1007, "sampleRate out of range")
         stereo = message.get("mixType") == "stereo" or message.get("channels") == 2
         token = message.get("token")

@@ -28,6 +28,7 @@ from aiohttp import web
 from telephony.domain.errors import NotFound, StreamRefused
 from telephony.media.events import (
     Audio,
+    Connected,
     MediaEvent,
     Parser,
     ProtocolViolation,
@@ -92,7 +93,7 @@ async def media(request: web.Request) -> web.StreamResponse:
     ended_by_peer = False
     try:
         early: list[MediaEvent] = []
-        token = request.query.get("token")
+        token = request.query.get("token") or _token_header(request, dialect)
         if token is None:
             token, early = await _token_from_metadata(ws, parser)
         try:
@@ -184,11 +185,22 @@ def _delay_acks(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
 
 
+# Telnyx sends a stream's `stream_auth_token` as this header of the upgrade request, and in
+# its `connected` frame: set to the call's media token, it authenticates the stream.
+TELNYX_TOKEN_HEADER = "x-telnyx-streaming-auth-token"  # noqa: S105 - a header name
+
+
+def _token_header(request: web.Request, dialect: str) -> str | None:
+    if dialect != "telnyx":
+        return None
+    return request.headers.get(TELNYX_TOKEN_HEADER) or None
+
+
 async def _token_from_metadata(
     ws: web.WebSocketResponse, parser: Parser
 ) -> tuple[str, list[MediaEvent]]:
-    """Read frames until the start event carries a token: only `connected` and `start`,
-    at most PRE_AUTH_BYTES in PRE_AUTH_S; nothing else is read, nothing is kept."""
+    """Read frames until `connected` or `start` carries a token: only those two, at most
+    PRE_AUTH_BYTES in PRE_AUTH_S; nothing else is read, nothing is kept."""
     events: list[MediaEvent] = []
     received = 0
     try:
@@ -207,13 +219,16 @@ async def _token_from_metadata(
                 for event in new:
                     if isinstance(event, Audio):
                         raise Refused("audio before the media token")
+                    if isinstance(event, Connected):
+                        if event.token:
+                            return event.token, events
+                        continue
                     if not isinstance(event, StreamStart):
                         raise Refused("only connected and start before the media token")
                     events.append(event)
-                    if isinstance(event, StreamStart):
-                        if not event.token:
-                            raise Refused("missing media token")
-                        return event.token, events
+                    if not event.token:
+                        raise Refused("missing media token")
+                    return event.token, events
     except TimeoutError:
         raise Refused("no media token in time") from None
 

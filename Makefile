@@ -19,6 +19,7 @@ run: $(STAMP)
 	TELEPHONY_WEBHOOK_ALLOW_PRIVATE=true $(BIN)/telephony serve
 
 test: lint
+	scripts/system-packages --test $(PYTHON)
 	$(BIN)/python -m pytest
 
 # Style, types (mypy --strict) and the layers of DESIGN.md (import-linter contracts).

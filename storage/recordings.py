@@ -32,7 +32,7 @@ _COLS = (
 _READ = (
     _COLS
     + """, ARRAY(SELECT ROW(s.started_at, s.ended_at, s.ended_by) FROM recording_segments s
-                WHERE s.recording_id = recordings.id ORDER BY s.id) AS segments"""
+                WHERE s.recording_id = recordings.id ORDER BY s.id) AS segments, gaps"""
 )
 _LIVE = [s.value for s in LIVE]
 CONTROL_CHANNEL = "recording_control"
@@ -62,6 +62,9 @@ class Recording:
     size_bytes: int
     started_by: Actor
     segments: list[Segment] = field(default_factory=list)
+    # Audio lost while recording: [{at_ms, duration_ms, reason}] (overload, a stream of
+    # another format); what the customer is told, since nothing else would show it.
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _segment(row: asyncpg.Record | tuple[datetime, datetime | None, str | None]) -> Segment:
@@ -86,6 +89,7 @@ def _recording(row: asyncpg.Record, segments: list[Segment] | None = None) -> Re
         size_bytes=row["size_bytes"],
         started_by=Actor(ActorKind(row["started_by_type"]), row["started_by_id"]),
         segments=segments if segments is not None else [_segment(t) for t in row["segments"]],
+        gaps=[g for g in row.get("gaps") or [] if isinstance(g, dict)],
     )
 
 
@@ -351,22 +355,33 @@ async def attach_to_node(
     encoding: str,
     sample_rate_hz: int,
     tracks: Sequence[Track],
-) -> None:
-    """A media node writes this recording now; the format is fixed by the first one."""
-    await conn.execute(
+) -> bool:
+    """A media node writes this recording now. The first one fixes the format; a later
+    stream (a reconnect) of another codec, rate or tracks may not continue it: False,
+    and nothing changes, since its bytes would not read back with the first's."""
+    names = [t.name for t in tracks]
+    fixed = await conn.fetchval(
         """UPDATE recordings SET node_id = $2,
                   encoding = coalesce(encoding, $3),
                   sample_rate_hz = coalesce(sample_rate_hz, $4),
                   track_names = coalesce(track_names, $5),
-                  track_sides = CASE WHEN encoding IS NULL THEN $6 ELSE track_sides END
-           WHERE id = $1""",
+                  track_sides = CASE WHEN encoding IS NULL THEN $6 ELSE track_sides END,
+                  track_encodings = CASE WHEN encoding IS NULL THEN $7 ELSE track_encodings END,
+                  track_rates = CASE WHEN encoding IS NULL THEN $8 ELSE track_rates END
+           WHERE id = $1
+             AND (encoding IS NULL
+                  OR (encoding = $3 AND sample_rate_hz = $4 AND track_names = $5))
+           RETURNING true""",
         recording_id,
         node_id,
         encoding,
         sample_rate_hz,
-        [t.name for t in tracks],
+        names,
         [t.side.value for t in tracks],
+        [encoding] * len(tracks),
+        [sample_rate_hz] * len(tracks),
     )
+    return bool(fixed)
 
 
 async def add_gap(conn: Conn, recording_id: str, gap: dict[str, Any]) -> None:
@@ -374,7 +389,7 @@ async def add_gap(conn: Conn, recording_id: str, gap: dict[str, Any]) -> None:
     await conn.execute(
         "UPDATE recordings SET gaps = gaps || $2::jsonb WHERE id = $1",
         recording_id,
-        json.dumps([gap]),
+        [gap],  # the pool's jsonb codec encodes it (a json.dumps here stored a string)
     )
 
 
@@ -416,18 +431,26 @@ class StoredFormat:
     encoding: str | None
     sample_rate_hz: int | None
     tracks: tuple[Track, ...]
+    # Per track, as kept (every track alike from a WebSocket stream); rows from before
+    # issue 15 repeat `encoding` and `sample_rate_hz`.
+    track_encodings: tuple[str, ...] = ()
+    track_rates: tuple[int, ...] = ()
 
 
 async def stored_format(conn: Conn, recording_id: str) -> StoredFormat:
     row = await conn.fetchrow(
-        """SELECT encoding, sample_rate_hz, track_names, track_sides FROM recordings
-           WHERE id = $1""",
+        """SELECT encoding, sample_rate_hz, track_names, track_sides, track_encodings,
+                  track_rates
+           FROM recordings WHERE id = $1""",
         recording_id,
     )
     if row is None:
         raise NotFound("no such recording")
     tracks = from_stored(row["track_names"] or (), row["track_sides"])
-    return StoredFormat(row["encoding"], row["sample_rate_hz"], tracks)
+    encoding, rate = row["encoding"], row["sample_rate_hz"]
+    encodings = tuple(row["track_encodings"] or ([encoding] * len(tracks) if encoding else ()))
+    rates = tuple(row["track_rates"] or ([rate] * len(tracks) if rate else ()))
+    return StoredFormat(encoding, rate, tracks, encodings, rates)
 
 
 # -- deletion by crypto-shredding (R3) and retention --------------------------------

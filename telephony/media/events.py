@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
-Encoding = Literal["mulaw", "alaw", "l16le", "l16be"]
-
+from telephony.media.codecs import Encoding
 
 # The tracks a JSON dialect can send: a `start` that names none may send either.
 KNOWN_TRACKS = ("inbound", "outbound")
@@ -28,7 +27,7 @@ class StreamStart:
     # kept, and a track that never sends is silence.
     tracks: tuple[str, ...]
     encoding: Encoding
-    sample_rate_hz: int
+    sample_rate_hz: int  # of the stored audio: a packet codec's own (media.codecs.stored_rate)
     stream_id: str | None
 
 
@@ -39,6 +38,7 @@ class Audio(NamedTuple):
     payload: bytes  # codec bytes as received, whole samples only
     timestamp_ms: int | None  # since stream start; None: right after this track's previous audio
     sequence: int | None
+    samples: int | None = None  # a packet codec's packet length, from its header; None: L16/G.711
 
 
 @dataclass(frozen=True)

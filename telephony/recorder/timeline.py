@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from telephony.domain.recordings import PauseBehavior
+from telephony.media.codecs import pack
 
 SILENCE = {"mulaw": b"\xff", "alaw": b"\xd5", "l16le": b"\x00\x00", "l16be": b"\x00\x00"}
 JITTER_S = 0.1  # late frames within this much are still placed
@@ -39,6 +40,7 @@ class Frame(NamedTuple):
     position: int  # in samples of the stream timeline
     payload: bytes
     arrival: datetime
+    samples: int = 0  # a packet's length (PacketTimeline); sample codecs count bytes
 
 
 @dataclass
@@ -223,3 +225,133 @@ def interleave(channels: Sequence[bytes | bytearray], width: int) -> bytes:
     dtype = np.uint8 if width == 1 else np.uint16
     stacked = np.stack([np.frombuffer(bytes(c), dtype) for c in channels], axis=1)
     return stacked.tobytes()
+
+
+@dataclass
+class PacketTimeline:
+    """The recording's timeline for a packet codec (G.722, Opus, AMR-WB): the same mapping
+    as `Timeline`, but packets are kept whole, as they arrived, never cut or mixed.
+
+    Each packet is placed at its position on the recording's timeline and
+    stored with it (media.codecs.pack): a hole is left as it is (silence once
+    decoded), a pause in `silence` mode keeps its length and in `skip` mode
+    none, and a jump beyond MAX_GAP_S starts a new run. A packet that ends
+    where the recording was sealed already, or that overlaps its own track's
+    previous packet, is late: the first to arrive wins, as with samples.
+    """
+
+    tracks: int
+    sample_rate_hz: int
+    pause_behavior: PauseBehavior
+    out_samples: int = 0  # the recording's length so far, in samples of the stored rate
+    shift: int | None = None
+    window: int = 0
+    fill_pause: bool = False
+    late_frames: int = field(default=0)
+    discontinuities: int = field(default=0)
+    reach: list[int] = field(default_factory=list)  # where each track's last packet ended
+
+    def __post_init__(self) -> None:
+        if not self.reach:
+            self.reach = [self.out_samples] * self.tracks
+
+    def enter(self, window: int) -> None:
+        if window > self.window:
+            self.window = window
+            if self.pause_behavior is PauseBehavior.SKIP:
+                self.shift = None
+            else:
+                self.fill_pause = True
+
+    def snapshot(self) -> tuple[int, int | None, bool, int, int, tuple[int, ...]]:
+        return (
+            self.out_samples,
+            self.shift,
+            self.fill_pause,
+            self.late_frames,
+            self.discontinuities,
+            tuple(self.reach),
+        )
+
+    def restore(self, snapshot: tuple[int, int | None, bool, int, int, tuple[int, ...]]) -> None:
+        (
+            self.out_samples,
+            self.shift,
+            self.fill_pause,
+            self.late_frames,
+            self.discontinuities,
+            reach,
+        ) = snapshot
+        self.reach = list(reach)
+
+    def split_jitter(self, frames: list[Frame]) -> tuple[list[Frame], list[Frame]]:
+        if not frames:
+            return [], []
+        horizon = max(f.position + f.samples for f in frames) - int(JITTER_S * self.sample_rate_hz)
+        ready = [f for f in frames if f.position + f.samples <= horizon]
+        held = [f for f in frames if f.position + f.samples > horizon]
+        return ready, held
+
+    def place(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
+        """Packets (in the order they arrived) onto the recording's timeline; sealed-size
+        pieces (packed packets, samples the piece adds to the recording)."""
+        if not frames:
+            return []
+        ordered = sorted(enumerate(frames), key=lambda pair: (pair[1].position, pair[0]))
+        runs: list[list[Frame]] = [[ordered[0][1]]]
+        reach = ordered[0][1].position + ordered[0][1].samples
+        for _, f in ordered[1:]:
+            if f.position - reach > MAX_GAP_S * self.sample_rate_hz:
+                runs.append([])
+            runs[-1].append(f)
+            reach = max(reach, f.position + f.samples)
+        out = []
+        for run in runs:
+            out.extend(self._place_run(run))
+        return out
+
+    def _place_run(self, frames: list[Frame]) -> list[tuple[bytes, int]]:
+        rate = self.sample_rate_hz
+        if self.shift is None:  # first audio, or first after a resume in skip mode
+            self.shift = frames[0].position - self.out_samples
+        gap = frames[0].position - (self.out_samples + self.shift)
+        limit_s = MAX_SILENCE_FILL_S if self.fill_pause else MAX_GAP_S
+        self.fill_pause = False
+        if gap > limit_s * rate:
+            self.discontinuities += 1
+            self.shift += gap
+        began = self.out_samples
+        kept: list[tuple[int, bytes]] = []  # (position, packed), in position order
+        for f in frames:
+            at = f.position - self.shift
+            end = at + f.samples
+            if at < 0 or end <= began or at < self.reach[f.channel]:
+                self.late_frames += 1
+                continue
+            self.reach[f.channel] = end
+            self.out_samples = max(self.out_samples, end)
+            kept.append((at, pack(f.channel, at, f.payload)))
+        if not kept:
+            return []
+        return _packet_pieces(kept, began, self.out_samples)
+
+
+def _packet_pieces(kept: list[tuple[int, bytes]], start: int, end: int) -> list[tuple[bytes, int]]:
+    """Packets cut into pieces of at most MAX_CHUNK_BYTES (a packet is never split); each
+    piece covers the recording from where the last one ended to its next piece's first
+    packet, the last one to `end`."""
+    groups: list[list[tuple[int, bytes]]] = [[]]
+    size = 0
+    for packet in kept:
+        if groups[-1] and size + len(packet[1]) > MAX_CHUNK_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(packet)
+        size += len(packet[1])
+    out = []
+    for number, group in enumerate(groups):
+        following = groups[number + 1][0][0] if number + 1 < len(groups) else end
+        stop = max(start, min(following, end))
+        out.append((b"".join(p for _, p in group), stop - start))
+        start = stop
+    return out

@@ -40,12 +40,14 @@ from storage.chunks import ChunkRow
 from storage.keys.crypto import CHUNK_HEADER, TAG_BYTES, ChunkCipher
 from telephony.domain.recordings import PauseBehavior
 from telephony.domain.tracks import Track
+from telephony.media.codecs import PACKET_CODECS
 from telephony.media.events import Audio
 from telephony.recorder.seal import ChunkSink
 from telephony.recorder.timeline import (
     MAX_CHUNK_BYTES,
     SILENCE,
     Frame,
+    PacketTimeline,
     Timeline,
     Window,
     by_window,
@@ -69,6 +71,11 @@ class AudioFormat:
     @property
     def sample_bytes(self) -> int:
         return 2 if self.encoding.startswith("l16") else 1
+
+    @property
+    def packets(self) -> bool:
+        """Kept as packets (G.722, Opus, AMR-WB), not as interleaved samples."""
+        return self.encoding in PACKET_CODECS
 
 
 @dataclass
@@ -103,14 +110,23 @@ class RecordingWriter:
         self._pending: list[Frame] = []
         self._pending_bytes = 0
         self._next_pos = [0] * len(self.fmt.tracks)
-        self.timeline = Timeline(
-            tracks=len(self.fmt.tracks),
-            sample_bytes=self.fmt.sample_bytes,
-            sample_rate_hz=self.fmt.sample_rate_hz,
-            silence=SILENCE[self.fmt.encoding],
-            pause_behavior=self.pause_behavior,
-            out_samples=self.out_samples,
-        )
+        self.timeline: Timeline | PacketTimeline
+        if self.fmt.packets:
+            self.timeline = PacketTimeline(
+                tracks=len(self.fmt.tracks),
+                sample_rate_hz=self.fmt.sample_rate_hz,
+                pause_behavior=self.pause_behavior,
+                out_samples=self.out_samples,
+            )
+        else:
+            self.timeline = Timeline(
+                tracks=len(self.fmt.tracks),
+                sample_bytes=self.fmt.sample_bytes,
+                sample_rate_hz=self.fmt.sample_rate_hz,
+                silence=SILENCE[self.fmt.encoding],
+                pause_behavior=self.pause_behavior,
+                out_samples=self.out_samples,
+            )
         self._wake = asyncio.Event()
         self._closed = False
         self._overflow_since: float | None = None
@@ -139,16 +155,17 @@ class RecordingWriter:
             position = audio.timestamp_ms * self._rate // 1000
         else:
             position = self._next_pos[channel]
+        samples = audio.samples if audio.samples is not None else len(audio.payload) // self._width
         # The stream's clock runs during a pause too: a frame without a timestamp is
         # placed after the last one *received*, dropped or not, so silence mode fills
         # a pause with silence of its length.
-        self._next_pos[channel] = position + len(audio.payload) // self._width
+        self._next_pos[channel] = position + samples
         windows = self.windows
         if self._closed or not windows or windows[-1].end is not None:
             self.stats.frames_dropped_window += 1
             return
         if len(self._inbox) < self.queue_bound:
-            self._inbox.append(Frame(channel, position, audio.payload, arrival))
+            self._inbox.append(Frame(channel, position, audio.payload, arrival, samples))
         else:
             self.stats.frames_dropped_overflow += 1
             if self._overflow_since is None:
@@ -284,7 +301,7 @@ class RecordingWriter:
                 await self._store(index, ready)
         self._pending_bytes = sum(len(f.payload) for f in self._pending)
         if final:
-            await self._write(b"", 0, None, None, final=True)
+            await self._write(b"", 0, self.timeline.out_samples, None, None, final=True)
 
     async def _store(self, window: int, frames: list[Frame]) -> None:
         """Write one segment's frames: a chunk never spans two segments (the database checks)."""
@@ -309,18 +326,21 @@ class RecordingWriter:
         """Seal and store frames; False (and nothing stored) when the window check refuses."""
         snapshot = self.timeline.snapshot()
         arrivals = (frames[0].arrival, frames[-1].arrival)  # frames keep their arrival order
+        first = self.timeline.out_samples
         for number, (piece, samples) in enumerate(self.timeline.place(frames)):
-            if not await self._write(piece, samples, *arrivals, final=False):
+            if not await self._write(piece, samples, first, *arrivals, final=False):
                 if number == 0:
-                    self.timeline.restore(snapshot)
+                    self.timeline.restore(snapshot)  # type: ignore[arg-type]  # its own kind
                     return False
                 break  # cannot happen: every piece has the same arrival bounds
+            first += samples
         return True
 
     async def _write(
         self,
         plaintext: bytes,
         samples: int,
+        first_sample: int,
         first_arrival: datetime | None,
         last_arrival: datetime | None,
         *,
@@ -334,14 +354,13 @@ class RecordingWriter:
         """
         index = self.next_index
         now = self.clock()
-        out = self.timeline.out_samples
         accepted = await self.sink.record(
             ChunkRow(
                 self.recording_id,
                 index,
                 self.blob_offset,
                 CHUNK_HEADER.size + len(plaintext) + TAG_BYTES,
-                out - samples if samples else out,
+                first_sample,
                 samples,
                 first_arrival or now,
                 last_arrival or now,

@@ -7,6 +7,7 @@ a customer's. The media node's actor is the system, named by its node id.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,8 @@ from telephony.domain.tracks import Track
 from telephony.usecases import recording_states
 from telephony.usecases.calls import Clock, utc_now
 from telephony.usecases.trail import transaction
+
+log = logging.getLogger(__name__)
 
 
 def node_actor(node_id: str) -> Actor:
@@ -137,14 +140,24 @@ async def start_writing(
         )
         if state.nonce_prefix is None:
             raise IntegrityFailure("the recording has no key material")
-        await recordings.attach_to_node(
+        if not await recordings.attach_to_node(
             tx.conn,
             recording_id,
             node_id,
             encoding=encoding,
             sample_rate_hz=sample_rate_hz,
             tracks=tracks,
-        )
+        ):
+            # Its audio is lost while it lasts, and the customer is told where it began.
+            kept = await recordings.stored_format(tx.conn, recording_id)
+            at_ms = state.out_samples * 1000 // (kept.sample_rate_hz or sample_rate_hz)
+            gap = {"at_ms": at_ms, "duration_ms": None, "reason": "stream-format-changed"}
+            await recordings.add_gap(tx.conn, recording_id, gap)
+            log.warning(
+                "a stream of another format cannot continue this recording",
+                extra={"recording_id": recording_id, "encoding": encoding},
+            )
+            return None
         segments = await recordings.segments_of(tx.conn, recording_id)
     return WriterStart(rec, data_key, state, segments)
 

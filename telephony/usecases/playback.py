@@ -16,6 +16,7 @@ for later ones by aborting the transfer.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import logging
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import numpy as np
 
 from storage import chunks, recordings, securitylog
 from storage.blobs.audio import StoredAudio, read_stream, stored_audio
@@ -34,6 +36,8 @@ from telephony.domain.actors import Actor
 from telephony.domain.errors import IntegrityFailure, RecordingInProgress
 from telephony.domain.recordings import FINISHED, RecordingStatus
 from telephony.domain.tracks import INBOUND
+from telephony.media import codecs
+from telephony.media.decoding import decode_track
 from telephony.media.wav import WavLayout
 from telephony.usecases.trail import transaction
 
@@ -44,6 +48,12 @@ DOWNLOADABLE = FINISHED
 READ_BATCH_BYTES = 1 << 20  # one read of the stored stream serves many ~16 KiB chunks
 _DAMAGED = "an audio chunk failed its integrity check"
 CHUNK_TRACK = "mix"  # chunks hold every track interleaved: one AEAD stream per recording
+# Packet codecs decode in blocks of BLOCK_S, each with a fresh decoder fed PREROLL_S of
+# the packets before it first: the same block always decodes to the same samples, so
+# a Range request returns exactly the bytes of the whole file (a strong ETag), and a
+# seek costs one block, not the recording so far.
+BLOCK_S = 30
+PREROLL_S = 1
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class Playback:
     starts: tuple[int, ...]  # sample frames before each chunk
     cipher: ChunkCipher | None  # None when no audio was ever stored
     stored: StoredAudio
+    packets: str | None = None  # the packet codec the chunks hold; None: interleaved samples
 
     @property
     def frames(self) -> int:
@@ -98,14 +109,15 @@ async def open_recording(
             data_key = await keys.recording_key(
                 conn, rec.account_id, recording_id, state.wrapped_key, datetime.now(UTC)
             )
+    packets = fmt.encoding if fmt.encoding in codecs.PACKET_CODECS else None
     layout = WavLayout(
-        fmt.encoding or "mulaw",
+        "l16le" if packets else fmt.encoding or "mulaw",  # packets: as decoded
         fmt.sample_rate_hz or 8000,
         fmt.tracks or (INBOUND,),
         rec.channels,
         output,
     )
-    _check_rows(rows, layout, rec.status)
+    _check_rows(rows, layout, rec.status, packets=packets is not None)
     stored = await stored_audio(blobs, recording_id)
     if stored.size_bytes != sum(c.record_bytes for c in rows):
         raise IntegrityFailure(_DAMAGED)
@@ -118,17 +130,26 @@ async def open_recording(
     for chunk in rows:
         starts.append(total)
         total += chunk.samples
-    return Playback(rec, layout, rows, tuple(starts), cipher, stored)
+    return Playback(rec, layout, rows, tuple(starts), cipher, stored, packets)
 
 
-def _check_rows(rows: tuple[chunks.Chunk, ...], layout: WavLayout, status: RecordingStatus) -> None:
+def _check_rows(
+    rows: tuple[chunks.Chunk, ...], layout: WavLayout, status: RecordingStatus, *, packets: bool
+) -> None:
+    """Rows contiguous in the stream, and for samples each one exactly its size (packets
+    vary: each is checked as it is read)."""
     offset = 0
     for index, chunk in enumerate(rows):
         plaintext = chunk.samples * layout.source_frame_bytes
+        sized = (
+            chunk.record_bytes >= CHUNK_HEADER.size + TAG_BYTES
+            if packets
+            else chunk.record_bytes == CHUNK_HEADER.size + plaintext + TAG_BYTES
+        )
         if (
             chunk.idx != index
             or chunk.blob_offset != offset
-            or chunk.record_bytes != CHUNK_HEADER.size + plaintext + TAG_BYTES
+            or not sized
             or (chunk.final and index != len(rows) - 1)
         ):
             raise IntegrityFailure(_DAMAGED)
@@ -153,6 +174,13 @@ async def iter_wav(
     if data_end <= data_start:
         yield head
         return
+    if playback.packets is not None:
+        async for piece in _decoded_wav(playback, blobs, data_start, data_end):
+            yield head + piece if head else piece
+            head = b""
+        if head:
+            yield head
+        return
     first = max(bisect.bisect_right(playback.starts, data_start // frame_bytes) - 1, 0)
     async for index, plaintext in _opened(playback, blobs, first):
         batch_start = playback.starts[index] * frame_bytes
@@ -164,6 +192,64 @@ async def iter_wav(
             return
     if head:
         yield head
+
+
+async def _decoded_wav(
+    playback: Playback, blobs: BlobStore, data_start: int, data_end: int
+) -> AsyncIterator[bytes]:
+    """WAV data bytes [data_start, data_end) of a packet recording, block by block."""
+    frame_bytes = playback.layout.out_frame_bytes
+    rate = playback.layout.sample_rate_hz
+    block = BLOCK_S * rate
+    first_frame, end_frame = data_start // frame_bytes, -(-data_end // frame_bytes)
+    for begin in range(first_frame // block * block, end_frame, block):
+        stop = min(begin + block, playback.frames)
+        data = await _decoded_block(playback, blobs, begin, stop)
+        lo = max(data_start - begin * frame_bytes, 0)
+        hi = data_end - begin * frame_bytes
+        yield data[lo:hi]
+
+
+async def _decoded_block(playback: Playback, blobs: BlobStore, begin: int, stop: int) -> bytes:
+    """Samples [begin, stop) of every track, decoded from PREROLL_S earlier on, as WAV data."""
+    assert playback.packets is not None
+    rate = playback.layout.sample_rate_hz
+    decode_from = max(begin - PREROLL_S * rate, 0)
+    reach = int(codecs.MAX_PACKET_S * rate)  # a packet may start before its chunk's span
+    first = max(bisect.bisect_left(playback.starts, decode_from) - 1, 0)
+    last = bisect.bisect_right(playback.starts, stop + reach)
+    plaintexts = [b""]
+    async for index, plaintext in _opened(playback, blobs, first):
+        if index >= last:
+            break
+        plaintexts.append(plaintext)
+    return await asyncio.to_thread(
+        _decode_block, playback, b"".join(plaintexts), decode_from, begin, stop
+    )
+
+
+def _decode_block(
+    playback: Playback, plaintext: bytes, decode_from: int, begin: int, stop: int
+) -> bytes:
+    """In a worker thread: decoding is the CPU work of a download (media.decoding)."""
+    assert playback.packets is not None
+    codec = playback.packets
+    tracks = len(playback.layout.source_tracks)
+    by_track: list[list[tuple[int, int, bytes]]] = [[] for _ in range(tracks)]
+    try:
+        for packet in codecs.unpack(plaintext):
+            if packet.track < tracks and decode_from <= packet.position < stop:
+                samples = codecs.packet_samples(codec, packet.payload)
+                by_track[packet.track].append((packet.position, samples, packet.payload))
+    except ValueError:
+        raise IntegrityFailure(_DAMAGED) from None  # verified chunks hold whole packets
+    channels = []
+    for packets in by_track:
+        packets.sort(key=lambda p: p[0])
+        pcm = decode_track(codec, packets, decode_from, stop - decode_from)
+        channels.append(pcm[begin - decode_from :])
+    interleaved = np.stack(channels, axis=1).astype("<i2", copy=False).tobytes()
+    return playback.layout.convert(interleaved)
 
 
 async def iter_audio(

@@ -360,6 +360,9 @@ async def test_a_flood_of_frames_is_bounded_and_the_call_survives(
     async with pool.acquire() as conn:
         gaps = await conn.fetchval("SELECT gaps FROM recordings WHERE id = $1", rec["id"])
     assert (dropped > 0) == bool(gaps)
+    shown = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
+    assert shown["gaps"] == gaps  # the customer is told, as stored: objects, not strings
+    assert all(g["reason"] == "overload" and g["duration_ms"] >= 0 for g in gaps)
 
 
 async def test_a_client_that_vanishes_without_a_close_frame_finalizes(

@@ -34,9 +34,12 @@ class JsonPeer:
         tracks: tuple[str, ...] | None = ("inbound", "outbound"),
         *,
         auth_token: str | None = None,
+        encoding: str | None = None,
+        sample_rate: int = 8000,
     ) -> None:
         """`tracks=None`: a start that names none (Telnyx's never does); `auth_token`:
-        Telnyx's `stream_auth_token` in the connected frame."""
+        Telnyx's `stream_auth_token` in the connected frame; `encoding` and `sample_rate`:
+        the media format (each dialect's μ-law 8 kHz by default)."""
         if self.dialect == "telnyx":
             connected: dict[str, Any] = {"event": "connected", "version": "1.0.0"}
             if auth_token is not None:
@@ -45,7 +48,11 @@ class JsonPeer:
                 "user_id": "3e6f995f-85f7-4705-9741-53b116d28237",
                 "call_control_id": "v3:test-call-control-id",
                 "client_state": "aGF2ZSBhIG5pY2UgZGF5",
-                "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+                "media_format": {
+                    "encoding": encoding or "PCMU",
+                    "sample_rate": sample_rate,
+                    "channels": 1,
+                },
             }
             frame = {"event": "start", "sequence_number": "1", "stream_id": "S1", "start": start}
         else:
@@ -53,7 +60,11 @@ class JsonPeer:
             start = {
                 "streamSid": "MZ1",
                 "callSid": "CA1",
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "mediaFormat": {
+                    "encoding": encoding or "audio/x-mulaw",
+                    "sampleRate": sample_rate,
+                    "channels": 1,
+                },
                 "customParameters": {},
             }
             frame = {"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": start}
@@ -62,9 +73,19 @@ class JsonPeer:
         await self.ws.send_json(connected)
         await self.ws.send_json(frame)
 
-    async def media(self, payload: bytes, track: str = "inbound", frames: int = 1) -> None:
+    async def media(
+        self,
+        payload: bytes,
+        track: str = "inbound",
+        frames: int = 1,
+        *,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """`timestamp_ms`: this frame's, for a codec whose bytes do not tell the time."""
         for _ in range(frames):
             self.seq += 1
+            if timestamp_ms is not None:
+                self.ts_ms[track] = timestamp_ms
             media = {
                 "track": track,
                 "chunk": str(self.seq),

@@ -8,12 +8,13 @@ from typing import Any
 
 import orjson
 
+from telephony.media.codecs import PACKET_CODECS, Encoding, packet_samples, stored_rate
+from telephony.media.decoding import decodable
 from telephony.media.events import (
     KNOWN_TRACKS,
     Audio,
     Connected,
     Dtmf,
-    Encoding,
     Mark,
     MediaEvent,
     ProtocolViolation,
@@ -21,6 +22,8 @@ from telephony.media.events import (
     StreamStop,
 )
 
+# As Twilio and Telnyx name them (case aside); Telnyx's stream_codec takes PCMU, PCMA,
+# G722, OPUS, AMR-WB and L16.
 _ENCODINGS: dict[str, Encoding] = {
     "audio/x-mulaw": "mulaw",
     "pcmu": "mulaw",
@@ -28,6 +31,13 @@ _ENCODINGS: dict[str, Encoding] = {
     "pcma": "alaw",
     "l16": "l16be",  # RTP's L16 is big-endian
     "audio/l16": "l16be",
+    "g722": "g722",
+    "audio/g722": "g722",
+    "opus": "opus",
+    "audio/opus": "opus",
+    "amr-wb": "amrwb",
+    "amrwb": "amrwb",
+    "audio/amr-wb": "amrwb",
 }
 
 
@@ -90,6 +100,7 @@ class JsonStreamParser:
         self.dialect = dialect
         self.spelling = spelling
         self.started = False
+        self.encoding: Encoding = "mulaw"
         self.tracks: frozenset[str] = frozenset()  # what media frames may name, once started
         self.last_error: dict[str, Any] | None = None
 
@@ -153,12 +164,13 @@ class JsonStreamParser:
             raise _invalid("media format is not an object")
         raw_encoding = fmt.get("encoding", "audio/x-mulaw")
         encoding = _ENCODINGS.get(str(raw_encoding).lower())
-        if encoding is None:
+        if encoding is None or (encoding in PACKET_CODECS and not decodable(encoding)):
             # Refused before anything is stored, never found unreadable later.
             raise ProtocolViolation(1003, f"unsupported encoding {str(raw_encoding)[:40]}")
-        rate = _int(fmt.get(self.spelling.sample_rate, 8000), "sample rate")
-        if not 8000 <= rate <= 48000:
+        declared = _int(fmt.get(self.spelling.sample_rate, 8000), "sample rate")
+        if not 8000 <= declared <= 48000:
             raise _invalid("sample rate out of range")
+        rate = stored_rate(encoding, declared)
         tracks_raw = start.get("tracks")
         tracks: tuple[str, ...]
         if tracks_raw is None:
@@ -171,6 +183,7 @@ class JsonStreamParser:
         token = custom.get("token") if isinstance(custom, dict) else None
         stream_id = message.get(self.spelling.stream_id) or start.get(self.spelling.stream_id)
         self.started = True
+        self.encoding = encoding
         self.tracks = frozenset(tracks)
         return StreamStart(
             token if isinstance(token, str) else None,
@@ -196,11 +209,18 @@ class JsonStreamParser:
         track = _known_track(media.get("track", "inbound"))
         if track not in self.tracks:
             raise _invalid(f"media of track {track}, which start did not declare")
+        samples = None
+        if self.encoding in PACKET_CODECS:
+            try:
+                samples = packet_samples(self.encoding, payload)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
         return [
             Audio(
                 track,
                 payload,
                 _int(timestamp, "timestamp") if timestamp is not None else None,
                 _int(chunk, "chunk") if chunk is not None else None,
+                samples,
             )
         ]

@@ -72,6 +72,9 @@ def render_recording(rec: Recording) -> dict[str, Any]:
             }
             for s in rec.segments
         ],
+        # Audio that could not be kept, and why: "overload" (the node fell behind),
+        # "stream-format-changed" (a later stream of another codec could not continue it).
+        "gaps": [{key: g.get(key) for key in ("at_ms", "duration_ms", "reason")} for g in rec.gaps],
     }
 
 

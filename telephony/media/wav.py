@@ -2,8 +2,8 @@
 
 The recorder keeps the codec's own bytes (μ-law, A-law, L16 in either byte
 order), one channel per track, interleaved in the order the stream declared
-its tracks. A download asks for one of two WAV encodings (16-bit PCM for
-browsers, μ-law for telephony tools) and a channel layout fixed by the
+its tracks. A download asks for one of three WAV encodings (16-bit PCM for
+browsers, μ-law or A-law for telephony tools) and a channel layout fixed by the
 recording: `dual` gives two channels (0: every counterpart track, 1: every
 track of the customer's side; a side with no track is silence, a side with
 several tracks is their mix), `mono` one channel (every track mixed).
@@ -55,6 +55,22 @@ def linear_to_ulaw(sample: int) -> int:
     return ~(sign | (exponent << 4) | mantissa) & 0xFF
 
 
+_ALAW_SEGMENT_ENDS = (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF)
+
+
+def linear_to_alaw(sample: int) -> int:
+    value = sample >> 3  # A-law codes 13 bits
+    if value >= 0:
+        mask = 0xD5
+    else:
+        mask, value = 0x55, -value - 1
+    segment = next((i for i, end in enumerate(_ALAW_SEGMENT_ENDS) if value <= end), 8)
+    if segment == 8:
+        return 0x7F ^ mask
+    code = segment << 4 | ((value >> 1) if segment < 2 else (value >> segment)) & 0x0F
+    return code ^ mask
+
+
 _DECODE = {
     "mulaw": np.array([ulaw_to_linear(c) for c in range(256)], dtype=np.int16),
     "alaw": np.array([alaw_to_linear(c) for c in range(256)], dtype=np.int16),
@@ -70,15 +86,23 @@ _DECODE_PAIRS = {
 _ENCODE_ULAW = np.array(
     [linear_to_ulaw(u - 65536 if u > 32767 else u) for u in range(65536)], dtype=np.uint8
 )
+_ENCODE_ALAW = np.array(
+    [linear_to_alaw(u - 65536 if u > 32767 else u) for u in range(65536)], dtype=np.uint8
+)
+_ENCODE = {"mulaw": _ENCODE_ULAW, "alaw": _ENCODE_ALAW}
 _ALAW_TO_ULAW = bytes(linear_to_ulaw(int(v)) for v in _DECODE["alaw"])
+_ULAW_TO_ALAW = bytes(linear_to_alaw(int(v)) for v in _DECODE["mulaw"])
+# G.711 to G.711 in the byte domain: the stored bytes when the codecs agree.
+_TRANSLATE = {("alaw", "mulaw"): _ALAW_TO_ULAW, ("mulaw", "alaw"): _ULAW_TO_ALAW}
+_SILENCE = {"mulaw": 0xFF, "alaw": 0xD5}
 _PCM16 = np.dtype("<i2")  # WAV data is little-endian
 
 
 # -- the layout of one download ----------------------------------------------------
 
 SOURCE_ENCODINGS = ("mulaw", "alaw", "l16le", "l16be")
-OUTPUT_ENCODINGS = ("pcm16", "mulaw")
-_FORMAT_TAG = {"pcm16": 1, "mulaw": 7}  # WAVE_FORMAT_PCM, WAVE_FORMAT_MULAW
+OUTPUT_ENCODINGS = ("pcm16", "mulaw", "alaw")
+_FORMAT_TAG = {"pcm16": 1, "mulaw": 7, "alaw": 6}  # WAVE_FORMAT_PCM, _MULAW, _ALAW
 _WIDTH = {"mulaw": 1, "alaw": 1, "l16le": 2, "l16be": 2, "pcm16": 2}
 OUTPUT_SIDES = {Channels.DUAL: (Side.COUNTERPARTS, Side.CUSTOMER), Channels.MONO: (None,)}
 
@@ -91,7 +115,7 @@ class WavLayout:
     sample_rate_hz: int
     source_tracks: tuple[Track, ...]
     channels: Channels
-    output: str  # "pcm16" or "mulaw"
+    output: str  # "pcm16", "mulaw" or "alaw"
     # For each output channel, the stored channels heard on it (derived).
     _sources: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
@@ -153,16 +177,18 @@ class WavLayout:
     def convert(self, block: bytes) -> bytes:
         """WAV data for whole stored frames (`len(block)` a multiple of source_frame_bytes)."""
         tracks = len(self.source_tracks)
-        if self.output == "mulaw" and self.source_encoding in _DECODE and not self._mixing:
-            # Stay in the byte domain: stored μ-law leaves exactly as it was stored.
-            codes = block if self.source_encoding == "mulaw" else block.translate(_ALAW_TO_ULAW)
+        if self.output in _ENCODE and self.source_encoding in _DECODE and not self._mixing:
+            # Stay in the byte domain: stored G.711 of the asked codec leaves exactly as it
+            # was stored, of the other through a 256-byte table.
+            table = _TRANSLATE.get((self.source_encoding, self.output))
+            codes = block.translate(table) if table else block
             frames = np.frombuffer(codes, np.uint8).reshape(-1, tracks)
-            return self._place(frames, fill=0xFF).tobytes()
+            return self._place(frames, fill=_SILENCE[self.output]).tobytes()
         samples = self._pcm(block).reshape(-1, tracks)
         samples = self._mix(samples) if self._mixing else self._place(samples, fill=0)
         if self.output == "pcm16":
             return samples.astype(_PCM16, copy=False).tobytes()
-        return np.take(_ENCODE_ULAW, samples.astype(np.int16).view(np.uint16)).tobytes()
+        return np.take(_ENCODE[self.output], samples.astype(np.int16).view(np.uint16)).tobytes()
 
     def _pcm(self, block: bytes) -> np.ndarray:
         """int16 samples of a stored block, channels still interleaved."""

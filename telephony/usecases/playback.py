@@ -33,10 +33,10 @@ from storage.blobs.protocol import BlobStore
 from storage.keys.crypto import CHUNK_HEADER, TAG_BYTES, ChunkCipher
 from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor
-from telephony.domain.errors import IntegrityFailure, RecordingInProgress
+from telephony.domain.errors import IntegrityFailure, InvalidInput, RecordingInProgress
 from telephony.domain.recordings import FINISHED, RecordingStatus
 from telephony.domain.tracks import INBOUND
-from telephony.media import codecs
+from telephony.media import codecs, containers
 from telephony.media.decoding import decode_track
 from telephony.media.wav import WavLayout
 from telephony.usecases.trail import transaction
@@ -67,6 +67,15 @@ class Playback:
     cipher: ChunkCipher | None  # None when no audio was ever stored
     stored: StoredAudio
     packets: str | None = None  # the packet codec the chunks hold; None: interleaved samples
+    container: str | None = None  # `?encoding=` the packet codec itself: its own file
+
+    @property
+    def media_type(self) -> str:
+        return containers.CONTAINERS[self.container] if self.container else "audio/wav"
+
+    @property
+    def extension(self) -> str:
+        return containers.EXTENSIONS[self.container] if self.container else "wav"
 
     @property
     def frames(self) -> int:
@@ -110,12 +119,14 @@ async def open_recording(
                 conn, rec.account_id, recording_id, state.wrapped_key, datetime.now(UTC)
             )
     packets = fmt.encoding if fmt.encoding in codecs.PACKET_CODECS else None
+    tracks = fmt.tracks or (INBOUND,)
+    container = _container(output, packets, len(tracks))
     layout = WavLayout(
         "l16le" if packets else fmt.encoding or "mulaw",  # packets: as decoded
         fmt.sample_rate_hz or 8000,
-        fmt.tracks or (INBOUND,),
+        tracks,
         rec.channels,
-        output,
+        "pcm16" if container else output,
     )
     _check_rows(rows, layout, rec.status, packets=packets is not None)
     stored = await stored_audio(blobs, recording_id)
@@ -130,7 +141,25 @@ async def open_recording(
     for chunk in rows:
         starts.append(total)
         total += chunk.samples
-    return Playback(rec, layout, rows, tuple(starts), cipher, stored, packets)
+    return Playback(rec, layout, rows, tuple(starts), cipher, stored, packets, container)
+
+
+def _container(output: str, packets: str | None, tracks: int) -> str | None:
+    """The packet codec's own file, when that is what `encoding` asks for and one holds it."""
+    if output not in containers.CONTAINERS:
+        return None
+    if output != packets:
+        stored = packets or "interleaved samples"
+        raise InvalidInput(
+            f"encoding={output} is this recording's codec only if it was recorded so",
+            errors=[{"field": "encoding", "message": f"the recording is stored as {stored}"}],
+        )
+    if output in containers.SINGLE_TRACK and tracks != 1:
+        raise InvalidInput(
+            f"a {output} file holds one track, and this recording has {tracks}",
+            errors=[{"field": "encoding", "message": "use pcm16 for a recording of its tracks"}],
+        )
+    return output
 
 
 def _check_rows(
@@ -250,6 +279,24 @@ def _decode_block(
         channels.append(pcm[begin - decode_from :])
     interleaved = np.stack(channels, axis=1).astype("<i2", copy=False).tobytes()
     return playback.layout.convert(interleaved)
+
+
+async def iter_container(playback: Playback, blobs: BlobStore) -> AsyncIterator[bytes]:
+    """The recording in its packet codec's own file (media.containers), written as it is
+    read; the first piece holds the first chunks, so damage there is found before sending."""
+    assert playback.container is not None
+    writer = containers.writer_for(
+        playback.container, len(playback.layout.source_tracks), playback.frames
+    )
+    async for _, plaintext in _opened(playback, blobs, 0):
+        try:
+            batch = [(p.track, p.position, p.payload) for p in codecs.unpack(plaintext)]
+        except ValueError:
+            raise IntegrityFailure(_DAMAGED) from None
+        data = await asyncio.to_thread(writer.feed, batch)
+        if data:
+            yield data
+    yield await asyncio.to_thread(writer.close)
 
 
 async def iter_audio(

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import wave
 from datetime import UTC, datetime
 
 import asyncpg
+import av
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
 from telephony.domain.tracks import BOTH
+from telephony.media.codecs import AMRWB_MAGIC, amrwb_frames
+from telephony.media.wav import linear_to_alaw, ulaw_to_linear
 from telephony.usecases import media_lifecycle
 from telephony.web.appkeys import KEYS
 from tests.conftest import Customer, consented_call, start_recording
@@ -50,17 +54,23 @@ async def stream(
     name: str,
     declared: int,
     inbound: list[bytes],
-    outbound: list[bytes],
+    outbound: list[bytes] | None,
 ) -> str:
-    """A completed recording of both tracks, packets in 20 ms steps; its id."""
+    """A completed recording, packets in 20 ms steps; its id. With `outbound`, both tracks
+    as Telnyx sends them (its start names none); without, one declared inbound track."""
     call = await consented_call(client, owner)
-    peer = await connect(client, call, "telnyx")
-    await peer.start(tracks=None, encoding=name, sample_rate=declared)
+    if outbound is None:
+        peer = await connect(client, call, "twilio")
+        await peer.start(tracks=("inbound",), encoding=name, sample_rate=declared)
+    else:
+        peer = await connect(client, call, "telnyx")
+        await peer.start(tracks=None, encoding=name, sample_rate=declared)
     rec = await start_recording(client, owner, call["id"])
     await eventually(lambda: writer_of(client, call["id"]) is not None)
-    for n, (a, b) in enumerate(zip(inbound, outbound, strict=True)):
+    for n, a in enumerate(inbound):
         await peer.media(a, "inbound", timestamp_ms=20 * n)
-        await peer.media(b, "outbound", timestamp_ms=20 * n)
+        if outbound is not None:
+            await peer.media(outbound[n], "outbound", timestamp_ms=20 * n)
         if n % 100 == 99:
             await asyncio.sleep(0.02)  # pacing: faster than real time, within the queue bound
     await peer.stop()
@@ -167,3 +177,135 @@ async def test_a_later_stream_of_another_format_cannot_continue_a_recording(
     assert [g["reason"] for g in gaps] == ["stream-format-changed"]
     shown = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
     assert shown["gaps"] == [{"at_ms": 0, "duration_ms": None, "reason": "stream-format-changed"}]
+
+
+# -- ?encoding= the stored codec: its own file, packets as received ------------------------
+
+
+def demuxed(body: bytes) -> tuple[list[list[bytes]], list[np.ndarray]]:
+    """Each stream's packets as the file holds them, and each stream decoded."""
+    with av.open(io.BytesIO(body)) as container:
+        streams = list(container.streams.audio)
+        packets: list[list[bytes]] = [[] for _ in streams]
+        decoded: list[list[np.ndarray]] = [[] for _ in streams]
+        for packet in container.demux(*streams):
+            if packet.size == 0:
+                continue
+            index = streams.index(packet.stream)
+            packets[index].append(bytes(packet))
+            for frame in packet.decode():
+                samples = frame.to_ndarray().reshape(-1)
+                if samples.dtype != np.int16:
+                    samples = np.clip(samples * 32768, -32768, 32767).astype(np.int16)
+                decoded[index].append(samples)
+    return packets, [np.concatenate(d) for d in decoded]
+
+
+async def test_an_opus_recording_downloads_as_ogg_with_the_packets_as_received(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    voice = await asyncio.to_thread(speech, 48000)
+    other = np.clip(-voice.astype(np.int32), -32768, 32767).astype(np.int16)
+    inbound = await asyncio.to_thread(encode, "opus", voice, 48000)
+    outbound = await asyncio.to_thread(encode, "opus", other, 48000)
+    recording_id = await stream(client, owner, pool, "OPUS", 16000, inbound, outbound)
+
+    resp = await download(client, owner, recording_id, "?encoding=opus")
+    body = await resp.read()
+
+    assert resp.status == 200
+    assert resp.content_type == "audio/ogg"
+    assert resp.headers["Accept-Ranges"] == "none"
+    assert resp.headers["Content-Disposition"].endswith('.ogg"')
+    packets, decoded = await asyncio.to_thread(demuxed, body)
+    assert [p for p in packets[0] if p != bytes([0xF8])] == inbound  # one stream per track
+    assert [p for p in packets[1] if p != bytes([0xF8])] == outbound
+    assert correlation(voice, decoded[0], 48000) >= 0.9
+    assert correlation(other, decoded[1], 48000) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "media_type"),
+    [("AMR-WB", "amrwb-be", "audio/amr-wb"), ("G722", "g722", "audio/wav")],
+    ids=["amrwb", "g722"],
+)
+async def test_a_one_track_recording_downloads_in_its_codecs_own_file(
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    name: str,
+    codec: str,
+    media_type: str,
+) -> None:
+    voice = await asyncio.to_thread(speech, 16000)
+    sent = await asyncio.to_thread(encode, codec, voice, 16000)
+    recording_id = await stream(client, owner, pool, name, 16000, sent, None)
+    query = "?encoding=" + codec.split("-")[0]
+
+    resp = await download(client, owner, recording_id, query)
+    body = await resp.read()
+
+    assert resp.status == 200, body[:300]
+    assert resp.content_type == media_type
+    if codec == "g722":
+        assert struct.unpack_from("<HHI", body, 20) == (0x028F, 1, 16000)
+        assert body[body.index(b"data") + 8 :].startswith(b"".join(sent))
+    else:
+        expected = b"".join(f.storage() for p in sent for f in amrwb_frames(p))
+        assert body == AMRWB_MAGIC + expected  # storage frames of the payloads, nothing else
+    _, decoded = await asyncio.to_thread(demuxed, body)
+    assert correlation(voice, decoded[0], 16000) >= 0.9
+
+
+async def test_alaw_downloads_keep_stored_alaw_and_translate_mulaw(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    voice = await asyncio.to_thread(speech, 8000)
+    alaw = await asyncio.to_thread(encode, "alaw", voice, 8000)
+    mulaw = await asyncio.to_thread(encode, "mulaw", voice, 8000)
+    stored_alaw = await stream(client, owner, pool, "PCMA", 8000, alaw, None)
+    stored_mulaw = await stream(client, owner, pool, "PCMU", 8000, mulaw, None)
+
+    same = await (await download(client, owner, stored_alaw, "?encoding=alaw")).read()
+    other = await (await download(client, owner, stored_mulaw, "?encoding=alaw")).read()
+
+    # Dual, the default: channel 0 the counterparts' track, channel 1 the silent other side.
+    assert struct.unpack_from("<HHI", same, 20) == (6, 2, 8000)  # WAVE_FORMAT_ALAW
+    data = same[same.index(b"data") + 8 :]
+    assert data[0::2] == b"".join(alaw)  # as received
+    assert set(data[1::2]) == {0xD5}  # A-law silence
+    translated = bytes(linear_to_alaw(ulaw_to_linear(c)) for c in b"".join(mulaw))
+    assert other[other.index(b"data") + 8 :][0::2] == translated
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "tracks", "encoding"),
+    [
+        ("PCMU", "mulaw", 1, "opus"),  # not the stored codec
+        ("OPUS", "opus", 1, "g722"),
+        ("G722", "g722", 2, "g722"),  # its file holds one track
+    ],
+)
+async def test_a_container_the_recording_cannot_fill_is_a_clear_422(
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    name: str,
+    codec: str,
+    tracks: int,
+    encoding: str,
+) -> None:
+    rate = {"mulaw": 8000, "opus": 48000, "g722": 16000}[codec]
+    voice = await asyncio.to_thread(speech, rate)
+    sent = (await asyncio.to_thread(encode, codec, voice, rate))[:50]
+    recording_id = await stream(
+        client, owner, pool, name, rate, sent, sent if tracks == 2 else None
+    )
+
+    resp = await download(client, owner, recording_id, f"?encoding={encoding}")
+    problem = await resp.json()
+
+    assert resp.status == 422
+    assert resp.content_type == "application/problem+json"
+    assert problem["code"] == "validation-failed"
+    assert problem["errors"][0]["field"] == "encoding"

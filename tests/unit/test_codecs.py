@@ -9,6 +9,7 @@ frames (tests/support/codecs.py) and must give back the same storage frames.
 from __future__ import annotations
 
 import base64
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from telephony.domain.recordings import PauseBehavior
-from telephony.media import codecs, decoding
+from telephony.media import codecs, containers, decoding
 from telephony.media.events import ProtocolViolation, StreamStart
 from telephony.media.ws import parser_for
 from telephony.recorder.timeline import MAX_CHUNK_BYTES, MAX_GAP_S, Frame, PacketTimeline
@@ -314,3 +315,40 @@ def test_a_refused_chunk_is_undone_by_its_snapshot() -> None:
     tl.restore(snapshot)
 
     assert placed(tl, [pk(320), pk(320, channel=1)]) == [(0, 320, 20), (1, 320, 20)]
+
+
+# -- containers: a hole keeps its time ------------------------------------------------------
+
+
+def test_an_amr_file_fills_a_hole_with_no_data_frames(amr_frames: list[bytes]) -> None:
+    first, second = (_rtp(f, octet_aligned=True) for f in amr_frames[:2])
+    writer = containers.AmrWb()
+
+    body = writer.feed([(0, 0, first), (0, 3 * 320, second)]) + writer.close()
+
+    no_data = bytes([15 << 3 | 1 << 2])
+    assert body == codecs.AMRWB_MAGIC + amr_frames[0] + no_data * 2 + amr_frames[1]
+
+
+def test_a_g722_wav_fills_a_hole_with_encoded_silence_and_lasts_the_recording() -> None:
+    writer = containers.G722Wav(total_samples=16000)
+
+    body = writer.feed([(0, 0, b"\x11" * 160), (0, 8000, b"\x22" * 160)]) + writer.close()
+
+    data = body[body.index(b"data") + 8 :]
+    assert len(data) == 8000  # a second at two samples a byte
+    assert data[:160] == b"\x11" * 160 and data[4000:4160] == b"\x22" * 160
+    assert b"\x11" not in data[160:4000] and len(set(data[160:4000])) > 1  # ADPCM silence
+
+
+def test_an_ogg_file_keeps_a_tracks_hole_as_opus_packets_of_nothing() -> None:
+    packet = bytes([0xF8, 0x10, 0x20])  # 20 ms
+    writer = containers.OggOpus(tracks=1)
+
+    body = writer.feed([(0, 0, packet), (0, 3 * 960, packet)]) + writer.close()
+
+    with av.open(io.BytesIO(body)) as ogg:
+        got = [(p.pts, bytes(p)) for p in ogg.demux(ogg.streams.audio[0]) if p.size]
+    nothing = bytes([0xF8])
+    assert [data for _, data in got] == [packet, nothing, nothing, packet]
+    assert [pts for pts, _ in got] == sorted(pts for pts, _ in got)  # in time order

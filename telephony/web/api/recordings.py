@@ -13,6 +13,7 @@ from storage.recordings import Recording
 from telephony.domain.errors import IntegrityFailure
 from telephony.domain.recordings import Action, Channels, PauseBehavior
 from telephony.domain.roles import CustomerPrincipal, Scope
+from telephony.media.containers import CONTAINERS
 from telephony.media.wav import OUTPUT_ENCODINGS
 from telephony.usecases import playback, recording_control, retention
 from telephony.web.appkeys import BLOBS, KEYS, POOL
@@ -135,12 +136,15 @@ async def get_recording(request: web.Request) -> web.Response:
     return web.json_response(render_recording(rec))
 
 
+# WAV (pcm16, mulaw, alaw), or a packet codec's own file for a recording kept in it.
+AUDIO_ENCODINGS = (*OUTPUT_ENCODINGS, *CONTAINERS)
 _AUDIO_QUERY = (
     Query(
         "encoding",
-        "pcm16 (default, for browsers) or mulaw",
-        {"type": "string", "enum": list(OUTPUT_ENCODINGS)},
-        one_of(OUTPUT_ENCODINGS),
+        "pcm16 (default, for browsers), mulaw or alaw (WAV); opus (Ogg), amrwb (.amr) or"
+        " g722 (WAV) for a recording stored in that codec, its packets as received",
+        {"type": "string", "enum": list(AUDIO_ENCODINGS)},
+        one_of(AUDIO_ENCODINGS),
     ),
 )
 
@@ -163,12 +167,14 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
     size, etag = found.size_bytes, found.etag
     headers = {
         "ETag": etag,
-        "Accept-Ranges": "bytes",
+        "Accept-Ranges": "none" if found.container else "bytes",
         "Cache-Control": "private, no-cache",  # personal data: no shared caches
-        "Content-Disposition": f'inline; filename="{recording_id}.wav"',
+        "Content-Disposition": f'inline; filename="{recording_id}.{found.extension}"',
     }
     if etag in _etags(request.headers.get("If-None-Match")):
         return web.Response(status=304, headers=headers)
+    if found.container:
+        return await _send_container(request, principal, found, headers)
     byte_range = None
     if request.headers.get("If-Range", etag) == etag:
         byte_range = parse_range(request.headers.get("Range"), size)
@@ -198,6 +204,41 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
                 await response.write(piece)
     except IntegrityFailure:
         # Headers are sent: the only honest answer left is to cut the transfer short.
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _send_container(
+    request: web.Request,
+    principal: CustomerPrincipal,
+    found: playback.Playback,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """A packet codec's own file: its length is known only once written, so no Range."""
+    recording_id = found.recording.id
+    pieces = playback.iter_container(found, request.app[BLOBS])
+    async with _reporting_damage(request, principal, recording_id):
+        first = await anext(pieces)
+    await playback.audit_download(
+        request.app[POOL],
+        found,
+        principal.actor,
+        address=client_of(request).address,
+        byte_range=None,
+        now=datetime.now(UTC),
+    )
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_type = found.media_type
+    await response.prepare(request)
+    await response.write(first)
+    try:
+        async with _reporting_damage(request, principal, recording_id):
+            async for piece in pieces:
+                await response.write(piece)
+    except IntegrityFailure:
         if request.transport is not None:
             request.transport.abort()
         return response

@@ -46,17 +46,20 @@ def decode_track(
     cannot read (the engine sent it so) is silence too, never an error of the download."""
     out = np.zeros(length, np.int16)
     ctx = _decoder(encoding)
+    failed = 0
     for position, samples, payload in packets:
         try:
             pcm = _decode(ctx, encoding, payload, samples)
         except (av.error.FFmpegError, ValueError):
-            log.warning("an undecodable %s packet left as silence", encoding)
+            failed += 1
             ctx = _decoder(encoding)  # its state is unknown now
             continue
         at = position - start
         lo, hi = max(at, 0), min(at + len(pcm), length)
         if lo < hi:
             out[lo:hi] = pcm[lo - at : hi - at]
+    if failed:  # once per stretch, not once per packet: a stream of them must not flood logs
+        log.warning("undecodable %s packets left as silence", encoding, extra={"packets": failed})
     return out
 
 

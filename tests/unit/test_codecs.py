@@ -24,6 +24,7 @@ from telephony.media.events import ProtocolViolation, StreamStart
 from telephony.media.ws import parser_for
 from telephony.recorder.timeline import MAX_CHUNK_BYTES, MAX_GAP_S, Frame, PacketTimeline
 from tests.support.codecs import _amrwb_storage_frames, _rtp, speech
+from tests.support.codecs import encode as codec_encode
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -352,3 +353,16 @@ def test_an_ogg_file_keeps_a_tracks_hole_as_opus_packets_of_nothing() -> None:
     nothing = bytes([0xF8])
     assert [data for _, data in got] == [packet, nothing, nothing, packet]
     assert [pts for pts, _ in got] == sorted(pts for pts, _ in got)  # in time order
+
+
+def test_a_decoded_track_is_silence_where_no_packet_covers_it() -> None:
+    tone = (np.sin(np.arange(16000) / 3) * 8000).astype(np.int16)
+    first, second = codec_encode("g722", tone, 16000)[:2]
+
+    pcm = decoding.decode_track("g722", [(0, 320, first), (640, 320, second)], 0, 1280)
+
+    assert len(pcm) == 1280
+    assert np.abs(pcm[100:320]).max() > 1000  # the tone
+    assert not pcm[320:640].any()  # the hole
+    assert np.abs(pcm[740:960]).max() > 1000
+    assert not pcm[960:].any()  # past the last packet

@@ -14,7 +14,6 @@ import asyncio
 import base64
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
@@ -22,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from telephony.web.api import media_ws
 from telephony.web.appkeys import HUB
 from tests.conftest import Customer, new_call
-from tests.support.media import connect
+from tests.support.media import close_of, connect
 from tests.support.waiting import eventually
 
 
@@ -31,13 +30,6 @@ def test_the_production_limits_are_those_the_issue_names() -> None:
     assert media_ws.PRE_AUTH_S == 2.0
     assert media_ws.START_S == 5.0
     assert media_ws.SILENCE_S == 30.0
-
-
-async def close_of(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 10) -> tuple[int, str]:
-    msg = await asyncio.wait_for(ws.receive(), timeout_s)
-    while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-        msg = await asyncio.wait_for(ws.receive(), timeout_s)
-    return msg.data, msg.extra or ""
 
 
 def start_frame(token: str | None) -> dict[str, Any]:

@@ -8,24 +8,14 @@ header of the upgrade request, and in its `connected` frame.
 
 from __future__ import annotations
 
-import asyncio
-
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from telephony.web.api import media_ws
 from telephony.web.appkeys import HUB
 from tests.conftest import Customer, consented_call, new_call, start_recording
-from tests.support.media import VOICE, connect, frames_received, writer_of
+from tests.support.media import VOICE, close_of, connect, frames_received, writer_of
 from tests.support.waiting import eventually
-
-
-async def close_of(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 10) -> tuple[int, str]:
-    msg = await asyncio.wait_for(ws.receive(), timeout_s)
-    while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-        msg = await asyncio.wait_for(ws.receive(), timeout_s)
-    return msg.data, msg.extra or ""
 
 
 async def test_telnyx_authenticates_with_the_token_in_its_connected_frame(

@@ -135,6 +135,14 @@ async def connect(
     return JsonPeer(ws, dialect)
 
 
+async def close_of(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 10) -> tuple[int, str]:
+    """The close code and reason the server ends a media socket with."""
+    msg = await asyncio.wait_for(ws.receive(), timeout_s)
+    while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+        msg = await asyncio.wait_for(ws.receive(), timeout_s)
+    return msg.data, msg.extra or ""
+
+
 def writer_of(client: TestClient, call_id: str) -> Any:
     """The recorder's writer of the call's live recording on this node, if one is open."""
     stream = client.app[HUB].streams.get(call_id)

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+AXE    := tests/browser/node_modules/axe-core
 
 .PHONY: run test lint format bench clean
 
@@ -18,9 +19,16 @@ $(STAMP): pyproject.toml scripts/system-packages
 run: $(STAMP)
 	TELEPHONY_WEBHOOK_ALLOW_PRIVATE=true $(BIN)/telephony serve
 
-test: lint
+test: lint $(AXE)
 	scripts/system-packages --test $(PYTHON)
 	$(BIN)/python -m pytest
+
+# axe-core for tests/browser from the committed lock, when missing or older than the lock.
+# npm may be one of the packages `--test` installs, so that check runs first here too.
+$(AXE): tests/browser/package-lock.json
+	scripts/system-packages --test $(PYTHON)
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
+	touch $@
 
 # Style, types (mypy --strict) and the layers of DESIGN.md (import-linter contracts).
 lint: $(STAMP)
@@ -39,4 +47,4 @@ format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info tests/browser/node_modules

@@ -1,0 +1,1 @@
+"""Real-browser tests: Debian's chromium through Playwright, axe-core for accessibility."""

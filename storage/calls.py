@@ -166,17 +166,51 @@ async def lock_active_calls(conn: Conn, account_id: str) -> list[Call]:
     return [_call(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class CallFilter:
+    """API.md "Filters and formats": every field narrows, None leaves it open."""
+
+    status: str | None = None
+    number: str | None = None  # any counterpart, `from` or `to`
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    has_recording: bool | None = None
+
+
 async def list_calls(
-    conn: Conn, account_id: str, *, after: tuple[datetime, str] | None, limit: int
+    conn: Conn,
+    account_id: str,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    where: CallFilter = CallFilter(),
+    newest_first: bool = False,
 ) -> list[Call]:
+    """One page by (created_at, id): oldest first (the API's order), or newest first."""
+    order, past = ("DESC", "<") if newest_first else ("ASC", ">")
     rows = await conn.fetch(
-        f"""SELECT {_CALL_COLS} FROM calls
-            WHERE account_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
-            ORDER BY created_at, id LIMIT $4""",
+        f"""SELECT {_CALL_COLS} FROM calls c
+            WHERE account_id = $1
+              AND ($2::timestamptz IS NULL OR (created_at, id) {past} ($2, $3))
+              AND ($5::text IS NULL OR status = $5)
+              AND ($6::text IS NULL OR from_number = $6 OR to_number = $6
+                   OR EXISTS (SELECT 1 FROM counterparts p
+                              WHERE p.call_id = c.id AND p.number = $6))
+              AND ($7::timestamptz IS NULL OR created_at >= $7)
+              AND ($8::timestamptz IS NULL OR created_at < $8)
+              AND ($9::boolean IS NULL
+                   OR EXISTS (SELECT 1 FROM recordings r
+                              WHERE r.call_id = c.id AND r.status <> 'deleted') = $9)
+            ORDER BY created_at {order}, id {order} LIMIT $4""",
         account_id,
         after[0] if after else None,
         after[1] if after else None,
         limit,
+        where.status,
+        where.number,
+        where.created_after,
+        where.created_before,
+        where.has_recording,
     )
     return [_call(r) for r in rows]
 

@@ -237,25 +237,43 @@ async def list_for_calls(conn: Conn, call_ids: list[str]) -> list[Recording]:
     return [_recording(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class RecordingFilter:
+    """API.md "Filters and formats" for recordings; None leaves a field open."""
+
+    call_id: str | None = None
+    status: str | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+
+
 async def list_for_account(
     conn: Conn,
     account_id: str,
     *,
     after: tuple[datetime, str] | None,
     limit: int,
-    call_id: str | None = None,
+    where: RecordingFilter = RecordingFilter(),
+    newest_first: bool = False,
 ) -> list[Recording]:
+    order, past = ("DESC", "<") if newest_first else ("ASC", ">")
     rows = await conn.fetch(
         f"""SELECT {_READ} FROM recordings
             WHERE account_id = $1 AND status <> 'deleted'
-              AND ($2::timestamptz IS NULL OR (started_at, id) > ($2, $3))
+              AND ($2::timestamptz IS NULL OR (started_at, id) {past} ($2, $3))
               AND ($5::text IS NULL OR call_id = $5)
-            ORDER BY started_at, id LIMIT $4""",
+              AND ($6::text IS NULL OR status = $6)
+              AND ($7::timestamptz IS NULL OR started_at >= $7)
+              AND ($8::timestamptz IS NULL OR started_at < $8)
+            ORDER BY started_at {order}, id {order} LIMIT $4""",
         account_id,
         after[0] if after else None,
         after[1] if after else None,
         limit,
-        call_id,
+        where.call_id,
+        where.status,
+        where.started_after,
+        where.started_before,
     )
     return [_recording(r) for r in rows]
 

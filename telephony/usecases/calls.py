@@ -144,10 +144,20 @@ async def get_call(pool: asyncpg.Pool, account_id: str, call_id: str) -> CallVie
 
 
 async def list_calls(
-    pool: asyncpg.Pool, account_id: str, after: tuple[datetime, str] | None, limit: int
+    pool: asyncpg.Pool,
+    account_id: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    where: calls.CallFilter = calls.CallFilter(),  # noqa: B008 -- frozen: a safe default
+    newest_first: bool = False,
 ) -> list[CallView]:
+    """A page of calls with their counterparts and consent: one query for the page, one
+    for all its counterparts' states (`views`), however long the page is."""
     async with pool.acquire() as conn:
-        return await views(conn, await calls.list_calls(conn, account_id, after=after, limit=limit))
+        found = await calls.list_calls(
+            conn, account_id, after=after, limit=limit, where=where, newest_first=newest_first
+        )
+        return await views(conn, found)
 
 
 async def add_counterpart(

@@ -38,6 +38,7 @@ from telephony.domain.recordings import FINISHED, RecordingStatus
 from telephony.domain.tracks import INBOUND
 from telephony.media import codecs, containers
 from telephony.media.decoding import decode_track
+from telephony.media.mp3 import Mp3Encoder
 from telephony.media.wav import WavLayout
 from telephony.usecases.trail import transaction
 
@@ -370,8 +371,10 @@ async def audit_download(
     address: str | None,
     byte_range: tuple[int, int] | None,
     now: datetime,
+    delivered_as: str | None = None,
 ) -> None:
-    """Every download lands in the customer's audit trail: who, when, from where (R4)."""
+    """Every download lands in the customer's audit trail: who, when, from where (R4);
+    `delivered_as` names a format other than the layout's (mp3)."""
     rec = playback.recording
     async with transaction(pool) as tx:
         tx.audit(
@@ -381,7 +384,7 @@ async def audit_download(
             {"call_id": rec.call_id, "recording_id": rec.id},
             now,
             address=address,
-            encoding=playback.layout.output,
+            encoding=delivered_as or playback.container or playback.layout.output,
             range=f"{byte_range[0]}-{byte_range[1] - 1}" if byte_range else None,
         )
 
@@ -409,3 +412,21 @@ async def report_damage(
             user_agent=user_agent,
             details={"recording_id": recording_id},
         )
+
+
+async def iter_mp3(playback: Playback, blobs: BlobStore) -> AsyncIterator[bytes]:
+    """The recording as MP3 (API.md `format=mp3`), encoded piece by piece off the loop.
+
+    `playback` must be opened for pcm16 output: its WAV data is what LAME reads.
+    The first piece holds the first decrypted batch's frames, so damage in the
+    first chunk is found before anything is sent.
+    """
+    layout = playback.layout
+    encoder = await asyncio.to_thread(Mp3Encoder, layout.sample_rate_hz, layout.out_channels)
+    pending = b""
+    async for piece in iter_wav(playback, blobs, layout.header_bytes, playback.size_bytes):
+        pending += await asyncio.to_thread(encoder.feed, piece)
+        if len(pending) >= 4096:
+            yield pending
+            pending = b""
+    yield pending + await asyncio.to_thread(encoder.close)

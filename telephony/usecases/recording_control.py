@@ -94,11 +94,12 @@ async def list_recordings(
     account_id: str,
     after: tuple[datetime, str] | None,
     limit: int,
-    call_id: str | None = None,
+    where: recordings.RecordingFilter = recordings.RecordingFilter(),  # noqa: B008 -- frozen
+    newest_first: bool = False,
 ) -> list[recordings.Recording]:
     async with pool.acquire() as conn:
         return await recordings.list_for_account(
-            conn, account_id, after=after, limit=limit, call_id=call_id
+            conn, account_id, after=after, limit=limit, where=where, newest_first=newest_first
         )
 
 
@@ -107,3 +108,9 @@ async def get_recording(
 ) -> recordings.Recording:
     async with pool.acquire() as conn:
         return await recordings.get(conn, recording_id, account_id=account_id)
+
+
+async def stored_encoding(pool: asyncpg.Pool, recording_id: str) -> str | None:
+    """The codec the recording's audio is kept in (None before any audio arrived)."""
+    async with pool.acquire() as conn:
+        return (await recordings.stored_format(conn, recording_id)).encoding

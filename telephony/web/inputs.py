@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import orjson
 import phonenumbers
 from aiohttp import web
+from multidict import MultiMapping
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -299,9 +300,14 @@ def _invalid(name: str, message: str) -> InvalidInput:
 def read_query(request: web.Request, params: Sequence[Query]) -> dict[str, Any]:
     """Every declared parameter, parsed (absent ones are absent); unknown ones are ignored,
     as the API's clients (and caches) may add their own."""
+    return read_values(request.query, params)
+
+
+def read_values(query: MultiMapping[str], params: Sequence[Query]) -> dict[str, Any]:
+    """`read_query` over any multi-valued mapping (the portal's translated filter form)."""
     out: dict[str, Any] = {}
     for param in params:
-        values = request.query.getall(param.name, [])
+        values = query.getall(param.name, [])
         if not values:
             continue
         if len(values) > 1:

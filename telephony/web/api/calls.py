@@ -16,6 +16,7 @@ from telephony.usecases import calls, consent
 from telephony.usecases.calls import CallView
 from telephony.web.appkeys import POOL, SETTINGS
 from telephony.web.auth import require_scope
+from telephony.web.filters import CALL_FILTERS, call_filter
 from telephony.web.inputs import (
     KEYSET_PAGING,
     Body,
@@ -125,11 +126,15 @@ async def create_call(request: web.Request) -> web.Response:
     return web.json_response(rendered, status=201)
 
 
+LIST_QUERY = (*KEYSET_PAGING, *CALL_FILTERS)
+
+
 async def list_calls(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.CALLS)
-    paging = page(read_query(request, KEYSET_PAGING))
+    values = read_query(request, LIST_QUERY)
+    paging = page(values)
     views = await calls.list_calls(
-        request.app[POOL], principal.account_id, paging.after, paging.limit + 1
+        request.app[POOL], principal.account_id, paging.after, paging.limit + 1, call_filter(values)
     )
     return web.json_response(
         page_of(views, paging, render_call, lambda v: keyset_cursor(v.call.created_at, v.call.id))
@@ -211,7 +216,7 @@ ROUTES = [
         None,
         {200: "calls"},
         "calls",
-        query=KEYSET_PAGING,
+        query=LIST_QUERY,
     ),
     Route(
         "GET",

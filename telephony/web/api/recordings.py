@@ -18,12 +18,11 @@ from telephony.media.wav import OUTPUT_ENCODINGS
 from telephony.usecases import playback, recording_control, retention
 from telephony.web.appkeys import BLOBS, KEYS, POOL
 from telephony.web.auth import client_of, require_scope
+from telephony.web.filters import RECORDING_FILTERS, recording_filter
 from telephony.web.inputs import (
-    ID_PATTERN,
     KEYSET_PAGING,
     Body,
     Query,
-    id_query,
     iso,
     keyset_cursor,
     one_of,
@@ -108,7 +107,7 @@ def _action(action: Action) -> Handler:
 
 _LIST_QUERY = (
     *KEYSET_PAGING,
-    Query("call_id", "one call's", {"type": "string", "pattern": ID_PATTERN}, id_query),
+    *RECORDING_FILTERS,
 )
 
 
@@ -121,7 +120,7 @@ async def list_recordings(request: web.Request) -> web.Response:
         principal.account_id,
         paging.after,
         paging.limit + 1,
-        call_id=values.get("call_id"),
+        recording_filter(values),
     )
     return web.json_response(
         page_of(recs, paging, render_recording, lambda r: keyset_cursor(r.started_at, r.id))
@@ -146,6 +145,13 @@ _AUDIO_QUERY = (
         {"type": "string", "enum": list(AUDIO_ENCODINGS)},
         one_of(AUDIO_ENCODINGS),
     ),
+    Query(
+        "format",
+        "wav (default) or mp3 (32 kbit/s per channel, for parity with other providers; no"
+        " Range; `encoding` is for WAV and is ignored with mp3)",
+        {"type": "string", "enum": ["wav", "mp3"]},
+        one_of(("wav", "mp3")),
+    ),
 )
 
 
@@ -157,13 +163,30 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
     never mistake altered or truncated audio for the recording.
     """
     principal = await require_scope(request, Scope.RECORDINGS_READ)
+    return await send_audio(request, principal)
+
+
+async def send_audio(request: web.Request, principal: CustomerPrincipal) -> web.StreamResponse:
+    """The audio route's answer for a principal however authenticated: the API's bearer
+    route and the portal's cookie twin send the same bytes, with the same audit."""
     recording_id = path_id(request)
-    encoding = read_query(request, _AUDIO_QUERY).get("encoding", "pcm16")
+    query = read_query(request, _AUDIO_QUERY)
+    mp3 = query.get("format") == "mp3"
+    # MP3 is encoded from 16-bit PCM whatever `encoding` says: the schema cannot make the
+    # two exclusive, and a request it admits is never refused (the fuzzer checks).
+    encoding = "pcm16" if mp3 else query.get("encoding", "pcm16")
     app = request.app
     async with _reporting_damage(request, principal, recording_id):
         found = await playback.open_recording(
             app[POOL], app[BLOBS], app[KEYS], recording_id, principal.account_id, output=encoding
         )
+    if mp3:
+        headers = {
+            "Cache-Control": "private, no-cache",
+            "Content-Disposition": f'inline; filename="{recording_id}.mp3"',
+        }
+        pieces = playback.iter_mp3(found, app[BLOBS])
+        return await _send_stream(request, principal, found, headers, pieces, "audio/mpeg", "mp3")
     size, etag = found.size_bytes, found.etag
     headers = {
         "ETag": etag,
@@ -174,7 +197,8 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
     if etag in _etags(request.headers.get("If-None-Match")):
         return web.Response(status=304, headers=headers)
     if found.container:
-        return await _send_container(request, principal, found, headers)
+        pieces = playback.iter_container(found, request.app[BLOBS])
+        return await _send_stream(request, principal, found, headers, pieces, found.media_type)
     byte_range = None
     if request.headers.get("If-Range", etag) == etag:
         byte_range = parse_range(request.headers.get("Range"), size)
@@ -211,15 +235,17 @@ async def download_audio(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _send_container(
+async def _send_stream(
     request: web.Request,
     principal: CustomerPrincipal,
     found: playback.Playback,
     headers: dict[str, str],
+    pieces: AsyncIterator[bytes],
+    media_type: str,
+    delivered_as: str | None = None,
 ) -> web.StreamResponse:
-    """A packet codec's own file: its length is known only once written, so no Range."""
+    """A file whose length is known only once written (a codec's own file, MP3): no Range."""
     recording_id = found.recording.id
-    pieces = playback.iter_container(found, request.app[BLOBS])
     async with _reporting_damage(request, principal, recording_id):
         first = await anext(pieces)
     await playback.audit_download(
@@ -229,9 +255,10 @@ async def _send_container(
         address=client_of(request).address,
         byte_range=None,
         now=datetime.now(UTC),
+        delivered_as=delivered_as,
     )
     response = web.StreamResponse(status=200, headers=headers)
-    response.content_type = found.media_type
+    response.content_type = media_type
     await response.prepare(request)
     await response.write(first)
     try:

@@ -18,13 +18,24 @@ _ACCOUNT_COLS = (
 )
 _USER_COLS = (
     "id, account_id, kind, role, email, name, postal_address, vat_number, password_hash,"
-    " age_confirmed_at, created_at, updated_at"
+    " age_confirmed_at, created_at, updated_at, language, product_updates"
 )
 USER_COLUMNS = tuple(c.strip() for c in _USER_COLS.split(","))
 ACCOUNT_FIELDS = frozenset(
     {"name", "recording_retention_days", "processing_restricted", "webhook_url"}
 )
-USER_FIELDS = frozenset({"name", "email", "postal_address", "vat_number", "role", "password_hash"})
+USER_FIELDS = frozenset(
+    {
+        "name",
+        "email",
+        "postal_address",
+        "vat_number",
+        "role",
+        "password_hash",
+        "language",
+        "product_updates",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,8 @@ class User:
     age_confirmed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    language: str | None = None  # 'en' or 'pl'; None follows the browser
+    product_updates: bool = True  # policy and security mail go regardless
 
 
 def user_of(row: asyncpg.Record) -> User:

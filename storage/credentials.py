@@ -184,3 +184,54 @@ async def touch_api_key(conn: Conn, key: ApiKey, now: datetime) -> None:
         now,
         TOUCH_EVERY,
     )
+
+
+# -- password resets -----------------------------------------------------------
+
+
+async def insert_password_reset(
+    conn: Conn, *, id: str, user_id: str, token_hash: bytes, now: datetime, expires_at: datetime
+) -> None:
+    await conn.execute(
+        """INSERT INTO password_resets (id, user_id, token_hash, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5)""",
+        id,
+        user_id,
+        token_hash,
+        now,
+        expires_at,
+    )
+
+
+async def use_password_reset(conn: Conn, token_hash: bytes, now: datetime) -> str | None:
+    """Spend a live reset token once; its user's id, or None (unknown, used, expired).
+
+    One UPDATE: two requests racing with the same token cannot both win.
+    """
+    user_id = await conn.fetchval(
+        """UPDATE password_resets SET used_at = $2
+           WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+           RETURNING user_id""",
+        token_hash,
+        now,
+    )
+    return str(user_id) if user_id is not None else None
+
+
+async def revoke_user_sessions(conn: Conn, user_id: str, now: datetime) -> int:
+    """Every live session of the user ends (a password reset)."""
+    status = await conn.execute(
+        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
+        now,
+    )
+    return int(status.split()[-1])
+
+
+async def revoke_other_resets(conn: Conn, user_id: str, now: datetime) -> None:
+    """Once a password is chosen, every other outstanding link of the user stops working."""
+    await conn.execute(
+        "UPDATE password_resets SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        user_id,
+        now,
+    )

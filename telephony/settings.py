@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from storage.keys.hierarchy import MasterKeys, decode_master_key, load_or_create_dev_key
 from storage.keys.passwords import Argon2Params
@@ -62,6 +63,21 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     return value
 
 
+def _smtp_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 -- raises on a malformed port
+    except ValueError:
+        raise SettingsError(f"{name} has a malformed port") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        # Never echo the value: it may carry a password.
+        raise SettingsError(f"{name} must be smtp://host[:port] or smtps://host[:port]")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None  # None: the embedded cluster under data_dir
@@ -109,6 +125,15 @@ class Settings:
     spool_part_s: float = 10.0
     header_timeout_s: float = 10.0  # a request's head must arrive whole this fast
     event_loop: str = "uvloop"  # "uvloop" or "asyncio": the loop `serve` runs on
+    # E-mail: smtp://[user:pass@]host[:port] (STARTTLS when offered) or smtps://… (TLS from
+    # the first byte). None: `serve` starts the local mail drop writing data_dir/mail.
+    smtp_url: str | None = dataclasses.field(default=None, repr=False)
+    smtp_username: str | None = None  # when the URL carries none
+    smtp_password: str | None = dataclasses.field(default=None, repr=False)
+    smtp_timeout_s: float = 30.0
+    mail_from: str = "Telephony <no-reply@localhost>"
+    password_reset_ttl_s: int = 30 * 60
+    staff_grant_s: int = 8 * 3600  # S5: how long an approved staff access request lasts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -158,6 +183,11 @@ class Settings:
             ),
             node_id=env.get("TELEPHONY_NODE_ID") or None,
             event_loop=_choice(env, "TELEPHONY_EVENT_LOOP", ("uvloop", "asyncio"), "uvloop"),
+            smtp_url=_smtp_url(env, "TELEPHONY_SMTP_URL"),
+            smtp_username=env.get("TELEPHONY_SMTP_USERNAME") or None,
+            smtp_password=env.get("TELEPHONY_SMTP_PASSWORD") or None,
+            mail_from=env.get("TELEPHONY_MAIL_FROM") or default.mail_from,
+            staff_grant_s=_int(env, "TELEPHONY_STAFF_GRANT_S", default.staff_grant_s, 60),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -21,9 +21,11 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from storage.db import create_pool, ensure_database, with_database
 from storage.migrate import apply_pending
 from storage.pgcluster import LocalCluster
+from telephony.delivery.maildrop import MailDrop
 from telephony.settings import Argon2Params, Settings
 from telephony.web.app import create_app
 from telephony.web.server import ServiceRunner
+from tests.support.mail import MAILBOX
 
 # Cheap Argon2 for speed; test_passwords.py checks the production defaults separately.
 FAST_ARGON2 = Argon2Params(memory_kib=8192, iterations=1, lanes=1)
@@ -83,8 +85,17 @@ async def clean_tables(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+async def mailbox() -> AsyncIterator[MailDrop]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) receiving what the service mails."""
+    drop = await MailDrop().start()
+    yield drop
+    await drop.close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, mailbox: MailDrop) -> Settings:
     return Settings(
+        smtp_url=mailbox.url,
         database_url=database_url,
         data_dir=tmp_path,
         argon2=FAST_ARGON2,
@@ -116,8 +127,11 @@ class ServiceServer(TestServer):
 
 
 @pytest.fixture
-async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(
+    settings: Settings, pool: asyncpg.Pool, mailbox: MailDrop
+) -> AsyncIterator[TestClient]:
     app = create_app(settings, run_workers=False)
+    app[MAILBOX] = mailbox
     async with TestClient(ServiceServer(app)) as c:
         yield c
 

@@ -10,6 +10,7 @@ import signal
 
 from storage.db import redact_dsn
 from telephony.cli.common import database, migrate
+from telephony.delivery.maildrop import MailDrop
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from telephony.web.server import ServiceRunner
@@ -27,6 +28,12 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
             "database ready",
             extra={"dsn": redact_dsn(ready.database_url), "migrations_applied": applied},
         )
+        drop = None
+        if ready.smtp_url is None:
+            # The embedded default, like the private cluster: mail lands in data_dir/mail.
+            drop = await MailDrop(ready.data_dir / "mail").start()
+            ready = ready.replace(smtp_url=drop.url)
+            log.info("mail drop", extra={"folder": str(ready.data_dir / "mail"), "url": drop.url})
         runner = ServiceRunner(create_app(ready), access_log=None, handle_signals=False)
         await runner.setup()
         stop = asyncio.Event()
@@ -44,6 +51,8 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
             log.info("shutting down")
         finally:
             await runner.cleanup()
+            if drop is not None:
+                await drop.close()
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -50,6 +50,13 @@ class NotFound(ServiceError):
     title = "Not found"
 
 
+class CsrfFailed(Forbidden):
+    """A state-changing form without our CSRF token, or sent from another origin."""
+
+    code = "csrf-failed"
+    title = "The form did not come from this site"
+
+
 class Conflict(ServiceError):
     code = "conflict"
     title = "Conflict with the current state"
@@ -115,6 +122,12 @@ class MalformedJson(BadRequest):
 class InvalidCredentials(Unauthenticated):
     code = "invalid-credentials"
     title = "E-mail or password is wrong"
+
+
+class ResetLinkInvalid(InvalidCredentials):
+    """A password-reset token that is unknown, used or expired: a wrong credential."""
+
+    title = "The password-reset link is unknown, used or expired"
 
 
 class EmailTaken(Conflict):

@@ -71,16 +71,21 @@ class CustomerPrincipal:
 
 @dataclass(frozen=True)
 class StaffPrincipal:
-    """Internal staff: no account, no scope, one role (S5: least access)."""
+    """Internal staff: no account, no scope, one role (S5: least access), plus what a
+    security_admin approved for a time on the member's request (`granted`)."""
 
     id: str
     role: StaffRole
     session_id: str
     email: str
+    granted: frozenset[StaffRole] = frozenset()
 
     @property
     def actor(self) -> Actor:
         return Actor(ActorKind.STAFF, self.id, self.role.value)
+
+    def holds(self, role: StaffRole) -> bool:
+        return role is self.role or role in self.granted
 
 
 Principal = CustomerPrincipal | StaffPrincipal

@@ -23,10 +23,11 @@ from typing import Any
 
 import asyncpg
 
-from storage import accounts, credentials, securitylog, throttles
+from storage import accounts, credentials, securitylog, staff_access, throttles
 from storage.db import Conn
 from storage.ids import new_id, new_token, token_hash
 from storage.keys.passwords import PasswordHasher
+from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor, ActorKind
 from telephony.domain.errors import (
     Forbidden,
@@ -48,7 +49,7 @@ from telephony.domain.roles import (
     scopes_for_customer_role,
 )
 from telephony.settings import Settings
-from telephony.usecases import restriction
+from telephony.usecases import outgoing_mail, restriction
 from telephony.usecases.trail import Tx, notify_admin_change, transaction
 
 SESSION_PREFIX = "st"
@@ -64,7 +65,7 @@ class Client:
     user_agent: str | None
 
 
-async def _security(
+async def security_event(
     conn: Conn,
     client: Client,
     event: str,
@@ -88,7 +89,7 @@ async def _security(
     )
 
 
-async def _take(
+async def take_budget(
     pool: asyncpg.Pool,
     limits: Mapping[str, int],
     window_s: int,
@@ -106,7 +107,7 @@ async def _take(
         over = [t for t in taken if t.count > limits[t.key]]
         if not over:
             return
-        await _security(
+        await security_event(
             tx.conn, client, event, "throttled", now, email=email, details={"limits": len(over)}
         )
     retry_after = max(int((t.window_ends_at - now).total_seconds()) for t in over)
@@ -118,7 +119,7 @@ async def refused(
 ) -> None:
     """An attempt refused before it started (a malformed request): the security log has it too."""
     async with pool.acquire() as conn:
-        await _security(
+        await security_event(
             conn, client, event, "refused", now, email=email, details={"reason": reason}
         )
 
@@ -147,7 +148,7 @@ async def signup(
     now: datetime,
 ) -> SignupResult:
     """Create an account and its first owner (A1; A2 was checked by the caller's schema)."""
-    await _take(
+    await take_budget(
         pool,
         {f"signup:{client.address}": settings.signup_max_per_address},
         settings.signup_window_s,
@@ -221,7 +222,7 @@ async def login(
     now: datetime,
 ) -> LoginResult:
     budgets = _login_budgets(settings, email, client)
-    await _take(pool, budgets, settings.login_window_s, client, "login", now, email)
+    await take_budget(pool, budgets, settings.login_window_s, client, "login", now, email)
     async with pool.acquire() as reader:
         user = await accounts.find_user_by_email(reader, email)
 
@@ -229,7 +230,7 @@ async def login(
 
     async with transaction(pool) as tx:
         if not ok or user is None:
-            await _security(
+            await security_event(
                 tx.conn,
                 client,
                 "login",
@@ -257,7 +258,7 @@ async def login(
                 source_address=client.address,
                 user_agent=client.user_agent,
             )
-            await _security(
+            await security_event(
                 tx.conn, client, "login", "success", now, user_id=user.id, email=user.email
             )
             if user.account_id is not None:
@@ -274,7 +275,7 @@ async def login(
     return LoginResult(token, expires_at, user)
 
 
-def _user_actor(user: accounts.User) -> Actor:
+def user_actor(user: accounts.User) -> Actor:
     kind = ActorKind.USER if user.kind is UserKind.CUSTOMER else ActorKind.STAFF
     return Actor(kind, user.id, user.role.value)
 
@@ -287,7 +288,7 @@ async def _audit_login(tx: Tx, user: accounts.User, action: str, now: datetime) 
     stays in the security log for its 60 days (S2, S3).
     """
     assert user.account_id is not None
-    tx.audit(user.account_id, _user_actor(user), action, {"type": "user", "id": user.id}, now)
+    tx.audit(user.account_id, user_actor(user), action, {"type": "user", "id": user.id}, now)
 
 
 async def logout(pool: asyncpg.Pool, principal: Principal, client: Client, now: datetime) -> None:
@@ -295,7 +296,7 @@ async def logout(pool: asyncpg.Pool, principal: Principal, client: Client, now: 
         raise Forbidden("only a session token can be logged out; delete an API key instead")
     async with transaction(pool) as tx:
         await credentials.revoke_session(tx.conn, principal.session_id, now)
-        await _security(
+        await security_event(
             tx.conn, client, "logout", "info", now, user_id=principal.id, email=principal.email
         )
 
@@ -311,7 +312,8 @@ async def authenticate(pool: asyncpg.Pool, token: str, now: datetime) -> Princip
             user = found.user
             if user.account_id is None:
                 assert isinstance(user.role, StaffRole)
-                return StaffPrincipal(user.id, user.role, found.session_id, user.email)
+                granted = await staff_access.granted_roles(conn, user.id, now)  # S5
+                return StaffPrincipal(user.id, user.role, found.session_id, user.email, granted)
             assert isinstance(user.role, CustomerRole)
             return CustomerPrincipal(
                 id=user.id,
@@ -396,14 +398,17 @@ async def update_account(
 
 @dataclass(frozen=True)
 class Invitation:
+    """The invited user; the token went to them by e-mail, and is in nobody's hands here."""
+
     user: accounts.User
-    token: str
     expires_at: datetime
+    mail_id: str
 
 
 async def invite_user(
     pool: asyncpg.Pool,
     settings: Settings,
+    keys: KeyProvider,
     owner: CustomerPrincipal,
     *,
     email: str,
@@ -411,7 +416,11 @@ async def invite_user(
     role: CustomerRole,
     now: datetime,
 ) -> Invitation:
-    """A new user of the owner's account; they choose their password with the invitation."""
+    """A new user of the owner's account; they choose their password with the invitation.
+
+    The token goes only into the invitee's mail (sealed until it is sent): an
+    owner who saw it could set the member's password and act as them.
+    """
     token, digest = new_token(INVITATION_PREFIX)
     expires_at = now + timedelta(seconds=settings.invitation_ttl_s)
     async with transaction(pool) as tx:
@@ -437,7 +446,22 @@ async def invite_user(
             subject={"type": "user", "id": user.id},
             changes={"role": role.value, "via": "invitation"},
         )
-    return Invitation(user, token, expires_at)
+        account = await accounts.get_account(tx.conn, owner.account_id)
+        inviter = await accounts.get_user(tx.conn, owner.id)
+        mail_id = await outgoing_mail.queue(
+            tx.conn,
+            keys,
+            kind="invitation",
+            user_id=user.id,
+            params={
+                "account": account.name,
+                "inviter": inviter.name,
+                "expires_at": expires_at.isoformat(),
+            },
+            now=now,
+            secret=token,
+        )
+    return Invitation(user, expires_at, mail_id)
 
 
 async def accept_invitation(
@@ -451,7 +475,7 @@ async def accept_invitation(
     now: datetime,
 ) -> accounts.User:
     budgets = {f"invitation:{client.address}": settings.invitation_max_per_address}
-    await _take(pool, budgets, settings.login_window_s, client, "invitation", now)
+    await take_budget(pool, budgets, settings.login_window_s, client, "invitation", now)
     password_hash = await hasher.hash(password)
     async with transaction(pool) as tx:
         user = await accounts.accept_invitation(tx.conn, token_hash(token), password_hash, now)
@@ -628,6 +652,17 @@ async def create_staff(
             account_id=None,
             subject={"type": "staff_user", "id": user.id},
             changes={"role": role.value, "via": "cli"},
+        )
+        # Staff have no account trail: the security log, which security_admin reads, is theirs.
+        await security_event(
+            tx.conn,
+            Client(address=None, user_agent="telephony staff create"),
+            "staff.created",
+            "info",
+            now,
+            user_id=user.id,
+            email=user.email,
+            details={"role": role.value, "via": "cli"},
         )
     return user
 

@@ -32,7 +32,9 @@ import asyncpg
 
 from storage import accounts, privacy, throttles
 from storage.ids import new_id
-from telephony.domain.errors import ErasureRequiresTermination
+from storage.keys.providers import KeyProvider
+from telephony.delivery.mail import Recipient
+from telephony.domain.errors import ErasureRequiresTermination, NotFound
 from telephony.domain.privacy import (
     RequestKind,
     RequestStatus,
@@ -41,7 +43,7 @@ from telephony.domain.privacy import (
     due_at_for,
 )
 from telephony.domain.roles import CustomerPrincipal, CustomerRole, StaffPrincipal
-from telephony.usecases import restriction
+from telephony.usecases import outgoing_mail, restriction
 from telephony.usecases.trail import Tx, notify_admin_change, transaction
 
 
@@ -130,36 +132,54 @@ async def list_open(
 
 
 async def start_request(
-    pool: asyncpg.Pool, staff: StaffPrincipal, request_id: str, now: datetime
+    pool: asyncpg.Pool, keys: KeyProvider, staff: StaffPrincipal, request_id: str, now: datetime
 ) -> privacy.PrivacyRequest:
-    return await _move(pool, staff, request_id, RequestStatus.IN_PROGRESS, None, now)
+    return await _move(pool, keys, staff, request_id, RequestStatus.IN_PROGRESS, None, now)
 
 
 async def reject_request(
-    pool: asyncpg.Pool, staff: StaffPrincipal, request_id: str, resolution: str, now: datetime
+    pool: asyncpg.Pool,
+    keys: KeyProvider,
+    staff: StaffPrincipal,
+    request_id: str,
+    resolution: str,
+    now: datetime,
 ) -> privacy.PrivacyRequest:
-    return await _move(pool, staff, request_id, RequestStatus.REJECTED, resolution, now)
+    return await _move(pool, keys, staff, request_id, RequestStatus.REJECTED, resolution, now)
 
 
 async def complete_request(
-    pool: asyncpg.Pool, staff: StaffPrincipal, request_id: str, resolution: str, now: datetime
+    pool: asyncpg.Pool,
+    keys: KeyProvider,
+    staff: StaffPrincipal,
+    request_id: str,
+    resolution: str,
+    now: datetime,
 ) -> privacy.PrivacyRequest:
     """Execute the request (see the module docstring) and close it, in one transaction."""
-    return await _move(pool, staff, request_id, RequestStatus.COMPLETED, resolution, now)
+    return await _move(pool, keys, staff, request_id, RequestStatus.COMPLETED, resolution, now)
 
 
 async def _move(
     pool: asyncpg.Pool,
+    keys: KeyProvider,
     staff: StaffPrincipal,
     request_id: str,
     target: RequestStatus,
     resolution: str | None,
     now: datetime,
 ) -> privacy.PrivacyRequest:
-    """One state change under the request's row lock, audited and notified (S4)."""
+    """One state change under the request's row lock, audited and notified (S4).
+
+    Closing it also answers the person by e-mail, in the same transaction; the
+    answer to an erasure goes to the address they had, sealed, since their row
+    is gone when it is sent.
+    """
     async with transaction(pool) as tx:
         request = await privacy.get_request(tx.conn, request_id, account_id=None, lock=True)
         check_transition(request.status, target)
+        closed = target in (RequestStatus.COMPLETED, RequestStatus.REJECTED)
+        requester = await _requester(tx, request) if closed else None
         changes: dict[str, Any] = {"kind": request.kind.value, "status": target.value}
         if target is RequestStatus.COMPLETED:
             if request.kind is RequestKind.ERASURE:
@@ -168,7 +188,6 @@ async def _move(
                 changes["effect"] = await _restrict(tx, staff, request, now)
             else:
                 changes["effect"] = "none"  # access and rectification are self-service
-        closed = target in (RequestStatus.COMPLETED, RequestStatus.REJECTED)
         request = await privacy.set_status(
             tx.conn,
             request.id,
@@ -185,7 +204,42 @@ async def _move(
             subject=_subject(request),
             changes=changes,
         )
+        if requester is not None:
+            await _answer(tx, keys, request, requester, changes.get("effect") == "user_erased", now)
     return request
+
+
+async def _requester(tx: Tx, request: privacy.PrivacyRequest) -> accounts.User | None:
+    try:
+        return await accounts.get_user(tx.conn, request.user_id, account_id=request.account_id)
+    except NotFound:
+        return None  # erased meanwhile: nobody to answer
+
+
+async def _answer(
+    tx: Tx,
+    keys: KeyProvider,
+    request: privacy.PrivacyRequest,
+    requester: accounts.User,
+    erased: bool,
+    now: datetime,
+) -> None:
+    params = {
+        "request_id": request.id,
+        "kind": request.kind.value,
+        "status": request.status.value,
+        "received_at": request.received_at.isoformat(),
+        "reason": request.resolution if request.status is RequestStatus.REJECTED else None,
+    }
+    if erased:
+        recipient = Recipient(requester.email, requester.name, requester.language)
+        await outgoing_mail.queue_to_departing(
+            tx.conn, keys, kind="privacy_answer", recipient=recipient, params=params, now=now
+        )
+    else:
+        await outgoing_mail.queue(
+            tx.conn, keys, kind="privacy_answer", user_id=requester.id, params=params, now=now
+        )
 
 
 async def _erase_member(

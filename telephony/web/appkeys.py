@@ -15,6 +15,7 @@ from storage.keys.passwords import PasswordHasher
 from storage.keys.providers import KeyProvider
 from storage.securitylog import AccessEntry
 from telephony.domain.roles import Principal
+from telephony.i18n import Catalogue
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub
 from telephony.settings import Settings
@@ -33,6 +34,7 @@ SPOOL = web.AppKey("spool", Spool)
 HUB = web.AppKey("hub", MediaHub)
 HASHER = web.AppKey("hasher", PasswordHasher)  # Argon2id on a thread of its own
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+CATALOGUE = web.AppKey("catalogue", Catalogue)  # the en/pl messages of pages and mail
 # Each handler's declaration (who may call it), for middlewares that must know.
 ROUTE_INDEX: web.AppKey[dict[Any, Route]] = web.AppKey("route_index")
 

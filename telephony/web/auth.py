@@ -93,7 +93,7 @@ async def require_scope(request: web.Request, scope: Scope) -> CustomerPrincipal
 
 async def require_staff(request: web.Request, role: StaffRole) -> StaffPrincipal:
     principal = await authenticate(request)
-    if not isinstance(principal, StaffPrincipal) or principal.role is not role:
+    if not isinstance(principal, StaffPrincipal) or not principal.holds(role):
         raise Forbidden(f"this route is for staff with the {role.value} role")
     return principal
 

@@ -19,18 +19,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import aiohttp
 import asyncpg
 import pytest
 
 from storage.keys.passwords import PasswordHasher
+from telephony.delivery.maildrop import MailDrop, text_of
 from telephony.domain.roles import StaffRole
 from telephony.settings import Argon2Params
 from telephony.usecases import identity
@@ -43,8 +46,11 @@ ST = Path(sys.executable).with_name("st")
 
 
 @pytest.fixture
-async def server(database_url: str, tmp_path: Path, pool: asyncpg.Pool) -> AsyncIterator[Server]:
+async def server(
+    database_url: str, tmp_path: Path, pool: asyncpg.Pool, mailbox: MailDrop
+) -> AsyncIterator[Server]:
     env = {
+        "TELEPHONY_SMTP_URL": mailbox.url,
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "LANG": "C.UTF-8",
@@ -75,7 +81,7 @@ async def _session(http: aiohttp.ClientSession, base: str, email: str) -> str:
         return str((await resp.json())["token"])
 
 
-async def callers(base: str, pool: asyncpg.Pool) -> dict[str, str]:
+async def callers(base: str, pool: asyncpg.Pool, mailbox: MailDrop) -> dict[str, str]:
     """A bearer token per kind of caller; the calls and recordings the fuzzer can refer to."""
     hasher = PasswordHasher(Argon2Params(memory_kib=8192, iterations=1, lanes=1))
     try:
@@ -110,7 +116,10 @@ async def callers(base: str, pool: asyncpg.Pool) -> dict[str, str]:
             headers={"Authorization": f"Bearer {owner}"},
         ) as resp:
             assert resp.status == 201, await resp.text()
-            invitation = (await resp.json())["invitation"]["token"]
+        mailed = await mailbox.wait_for(lambda m: member_email in str(m["To"]))
+        found = re.search(r"/invitation\?token=([^\s&]+)", text_of(mailed))
+        assert found is not None
+        invitation = unquote(found.group(1))
         async with http.post(
             f"{base}/v1/invitations/accept", json={"token": invitation, "password": PASSWORD}
         ) as resp:
@@ -159,9 +168,9 @@ def fuzz(base: str, token: str, caller: str, report: Path) -> subprocess.Complet
 
 
 async def test_the_fuzzer_finds_no_server_error_and_no_drift_from_the_schema(
-    server: Server, pool: asyncpg.Pool, tmp_path: Path
+    server: Server, pool: asyncpg.Pool, tmp_path: Path, mailbox: MailDrop
 ) -> None:
-    tokens = await callers(server.url, pool)
+    tokens = await callers(server.url, pool, mailbox)
     failed: dict[str, str] = {}
 
     runs = await asyncio.gather(

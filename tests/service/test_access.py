@@ -31,6 +31,8 @@ BODIES: dict[tuple[str, str], dict] = {
     ("POST", "/v1/signup"): {},
     ("POST", "/v1/sessions"): {},
     ("POST", "/v1/invitations/accept"): {},
+    ("POST", "/v1/password-resets"): {},
+    ("POST", "/v1/password-resets/confirm"): {},
     ("PATCH", "/v1/me"): {"name": "x"},
     ("PATCH", "/v1/account"): {"name": "x"},
     ("POST", "/v1/users"): {"email": "new@example.com", "name": "New"},

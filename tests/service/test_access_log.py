@@ -12,9 +12,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from telephony.delivery.maildrop import MailDrop
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from tests.conftest import PASSWORD, ServiceServer, new_customer
+from tests.support.mail import MAILBOX, mailed_token
 from tests.support.waiting import eventually
 
 
@@ -24,9 +26,12 @@ async def access_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def logged_client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def logged_client(
+    settings: Settings, pool: asyncpg.Pool, mailbox: MailDrop
+) -> AsyncIterator[TestClient]:
     """A serving app with its background workers and the database access log on."""
     app = create_app(settings.replace(access_log_to_db=True), run_workers=True)
+    app[MAILBOX] = mailbox
     async with TestClient(ServiceServer(app)) as client:
         yield client
 
@@ -40,6 +45,7 @@ async def test_requests_are_logged_with_the_route_template_status_and_request_id
         "/v1/users", json={"email": "mia@example.com", "name": "Mia"}, headers=owner.auth
     )
     member = await invited.json()
+    invitation_token = await mailed_token(logged_client, "mia@example.com")
     secret_query = "token=qs-secret-value"
 
     resp = await logged_client.patch(
@@ -63,7 +69,7 @@ async def test_requests_are_logged_with_the_route_template_status_and_request_id
     for secret in (
         member["id"],
         "qs-secret-value",
-        member["invitation"]["token"],
+        invitation_token,
         owner.token,
         PASSWORD,
     ):

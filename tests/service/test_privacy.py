@@ -25,6 +25,7 @@ from tests.conftest import (
     new_customer,
     start_recording,
 )
+from tests.support.mail import mailed_token
 
 REGION = "pl-central-test"
 AGENT = "privacy-test-agent/1.0"
@@ -67,7 +68,7 @@ async def new_member(
     created = await resp.json()
     accepted = await client.post(
         "/v1/invitations/accept",
-        json={"token": created["invitation"]["token"], "password": PASSWORD},
+        json={"token": await mailed_token(client, email), "password": PASSWORD},
     )
     assert accepted.status == 200, await accepted.text()
     token = await login(client, email)

@@ -33,6 +33,7 @@ from telephony.metrics import Metrics
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from tests.conftest import PASSWORD, Customer, ServiceServer, login, signup_body
+from tests.support.mail import mailed_token
 from tests.support.waiting import eventually
 
 # -- a real staff webhook receiver ----------------------------------------------------
@@ -121,11 +122,15 @@ def owner_actor(owner: Customer) -> dict[str, Any]:
 
 
 async def invite(client: TestClient, owner: Customer, email: str = "mia@example.com") -> dict:
+    """The invited user, with the token the invitee received by mail (`mailed_token`)."""
     resp = await client.post(
         "/v1/users", json={"email": email, "name": "Mia Member"}, headers=owner.auth
     )
     assert resp.status == 201, await resp.text()
-    return await resp.json()
+    invited = await resp.json()
+    assert "token" not in invited["invitation"]  # API.md: the owner never sees it
+    invited["mailed_token"] = await mailed_token(client, email)
+    return invited
 
 
 async def create_key(client: TestClient, owner: Customer) -> dict:
@@ -175,7 +180,7 @@ async def test_inviting_a_user_notifies_staff_without_the_invitation_token(
     assert note.payload["account_id"] == owner.account_id
     assert note.payload["subject"] == {"type": "user", "id": invited["id"]}
     assert note.payload["changes"] == {"role": "member", "via": "invitation"}
-    assert_no_secret(raw, invited["invitation"]["token"], owner.token, PASSWORD)
+    assert_no_secret(raw, invited["mailed_token"], owner.token, PASSWORD)
 
 
 async def test_accepting_an_invitation_notifies_staff_without_the_password(
@@ -188,14 +193,14 @@ async def test_accepting_an_invitation_notifies_staff_without_the_password(
 
     resp = await client.post(
         "/v1/invitations/accept",
-        json={"token": invited["invitation"]["token"], "password": chosen},
+        json={"token": invited["mailed_token"], "password": chosen},
     )
 
     assert resp.status == 200, await resp.text()
     note, raw = await only_new_note(pool, before)
     assert note.event == "user.activated"
     assert note.payload["subject"] == {"type": "user", "id": invited["id"]}
-    assert_no_secret(raw, chosen, invited["invitation"]["token"])
+    assert_no_secret(raw, chosen, invited["mailed_token"])
 
 
 async def test_changing_a_role_notifies_staff_as_role_changed(
@@ -216,7 +221,7 @@ async def test_changing_a_role_notifies_staff_as_role_changed(
     assert note.payload["subject"] == {"type": "user", "id": invited["id"]}
     assert note.payload["changes"]["role"] == {"from": "member", "to": "owner"}
     assert note.payload["changes"]["fields"] == ["role"]
-    assert_no_secret(raw, invited["invitation"]["token"], owner.token)
+    assert_no_secret(raw, invited["mailed_token"], owner.token)
 
 
 async def test_changing_a_user_without_a_new_role_notifies_staff_as_user_updated(

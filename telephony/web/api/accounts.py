@@ -15,8 +15,8 @@ from telephony.delivery.ssrf import check_webhook_url
 from telephony.domain.errors import InvalidInput
 from telephony.domain.formats import EMAIL_PATTERN, FREE_TEXT
 from telephony.domain.roles import CustomerRole, Scope
-from telephony.usecases import identity
-from telephony.web.appkeys import HASHER, POOL, SETTINGS
+from telephony.usecases import identity, password_resets
+from telephony.web.appkeys import HASHER, KEYS, POOL, SETTINGS
 from telephony.web.auth import (
     authenticate,
     client_of,
@@ -80,6 +80,8 @@ def render_user(user: accounts.User) -> dict[str, Any]:
         "account_id": user.account_id,
         "status": "active" if user.password_hash else "invited",
         "created_at": iso(user.created_at),
+        "language": user.language,
+        "product_updates": user.product_updates,
     }
 
 
@@ -203,12 +205,14 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 class ProfilePatch(Patch):
-    NULLABLE = frozenset({"vat_number", "postal_address"})
+    NULLABLE = frozenset({"vat_number", "postal_address", "language"})
 
     name: Name | None = None
     email: Email | None = None
     postal_address: Address | None = None
     vat_number: Vat | None = None
+    language: Literal["en", "pl"] | None = None  # null: follow the browser
+    product_updates: bool | None = None  # policy and security mail are not optional
 
 
 async def get_me(request: web.Request) -> web.Response:
@@ -280,6 +284,7 @@ async def create_user(request: web.Request) -> web.Response:
     invitation = await identity.invite_user(
         request.app[POOL],
         request.app[SETTINGS],
+        request.app[KEYS],
         owner,
         email=body.email,
         name=body.name,
@@ -287,16 +292,51 @@ async def create_user(request: web.Request) -> web.Response:
         now=_now(),
     )
     rendered = render_user(invitation.user)
-    rendered["invitation"] = {
-        "token": invitation.token,
-        "expires_at": iso(invitation.expires_at),
-    }
+    # API.md: the invitation goes to the invitee by e-mail; the owner never sees its token.
+    rendered["invitation"] = {"expires_at": iso(invitation.expires_at), "sent_by": "email"}
     return _json(rendered, 201)
 
 
 async def accept_invitation(request: web.Request) -> web.Response:
     body = await _read_attempt(request, InvitationAccept, "invitation")
     user = await identity.accept_invitation(
+        request.app[POOL],
+        request.app[SETTINGS],
+        request.app[HASHER],
+        token=body.token,
+        password=body.password,
+        client=client_of(request),
+        now=_now(),
+    )
+    return _json(render_user(user))
+
+
+class ResetRequest(Body):
+    email: LoginEmail  # any string: a malformed address simply has no account
+
+
+class ResetConfirm(Body):
+    token: Token
+    password: Password
+
+
+async def request_password_reset(request: web.Request) -> web.Response:
+    """202 whatever the address: whether it has an account shows only in the security log."""
+    body = await _read_attempt(request, ResetRequest, "password_reset")
+    await password_resets.request_reset(
+        request.app[POOL],
+        request.app[SETTINGS],
+        request.app[KEYS],
+        email=body.email,
+        client=client_of(request),
+        now=_now(),
+    )
+    return _json({"status": "accepted"}, 202)
+
+
+async def confirm_password_reset(request: web.Request) -> web.Response:
+    body = await _read_attempt(request, ResetConfirm, "password_reset")
+    user = await password_resets.confirm_reset(
         request.app[POOL],
         request.app[SETTINGS],
         request.app[HASHER],
@@ -415,6 +455,28 @@ ROUTES = [
         "accounts",
         throttled=True,
     ),
+    Route(
+        "POST",
+        "/v1/password-resets",
+        request_password_reset,
+        "Ask for a password-reset link by e-mail (always 202)",
+        ANYONE,
+        ResetRequest,
+        {202: "accepted; a link is mailed when the address has an account"},
+        "accounts",
+        throttled=True,
+    ),
+    Route(
+        "POST",
+        "/v1/password-resets/confirm",
+        confirm_password_reset,
+        "Choose a new password with the link's token; every session ends",
+        ANYONE,
+        ResetConfirm,
+        {200: "password changed", 401: "invalid-credentials"},
+        "accounts",
+        throttled=True,
+    ),
     Route("GET", "/v1/me", get_me, "Your profile", USER, None, {200: "profile"}, "accounts"),
     Route(
         "PATCH",
@@ -446,7 +508,7 @@ ROUTES = [
         "Invite a user",
         OWNER,
         UserCreate,
-        {201: "user with a one-time invitation token", 409: "email-taken"},
+        {201: "user; the invitation was mailed to them", 409: "email-taken"},
         "users",
     ),
     Route(

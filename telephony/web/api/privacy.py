@@ -13,11 +13,12 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 
+from storage.keys.providers import KeyProvider
 from storage.privacy import PrivacyRequest
 from telephony.domain.privacy import RequestKind, is_overdue
 from telephony.domain.roles import StaffPrincipal, StaffRole
 from telephony.usecases import access_copy, privacy
-from telephony.web.appkeys import POOL, SETTINGS
+from telephony.web.appkeys import KEYS, POOL, SETTINGS
 from telephony.web.auth import require_customer_user, require_staff
 from telephony.web.inputs import (
     KEYSET_PAGING,
@@ -162,11 +163,13 @@ async def support_list_privacy_requests(request: web.Request) -> web.Response:
 async def support_start_privacy_request(request: web.Request) -> web.Response:
     staff = await require_staff(request, StaffRole.SUPPORT)
     now = _now()
-    found = await privacy.start_request(request.app[POOL], staff, path_id(request), now)
+    found = await privacy.start_request(
+        request.app[POOL], request.app[KEYS], staff, path_id(request), now
+    )
     return web.json_response(render_for_support(found, now))
 
 
-Close = Callable[[Any, StaffPrincipal, str, str, datetime], Awaitable[PrivacyRequest]]
+Close = Callable[[Any, KeyProvider, StaffPrincipal, str, str, datetime], Awaitable[PrivacyRequest]]
 
 
 def _close(use_case: Close, name: str) -> Handler:
@@ -177,7 +180,9 @@ def _close(use_case: Close, name: str) -> Handler:
         request_id = path_id(request)
         body = await read_body(request, PrivacyResolution)
         now = _now()
-        found = await use_case(request.app[POOL], staff, request_id, body.resolution, now)
+        found = await use_case(
+            request.app[POOL], request.app[KEYS], staff, request_id, body.resolution, now
+        )
         return web.json_response(render_for_support(found, now))
 
     handler.__name__ = name

@@ -23,13 +23,15 @@ from storage.blobs.spool import Spool
 from storage.db import create_pool
 from storage.keys.passwords import PasswordHasher
 from storage.keys.providers import ServiceKeys
+from telephony.delivery.mail import mail_worker
 from telephony.delivery.staff import notification_worker
 from telephony.delivery.webhooks import delivery_worker
+from telephony.i18n import Catalogue
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub, default_node_id, node_folder
 from telephony.settings import Settings, master_keys
 from telephony.usecases import retention
-from telephony.web import access_log
+from telephony.web import access_log, portal
 from telephony.web.api import (
     accounts,
     audit,
@@ -46,6 +48,7 @@ from telephony.web.appkeys import (
     ACCESS_QUEUE,
     BACKGROUND,
     BLOBS,
+    CATALOGUE,
     HASHER,
     HUB,
     KEYS,
@@ -106,6 +109,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app[ROUTE_INDEX] = {route.handler: route for route in routes}
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
+    portal.setup(app)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_database)
@@ -116,8 +120,10 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
 
 
 async def _threads(app: web.Application) -> AsyncIterator[None]:
-    """Argon2id, blob files and spool files each on threads of their own."""
+    """Argon2id, blob files and spool files each on threads of their own (and the catalogue,
+    read from disk off the loop)."""
     settings = app[SETTINGS]
+    app[CATALOGUE] = await asyncio.to_thread(Catalogue.load)  # reads and compiles the .po
     app[HASHER] = PasswordHasher(settings.argon2)
     app[BLOBS] = FilesystemBlobStore(settings.data_dir / "blobs")
     app[SPOOL] = Spool(settings.data_dir / "spool" / node_folder(node_id_of(settings)))
@@ -169,6 +175,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         retention.purge_worker(pool, settings),
         retention.retention_worker(pool, app[BLOBS], settings.retention_interval_s),
         delivery_worker(pool, settings, app[KEYS]),
+        mail_worker(pool, settings, app[KEYS], app[CATALOGUE]),
     ]
     app[BACKGROUND] = [asyncio.create_task(job) for job in jobs]
     yield

@@ -17,6 +17,8 @@ token). The client then asks, --runs times each, in turn:
     GET /calls                        the portal's first page (25, newest first)
     GET /calls?cursor=...             a page 50,000 calls deep (keyset)
     GET /calls?number=+4860...        filtered by number (matches every call)
+    GET /calls?number=+1415...        a number no call has: the whole account searched
+    GET /calls?has_recording=false    a filter no call passes: the same
     GET /recordings                   first page of recordings
     GET /recordings?cursor=...        a page 50,000 deep
     GET /v1/calls?limit=25            the JSON list of the same size (API key)
@@ -194,13 +196,22 @@ async def run(args: argparse.Namespace) -> int:
                 return f"k{micros}.{ident}"
 
             dc, dr = cursor(*deep_call), cursor(*deep_rec)
-            number = "%2B48601234567"
+            number = "%2B48601234567"  # every call's counterpart
+            rare = "%2B14155550123"  # nobody's: the whole account is searched
             pages = {
                 "calls": ("/calls", f"/v1/calls?limit={PAGE}"),
                 "calls deep": (f"/calls?cursor={dc}", f"/v1/calls?limit={PAGE}&cursor={dc}"),
                 "calls by number": (
                     f"/calls?number={number}",
                     f"/v1/calls?limit={PAGE}&number={number}",
+                ),
+                "calls, no match": (
+                    f"/calls?number={rare}",
+                    f"/v1/calls?limit={PAGE}&number={rare}",
+                ),
+                "calls unrecorded": (
+                    "/calls?has_recording=false",
+                    f"/v1/calls?limit={PAGE}&has_recording=false",
                 ),
                 "recordings": ("/recordings", f"/v1/recordings?limit={PAGE}"),
                 "recordings deep": (

@@ -186,31 +186,48 @@ async def list_calls(
     where: CallFilter = CallFilter(),
     newest_first: bool = False,
 ) -> list[Call]:
-    """One page by (created_at, id): oldest first (the API's order), or newest first."""
+    """One page by (created_at, id): oldest first (the API's order), or newest first.
+
+    Only the filters given become conditions, so each combination gets a plan of its
+    own. A number is tested call by call along the (account, created_at) index, which
+    stops at the page's end: fast for a number on many calls (the customer's own line),
+    and a scan of the account for one on none (bench/portal.py measures both; a union
+    of the three number indexes was the reverse, 264 ms for a number on every call).
+    """
     order, past = ("DESC", "<") if newest_first else ("ASC", ">")
+    args: list[object] = [account_id, limit]
+    conditions = ["c.account_id = $1"]
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if after is not None:
+        conditions.append(f"(c.created_at, c.id) {past} ({arg(after[0])}, {arg(after[1])})")
+    if where.status is not None:
+        conditions.append(f"c.status = {arg(where.status)}")
+    if where.number is not None:
+        n = arg(where.number)
+        conditions.append(
+            f"""(c.from_number = {n} OR c.to_number = {n}
+                 OR EXISTS (SELECT 1 FROM counterparts p
+                            WHERE p.call_id = c.id AND p.number = {n}))"""
+        )
+    if where.created_after is not None:
+        conditions.append(f"c.created_at >= {arg(where.created_after)}")
+    if where.created_before is not None:
+        conditions.append(f"c.created_at < {arg(where.created_before)}")
+    if where.has_recording is not None:
+        negate = "" if where.has_recording else "NOT "
+        conditions.append(
+            f"""{negate}EXISTS (SELECT 1 FROM recordings r
+                              WHERE r.call_id = c.id AND r.status <> 'deleted')"""
+        )
     rows = await conn.fetch(
-        f"""SELECT {_CALL_COLS} FROM calls c
-            WHERE account_id = $1
-              AND ($2::timestamptz IS NULL OR (created_at, id) {past} ($2, $3))
-              AND ($5::text IS NULL OR status = $5)
-              AND ($6::text IS NULL OR from_number = $6 OR to_number = $6
-                   OR EXISTS (SELECT 1 FROM counterparts p
-                              WHERE p.call_id = c.id AND p.number = $6))
-              AND ($7::timestamptz IS NULL OR created_at >= $7)
-              AND ($8::timestamptz IS NULL OR created_at < $8)
-              AND ($9::boolean IS NULL
-                   OR EXISTS (SELECT 1 FROM recordings r
-                              WHERE r.call_id = c.id AND r.status <> 'deleted') = $9)
-            ORDER BY created_at {order}, id {order} LIMIT $4""",
-        account_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-        where.status,
-        where.number,
-        where.created_after,
-        where.created_before,
-        where.has_recording,
+        f"""SELECT {", ".join("c." + col.strip() for col in _CALL_COLS.split(","))}
+            FROM calls c WHERE {" AND ".join(conditions)}
+            ORDER BY c.created_at {order}, c.id {order} LIMIT $2""",
+        *args,
     )
     return [_call(r) for r in rows]
 

@@ -73,8 +73,6 @@ CREATE INDEX staff_access_requests_user_idx ON staff_access_requests (staff_user
 CREATE INDEX staff_access_requests_pending_idx
     ON staff_access_requests (requested_at) WHERE status = 'pending';
 
--- The list filters of API.md "Filters and formats" (the portal's lists use them too).
-CREATE INDEX counterparts_number_idx ON counterparts (number);
-CREATE INDEX calls_account_from_idx ON calls (account_id, from_number);
-CREATE INDEX calls_account_to_idx ON calls (account_id, to_number);
+-- has_recording= of the calls list looks up each call's recordings (the only index on
+-- recordings.call_id was the partial one of live recordings).
 CREATE INDEX recordings_call_idx ON recordings (call_id);

@@ -25,9 +25,15 @@ test: lint $(AXE)
 
 # axe-core for tests/browser from the committed lock, when missing or older than the lock.
 # npm may be one of the packages `--test` installs, so that check runs first here too.
+# npm's configured `cafile` (a registry behind a TLS-inspecting proxy) is not always
+# honoured by Node's own TLS: it is handed over as NODE_EXTRA_CA_CERTS unless one is set.
 $(AXE): tests/browser/package-lock.json
 	scripts/system-packages --test $(PYTHON)
-	npm ci --prefix tests/browser --no-audit --no-fund --silent
+	cafile=$$(npm config get cafile 2>/dev/null); \
+	if [ -z "$${NODE_EXTRA_CA_CERTS:-}" ] && [ -f "$$cafile" ]; then \
+		export NODE_EXTRA_CA_CERTS="$$cafile"; \
+	fi; \
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Style, types (mypy --strict) and the layers of DESIGN.md (import-linter contracts).

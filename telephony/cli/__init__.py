@@ -1,5 +1,5 @@
 """The `telephony` command: serve, migrate, staff, security-log, purge, audit, keys, account,
-export, policy. A module per area; each adds its subcommands to the parser."""
+export, policy, news. A module per area; each adds its subcommands to the parser."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`telephony policy publish` and `telephony policy list`: the privacy policy's versions (P1).
+"""`telephony policy publish` and `telephony policy list`: the privacy policy's versions (P1);
+`telephony news send`: product news, to the people who did not turn it off.
 
 The operator publishes the text as a file (Markdown or plain text, UTF-8);
 `--material` announces the change to every person by e-mail, as P1 promises.
@@ -65,6 +66,15 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> None:
         )
 
 
+async def cmd_news(settings: Settings, args: argparse.Namespace) -> None:
+    body = await asyncio.to_thread(_read, Path(args.file))
+    async with migrated_pool(settings) as pool:
+        sent = await policy.announce_news(
+            pool, subject=args.subject, body=body, now=datetime.now(UTC)
+        )
+    print(json.dumps({"queued": sent}))
+
+
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("policy", help="publish the privacy policy (P1)").add_subparsers(
         dest="policy_command", required=True
@@ -79,3 +89,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     publish.set_defaults(run=cmd_publish)
     group.add_parser("list", help="the published versions, newest first").set_defaults(run=cmd_list)
+    news = sub.add_parser("news", help="product news by e-mail").add_subparsers(
+        dest="news_command", required=True
+    )
+    send = news.add_parser("send", help="mail product news to everyone who wants it")
+    send.add_argument("--subject", required=True)
+    send.add_argument("--file", required=True, help="the message, UTF-8 plain text")
+    send.set_defaults(run=cmd_news)

@@ -281,3 +281,76 @@ async def test_serve_runs_its_own_cluster_and_survives_a_sigkill(
     assert alive_after_cli
     assert code == 0
     assert not await asyncio.to_thread(_postmaster_alive, data)  # stopped on shutdown
+
+
+# -- policy and news -------------------------------------------------------------------
+
+
+async def test_policy_publish_keeps_versions_and_mails_a_material_one(
+    cli_env: dict[str, str], pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO accounts (id, name, postal_address, data_region, terms_accepted_at)
+               VALUES ('acc_cli', 'A', 'x', 'eu', now())"""
+        )
+        await conn.execute(
+            """INSERT INTO users (id, account_id, kind, role, email, name, password_hash)
+               VALUES ('usr_a', 'acc_cli', 'customer', 'owner', 'a@example.com', 'A', 'h'),
+                      ('usr_b', 'acc_cli', 'customer', 'member', 'b@example.com', 'B', NULL)"""
+        )
+    text = tmp_path / "policy.md"
+    await asyncio.to_thread(text.write_text, "# Polityka\n\nTreść.", encoding="utf-8")
+
+    minor = await asyncio.to_thread(
+        run, ["policy", "publish", "--file", str(text), "--version", "1.0"], cli_env
+    )
+    material = await asyncio.to_thread(
+        run, ["policy", "publish", "--file", str(text), "--version", "2.0", "--material"], cli_env
+    )
+    again = await asyncio.to_thread(
+        run, ["policy", "publish", "--file", str(text), "--version", "2.0"], cli_env
+    )
+    listed = await asyncio.to_thread(run, ["policy", "list"], cli_env)
+    missing = await asyncio.to_thread(
+        run, ["policy", "publish", "--file", str(tmp_path / "nope"), "--version", "3"], cli_env
+    )
+
+    assert minor.returncode == 0, minor.stderr
+    assert json.loads(minor.stdout)["announced_to"] == 0
+    assert json.loads(material.stdout)["announced_to"] == 1  # the invited user has no login yet
+    assert again.returncode == 1 and "already published" in again.stderr
+    assert [json.loads(line)["version"] for line in listed.stdout.splitlines()] == ["2.0", "1.0"]
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    async with pool.acquire() as conn:
+        mails = await conn.fetch("SELECT kind, user_id, params FROM mail_messages")
+        notes = await conn.fetch("SELECT event FROM staff_notifications")
+    assert [(m["kind"], m["user_id"]) for m in mails] == [("policy", "usr_a")]
+    assert [n["event"] for n in notes] == ["policy.published", "policy.published"]
+
+
+async def test_news_goes_only_to_people_who_want_it(
+    cli_env: dict[str, str], pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO accounts (id, name, postal_address, data_region, terms_accepted_at)
+               VALUES ('acc_cli', 'A', 'x', 'eu', now())"""
+        )
+        await conn.execute(
+            """INSERT INTO users (id, account_id, kind, role, email, name, password_hash,
+                                  product_updates)
+               VALUES ('usr_a', 'acc_cli', 'customer', 'owner', 'a@x.example', 'A', 'h', true),
+                      ('usr_b', 'acc_cli', 'customer', 'member', 'b@x.example', 'B', 'h', false)"""
+        )
+    text = tmp_path / "news.txt"
+    await asyncio.to_thread(text.write_text, "Opus downloads are here.", encoding="utf-8")
+
+    sent = await asyncio.to_thread(
+        run, ["news", "send", "--subject", "Opus", "--file", str(text)], cli_env
+    )
+
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout) == {"queued": 1}
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT user_id FROM mail_messages") == "usr_a"

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from telephony.domain.errors import CsrfFailed, ServiceError, TooManyRequests
-from telephony.i18n import N_
+from telephony.i18n import N_, speaking
+from telephony.web.appkeys import CATALOGUE
 from telephony.web.portal import account, people, records, render, staff
 from telephony.web.problems import status_of
 
@@ -57,9 +58,6 @@ def _html_errors(handler: PortalHandler) -> PortalHandler:
 
 
 def _error_page(request: web.Request, status: int, detail: str) -> web.Response:
-    from telephony.i18n import speaking
-    from telephony.web.appkeys import CATALOGUE
-
     with speaking(render.language_of(request)):
         title = request.app[CATALOGUE].gettext(TITLES.get(status, TITLES[400]))
     return render.page(request, "error.html", {"title": title, "detail": detail}, status=status)

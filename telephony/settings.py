@@ -131,6 +131,7 @@ class Settings:
     smtp_username: str | None = None  # when the URL carries none
     smtp_password: str | None = dataclasses.field(default=None, repr=False)
     smtp_timeout_s: float = 30.0
+    smtp_ca_file: str | None = None  # a private CA the relay's certificate is signed by
     mail_from: str = "Telephony <no-reply@localhost>"
     password_reset_ttl_s: int = 30 * 60
     staff_grant_s: int = 8 * 3600  # S5: how long an approved staff access request lasts
@@ -186,6 +187,7 @@ class Settings:
             smtp_url=_smtp_url(env, "TELEPHONY_SMTP_URL"),
             smtp_username=env.get("TELEPHONY_SMTP_USERNAME") or None,
             smtp_password=env.get("TELEPHONY_SMTP_PASSWORD") or None,
+            smtp_ca_file=env.get("TELEPHONY_SMTP_CA_FILE") or None,
             mail_from=env.get("TELEPHONY_MAIL_FROM") or default.mail_from,
             staff_grant_s=_int(env, "TELEPHONY_STAFF_GRANT_S", default.staff_grant_s, 60),
         )

@@ -10,7 +10,8 @@ conversation.
 
 SMTP: `TELEPHONY_SMTP_URL` is `smtp://host[:port]` (STARTTLS whenever the
 server offers it) or `smtps://host[:port]` (TLS from the first byte), with
-credentials in the URL or in TELEPHONY_SMTP_USERNAME / _PASSWORD. A 5xx
+credentials in the URL or in TELEPHONY_SMTP_USERNAME / _PASSWORD; the relay's
+certificate is checked against the system's CAs, or TELEPHONY_SMTP_CA_FILE. A 5xx
 answer (the address refused) closes the message for good; anything else is
 retried with the engine's backoff.
 """
@@ -293,6 +294,7 @@ async def send(settings: Settings, message: EmailMessage) -> Attempt:
             password=target.password,
             use_tls=target.implicit_tls,
             start_tls=None if not target.implicit_tls else False,
+            cert_bundle=settings.smtp_ca_file,  # None: the system's CAs
             timeout=settings.smtp_timeout_s,
         )
     except aiosmtplib.SMTPRecipientsRefused as exc:

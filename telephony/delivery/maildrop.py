@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
@@ -27,24 +28,42 @@ _ACCEPTED = "250 Message accepted for delivery"
 
 
 class MailDrop:
-    def __init__(self, folder: Path | None = None, host: str = "127.0.0.1", port: int = 0):
+    """`tls` (tests of the client's TLS): offered by STARTTLS, or from the first byte with
+    `implicit=True` (smtps)."""
+
+    def __init__(
+        self,
+        folder: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls: ssl.SSLContext | None = None,
+        implicit: bool = False,
+    ):
         self.folder = folder
         self.host = host
         self.port = port
+        self.tls = tls
+        self.implicit = implicit
         self.messages: list[EmailMessage] = []
+        self.over_tls: list[bool] = []  # per message: did it arrive encrypted
         self._arrived = asyncio.Condition()
         self._server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
-        return f"smtp://{self.host}:{self.port}"
+        return f"{'smtps' if self.implicit else 'smtp'}://{self.host}:{self.port}"
 
     async def start(self) -> MailDrop:
         if self.folder is not None:
             await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
+        starttls = None if self.implicit else self.tls
         self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="maildrop.localhost", loop=loop), self.host, self.port
+            lambda: SMTP(self, hostname="maildrop.localhost", loop=loop, tls_context=starttls),
+            self.host,
+            self.port,
+            ssl=self.tls if self.implicit else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -63,6 +82,7 @@ class MailDrop:
         if self.folder is not None:
             await asyncio.to_thread(self._write, raw, len(self.messages))
         async with self._arrived:
+            self.over_tls.append(self.implicit or session.ssl is not None)
             self.messages.append(message)
             self._arrived.notify_all()
         return _ACCEPTED

@@ -4,7 +4,9 @@ password resets, policy announcements (P1), answers to privacy requests, product
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import ssl
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from storage import mail
 from telephony.delivery.mail import deliver_due_mail
@@ -281,10 +287,12 @@ async def test_a_completed_or_rejected_request_is_answered_by_mail(
     )
 
     assert rejected.status == 200
-    texts = [text_of(m) for m in await inbox(client, owner.email)]
+    texts = [text_of(m) for m in await inbox(client, owner.email)]  # lanes: any order
     assert len(texts) == 2
-    assert "complete" in texts[0] and "/privacy" in texts[0]
-    assert "rejected" in texts[1] and "nothing to correct" in texts[1]
+    done = next(t for t in texts if "access request" in t)
+    refused = next(t for t in texts if "rectification request" in t)
+    assert "is complete" in done and "/privacy" in done
+    assert "was rejected" in refused and "Reason: nothing to correct" in refused
 
 
 async def test_an_erasure_is_answered_at_the_address_the_person_had(
@@ -414,3 +422,88 @@ async def test_the_mail_drop_writes_messages_a_person_can_read(tmp_path: Path) -
     suffix, content, mode = files[0]
     assert suffix == ".eml" and b"hello" in content
     assert mode == 0o600  # it carries one-time links: this user's only
+
+
+# -- TLS to the relay ------------------------------------------------------------------------
+
+
+def relay_certificate(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A private CA and a certificate it signed for 127.0.0.1: the relay's TLS context, and the
+    CA file the client is told to trust (TELEPHONY_SMTP_CA_FILE)."""
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test relay CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "relay.pem").write_bytes(cert.public_bytes(pem))
+    (folder / "relay.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "relay.pem", folder / "relay.key")
+    return context, folder / "ca.pem"
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["smtps", "starttls"])
+async def test_mail_goes_encrypted_to_a_relay_with_a_private_ca(
+    client: TestClient, owner: Customer, tmp_path: Path, implicit: bool
+) -> None:
+    context, ca_file = await asyncio.to_thread(relay_certificate, tmp_path)
+    relay = await MailDrop(tls=context, implicit=implicit).start()
+    try:
+        app = client.app
+        settings = app[SETTINGS].replace(smtp_url=relay.url, smtp_ca_file=str(ca_file))
+        await invite(client, owner, "tls@example.com")
+        delivered = await deliver_due_mail(app[POOL], settings, app[KEYS], app[CATALOGUE])
+    finally:
+        await relay.close()
+
+    assert relay.url.startswith("smtps://" if implicit else "smtp://")
+    assert delivered == 1
+    assert relay.over_tls == [True]
+    assert "tls@example.com" in str(relay.messages[0]["To"])
+
+
+async def test_an_untrusted_relay_certificate_is_a_failed_attempt_not_a_plain_send(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    context, _ = await asyncio.to_thread(relay_certificate, tmp_path)
+    relay = await MailDrop(tls=context, implicit=True).start()
+    try:
+        app = client.app
+        settings = app[SETTINGS].replace(smtp_url=relay.url)  # the system's CAs only
+        await invite(client, owner, "untrusted@example.com")
+        delivered = await deliver_due_mail(app[POOL], settings, app[KEYS], app[CATALOGUE])
+    finally:
+        await relay.close()
+
+    assert delivered == 0 and relay.messages == []
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT given_up_at, attempts, sealed_secret FROM mail_messages")
+    assert row["given_up_at"] is None and row["attempts"] == 1  # retried later
+    assert row["sealed_secret"] is not None

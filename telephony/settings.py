@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from storage.blobs.stores import check_blob_url
 from storage.keys.hierarchy import MasterKeys, decode_master_key, load_or_create_dev_key
 from storage.keys.passwords import Argon2Params
 
@@ -78,6 +79,17 @@ def _smtp_url(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
+def _blob_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        check_blob_url(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None  # None: the embedded cluster under data_dir
@@ -135,6 +147,9 @@ class Settings:
     mail_from: str = "Telephony <no-reply@localhost>"
     password_reset_ttl_s: int = 30 * 60
     staff_grant_s: int = 8 * 3600  # S5: how long an approved staff access request lasts
+    # Where recordings' sealed parts go: file:///folder or s3://bucket/prefix?endpoint=…
+    # None: the filesystem store under data_dir/blobs. S3 credentials: AWS_* variables.
+    blob_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -190,6 +205,7 @@ class Settings:
             smtp_ca_file=env.get("TELEPHONY_SMTP_CA_FILE") or None,
             mail_from=env.get("TELEPHONY_MAIL_FROM") or default.mail_from,
             staff_grant_s=_int(env, "TELEPHONY_STAFF_GRANT_S", default.staff_grant_s, 60),
+            blob_url=_blob_url(env, "TELEPHONY_BLOB_URL"),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -27,6 +27,9 @@ from telephony.web.app import create_app
 from telephony.web.server import ServiceRunner
 from tests.support.mail import MAILBOX
 
+# The S3-protocol server (moto) for the blob store's tests, started only when one asks.
+pytest_plugins = ["tests.support.s3"]
+
 # Cheap Argon2 for speed; test_passwords.py checks the production defaults separately.
 FAST_ARGON2 = Argon2Params(memory_kib=8192, iterations=1, lanes=1)
 PASSWORD = "correct horse battery staple"
@@ -115,6 +118,10 @@ def blocking_guard() -> Iterator[BlockBuster]:
         for fn in ("os.stat", "os.path.exists", "io.BufferedReader.read"):
             if fn in bb.functions:
                 bb.functions[fn].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        # Making an S3 client reads botocore's data files and AWS configuration: once per
+        # store, at start-up, before any request (storage/blobs/s3.py).
+        for function in bb.functions.values():
+            function.can_block_in("aiobotocore/session.py", "_create_client")
         yield bb
 
 

@@ -92,7 +92,7 @@ class FilesystemBlobStore:
         """Free bytes of the store's filesystem, read on the store's threads (/readyz)."""
         return await self.run(free_bytes, self.root)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.threads.close()
 
     # -- writes --------------------------------------------------------------

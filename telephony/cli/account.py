@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.blobs.filesystem import FilesystemBlobStore
+from storage.blobs.stores import open_blob_store
 from storage.keys.hierarchy import MasterKeyError
 from storage.keys.providers import ServiceKeys
 from telephony.cli.common import CliError, migrated_pool
@@ -46,7 +46,7 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
     out = Path(args.out)
     if await asyncio.to_thread(out.exists):
         raise CliError(f"{out} exists; choose a new file")
-    blobs = FilesystemBlobStore(settings.data_dir / "blobs")
+    blobs = await open_blob_store(settings.blob_url, settings.data_dir / "blobs")
     try:
         async with migrated_pool(settings) as pool:
             result = await export.export_account(
@@ -59,7 +59,7 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
                 export.text_progress(sys.stderr),
             )
     finally:
-        blobs.close()
+        await blobs.close()
     print(
         json.dumps(
             {

@@ -38,6 +38,7 @@ import asyncpg
 from storage.blobs.spool import Part
 from storage.chunks import ChunkRow
 from storage.keys.crypto import CHUNK_HEADER, TAG_BYTES, ChunkCipher
+from telephony.domain.errors import Unavailable
 from telephony.domain.recordings import PauseBehavior
 from telephony.domain.tracks import Track
 from telephony.media.codecs import PACKET_CODECS
@@ -138,6 +139,9 @@ class RecordingWriter:
         self._part = Part(self.recording_id, self.blob_offset)
         self._part_opened = time.monotonic()
         self._unshipped: list[Part] = []  # parts whose move to the store failed: retried
+        # Moves to the blob store run beside sealing, never in its way: an object store
+        # that is slow or down holds up only this task while the spool keeps growing.
+        self._shipping: asyncio.Task[bool] | None = None
 
     # -- the media socket's side: never blocks ------------------------------------
 
@@ -249,23 +253,35 @@ class RecordingWriter:
     # -- parts: spool to blob store ------------------------------------------------
 
     async def _roll_part(self) -> None:
-        """Every part_seconds, the current part moves to the store and a new one begins."""
-        if self._unshipped:
-            await self._ship_pending()
+        """Every part_seconds, the current part closes and a new one begins; closed parts
+        move to the store in the background (retried each turn while the store fails)."""
         fresh = self._part.offset == self.blob_offset
-        if fresh or time.monotonic() - self._part_opened < self.part_seconds:
-            return
-        self._unshipped.append(self._part)
-        self._part = Part(self.recording_id, self.blob_offset)
-        self._part_opened = time.monotonic()
-        await self._ship_pending()
+        if not fresh and time.monotonic() - self._part_opened >= self.part_seconds:
+            self._unshipped.append(self._part)
+            self._part = Part(self.recording_id, self.blob_offset)
+            self._part_opened = time.monotonic()
+        if self._unshipped and (self._shipping is None or self._shipping.done()):
+            self._shipping = asyncio.create_task(
+                self._ship_pending(), name=f"ship-{self.recording_id}"
+            )
 
     async def _ship_pending(self) -> bool:
         while self._unshipped:
             part = self._unshipped[0]
             try:
                 await self.sink.ship(part)
-            except OSError:
+            except (OSError, Unavailable) as exc:
+                log.warning(
+                    "moving a part to the blob store failed; it stays in the spool",
+                    extra={
+                        "recording_id": self.recording_id,
+                        "offset": part.offset,
+                        "error": str(exc) or type(exc).__name__,
+                        "unshipped": len(self._unshipped),
+                    },
+                )
+                return False
+            except Exception:  # the background move must never end with an unread error
                 log.exception(
                     "moving a part to the blob store failed; it stays in the spool",
                     extra={"recording_id": self.recording_id, "offset": part.offset},
@@ -275,6 +291,8 @@ class RecordingWriter:
         return True
 
     async def _ship_all(self) -> bool:
+        if self._shipping is not None:
+            await self._shipping  # never raises: failures are logged and left for a retry
         if self._part.offset != self.blob_offset:
             self._unshipped.append(self._part)
             self._part = Part(self.recording_id, self.blob_offset)

@@ -18,8 +18,8 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from storage.blobs.filesystem import FilesystemBlobStore
 from storage.blobs.spool import Spool
+from storage.blobs.stores import open_blob_store
 from storage.db import create_pool
 from storage.keys.passwords import PasswordHasher
 from storage.keys.providers import ServiceKeys
@@ -125,11 +125,11 @@ async def _threads(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[CATALOGUE] = await asyncio.to_thread(Catalogue.load)  # reads and compiles the .po
     app[HASHER] = PasswordHasher(settings.argon2)
-    app[BLOBS] = FilesystemBlobStore(settings.data_dir / "blobs")
+    app[BLOBS] = await open_blob_store(settings.blob_url, settings.data_dir / "blobs")
     app[SPOOL] = Spool(settings.data_dir / "spool" / node_folder(node_id_of(settings)))
     yield
     app[HASHER].close()
-    app[BLOBS].close()
+    await app[BLOBS].close()
     app[SPOOL].close()
 
 

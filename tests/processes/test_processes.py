@@ -166,7 +166,7 @@ async def stored(pool: asyncpg.Pool, blobs: Path, master: MasterKeys, recording_
         keys = ServiceKeys(master)
         return b"".join([p async for p in iter_audio(pool, store, keys, recording_id, None)])
     finally:
-        store.close()
+        await store.close()
 
 
 async def test_sigkill_mid_stream_loses_at_most_a_second(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,10 @@ def spool(tmp_path: Path) -> Spool:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FilesystemBlobStore:
+async def store(tmp_path: Path) -> AsyncIterator[FilesystemBlobStore]:
     made = FilesystemBlobStore(tmp_path / "blobs")
     yield made
-    made.close()
+    await made.close()
 
 
 def _part(n: int, offset: int = 0) -> Part:

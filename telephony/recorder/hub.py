@@ -28,7 +28,7 @@ from storage.blobs.spool import Spool
 from storage.keys.crypto import ChunkCipher
 from storage.keys.providers import KeyProvider
 from storage.recordings import ControlMessage
-from telephony.domain.errors import IntegrityFailure, NotFound
+from telephony.domain.errors import IntegrityFailure, NotFound, Unavailable
 from telephony.domain.recordings import Control
 from telephony.domain.tracks import INBOUND, MAX_TRACKS, named
 from telephony.media.events import StreamStart
@@ -79,9 +79,30 @@ class MediaHub:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     part_seconds: float = PART_SECONDS
     streams: dict[str, LiveStream] = field(default_factory=dict)
+    # Set once what the spool held at start-up has reached the blob store: until then the
+    # node is not ready (/readyz), whatever else answers.
+    recovered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.sink = ChunkSink(self.writer_pool or self.pool, self.spool, self.blobs)
+
+    async def recover_until_done(self, first_retry_s: float = 1.0) -> None:
+        """`recover`, retried while the blob store (or the database) is unreachable, with
+        a doubling pause up to 30 s; the spool keeps every part meanwhile."""
+        pause = first_retry_s
+        while True:
+            try:
+                await self.recover()
+            except (OSError, Unavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning(
+                    "start-up recovery waits for the stores",
+                    extra={"error": str(exc) or type(exc).__name__, "retry_in_s": pause},
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+                continue
+            self.recovered.set()
+            return
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -67,6 +67,7 @@ from telephony.web.openapi import build as build_openapi
 from telephony.web.routes import Route
 
 ACCESS_QUEUE_BOUND = 10_000
+START_RECOVERY_S = 5.0  # start-up waits this long for the spool to ship, then serves unready
 
 
 def all_routes() -> list[Route]:
@@ -157,13 +158,20 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
         part_seconds=settings.spool_part_s,
     )
     app[HUB] = hub
-    await hub.recover()
+    # What the spool holds moves to the store before /readyz says ready; a store that is
+    # down does not stop the process from starting, only from saying it is ready.
+    recovery = asyncio.create_task(hub.recover_until_done(), name="media-recovery")
+    with contextlib.suppress(TimeoutError):
+        # Usually done at once; a store that does not answer is retried in the background.
+        await asyncio.wait_for(asyncio.shield(recovery), START_RECOVERY_S)
     listener = asyncio.create_task(hub.run_listener(), name="media-control-listener")
     yield
+    recovery.cancel()
     await hub.close()
     listener.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await listener
+    for task in (recovery, listener):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

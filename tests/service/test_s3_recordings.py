@@ -17,7 +17,7 @@ from telephony.web.app import create_app
 from telephony.web.appkeys import BLOBS, SPOOL
 from tests.conftest import Customer, ServiceServer, consented_call, new_customer
 from tests.support.mail import MAILBOX
-from tests.support.media import connect, writer_of
+from tests.support.media import connect, frames_received, writer_of
 from tests.support.proxy import CuttableProxy
 from tests.support.recordings import download, expected, frame, record, status_is, stored_audio
 from tests.support.s3 import S3Server
@@ -113,3 +113,55 @@ async def test_an_object_store_gone_for_twenty_seconds_loses_nothing(
     assert len(spooled) >= 10  # parts of half a second piled up while the store was gone
     assert left == []  # and drained once it was back
     assert audio == expected("inbound", sent)  # every frame, in order
+
+
+async def test_a_restart_while_the_store_is_down_serves_unready_until_the_spool_ships(
+    settings: Settings, pool: asyncpg.Pool, s3_server: S3Server, mailbox: object
+) -> None:
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    proxy = await CuttableProxy("127.0.0.1", port).start()
+    url = (await s3_server.new_bucket("telephony")).replace(s3_server.endpoint, proxy.endpoint)
+    configured = settings.replace(blob_url=url, spool_part_s=0.3)
+    try:
+        first = create_app(configured, run_workers=False)
+        first[MAILBOX] = mailbox  # type: ignore[assignment]
+        async with TestClient(ServiceServer(first)) as client:
+            owner = await new_customer(client)
+            call = await consented_call(client, owner)
+            peer = await connect(client, call)
+            await peer.start(tracks=("inbound",))
+            resp = await client.post(
+                f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
+            )
+            rec = (await resp.json())["id"]
+            await eventually(lambda: writer_of(client, call["id"]) is not None)
+            await proxy.cut()
+            for i in range(100):  # two seconds of audio, none of it reaching the store
+                await peer.media(frame(i, "inbound"), "inbound")
+                if i % 10 == 9:
+                    await asyncio.sleep(0.1)
+            await eventually(lambda: frames_received(client, call["id"]) >= 100)
+        # The process is gone (its parts still in the spool); a new one starts.
+        second = create_app(configured, run_workers=False)
+        second[MAILBOX] = mailbox  # type: ignore[assignment]
+        async with TestClient(ServiceServer(second)) as client:
+            unready = await client.get("/readyz")
+            unready_body = await unready.json()
+            waiting = await second[SPOOL].parts()
+            await proxy.restore()
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status == 200
+
+            await eventually(ready, timeout_s=40, interval_s=0.2)
+            left = await second[SPOOL].parts()
+            audio = await stored_audio(client, rec)
+            answer = await (await client.get(f"/v1/recordings/{rec}", headers=owner.auth)).json()
+    finally:
+        await proxy.close()
+
+    assert unready.status == 503 and "spool" in unready_body["detail"]
+    assert waiting  # the parts waited in the spool, not lost
+    assert left == []
+    assert answer["status"] == "interrupted"  # its process died mid-call
+    assert audio == expected("inbound", 100)

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from telephony.domain.errors import Unavailable
-from telephony.web.appkeys import BLOBS, METRICS, OPENAPI, POOL, REGISTRY, SPOOL
+from telephony.web.appkeys import BLOBS, HUB, METRICS, OPENAPI, POOL, REGISTRY, SPOOL
 from telephony.web.routes import ANYONE, Route
 
 READY_TIMEOUT_S = 2.0
@@ -31,6 +31,8 @@ async def readyz(request: web.Request) -> web.Response:
                 await conn.fetchval("SELECT 1")
     except Exception as exc:  # any failure means "not ready"
         raise Unavailable(f"database not reachable ({type(exc).__name__})") from None
+    if not request.app[HUB].recovered.is_set():
+        raise Unavailable("the spool of a previous run is still moving to the blob store")
     for name, store in (("blob store", request.app[BLOBS]), ("spool", request.app[SPOOL])):
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):

@@ -92,3 +92,13 @@ def redact_dsn(dsn: str) -> str:
 
 def row_dict(record: Any) -> dict[str, Any]:
     return dict(record.items())
+
+
+async def usage(conn: Conn) -> tuple[int, int]:
+    """(bytes, connections) of the current database, from every node (S7 monitoring)."""
+    row = await conn.fetchrow(
+        """SELECT pg_database_size(current_database()),
+                  (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())"""
+    )
+    assert row is not None  # a SELECT without FROM returns its one row
+    return int(row[0]), int(row[1])

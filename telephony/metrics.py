@@ -17,6 +17,11 @@ class Metrics:
     db_pool_idle: Gauge
     media_frames: Counter
     media_lag: Histogram
+    free_bytes: Gauge
+    database_bytes: Gauge
+    database_connections: Gauge
+    spool_parts: Gauge
+    spool_oldest_age: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -56,6 +61,31 @@ class Metrics:
                 "media_ingest_lag_seconds",
                 "Arrival of an audio frame after its place in real time (stream start + timestamp)",
                 buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
+                registry=registry,
+            ),
+            free_bytes=Gauge(
+                "storage_free_bytes",
+                "Free bytes where each store keeps its data (S7); an object store reports none",
+                ["store"],
+                registry=registry,
+            ),
+            database_bytes=Gauge(
+                "database_size_bytes", "Size of the service's database (S7)", registry=registry
+            ),
+            database_connections=Gauge(
+                "database_connections",
+                "Connections to the service's database, from every node (S7)",
+                registry=registry,
+            ),
+            spool_parts=Gauge(
+                "spool_parts",
+                "Parts in this node's spool, live or not yet shipped",
+                registry=registry,
+            ),
+            spool_oldest_age=Gauge(
+                "spool_oldest_part_age_seconds",
+                "Seconds since the least recently written part in the spool was written: grows"
+                " while the blob store does not take parts (S7)",
                 registry=registry,
             ),
         )

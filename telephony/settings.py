@@ -150,6 +150,9 @@ class Settings:
     # Where recordings' sealed parts go: file:///folder or s3://bucket/prefix?endpoint=…
     # None: the filesystem store under data_dir/blobs. S3 credentials: AWS_* variables.
     blob_url: str | None = None
+    # S7: a new recording is refused (503 storage-low), and /readyz says not ready, while
+    # the blob store's or the spool's filesystem has less free space than this.
+    storage_reserve_mb: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -206,6 +209,9 @@ class Settings:
             mail_from=env.get("TELEPHONY_MAIL_FROM") or default.mail_from,
             staff_grant_s=_int(env, "TELEPHONY_STAFF_GRANT_S", default.staff_grant_s, 60),
             blob_url=_blob_url(env, "TELEPHONY_BLOB_URL"),
+            storage_reserve_mb=_int(
+                env, "TELEPHONY_STORAGE_RESERVE_MB", default.storage_reserve_mb, 0
+            ),
         )
 
     def replace(self, **changes: object) -> Settings:

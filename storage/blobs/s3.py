@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +39,28 @@ if TYPE_CHECKING:
 READS_AT_ONCE = 16  # ranged GETs in flight for one read_ranges call
 DELETE_BATCH = 1000  # S3's own limit per DeleteObjects
 UNLIMITED = 2**62  # an object store has no free-space figure; capacity is the provider's
+
+
+@dataclass
+class RequestStats:
+    """Requests to the object store by operation: counts, failures and seconds (S7), read by
+    /metrics; plain numbers, since storage imports no metrics library."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def timing(self, op: str) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.errors[op] = self.errors.get(op, 0) + 1
+            raise
+        finally:
+            self.requests[op] = self.requests.get(op, 0) + 1
+            self.seconds[op] = self.seconds.get(op, 0.0) + time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,7 @@ class S3BlobStore:
         self.client = client
         self._stack = stack
         self._reads = asyncio.Semaphore(READS_AT_ONCE)
+        self.stats = RequestStats()
 
     @classmethod
     async def open(cls, location: S3Location) -> S3BlobStore:
@@ -112,16 +136,18 @@ class S3BlobStore:
     async def probe(self) -> int:
         """Reachable (the bucket answers) or raises Unavailable; no free-space figure."""
         try:
-            await self.client.head_bucket(Bucket=self.location.bucket)
+            async with self.stats.timing("head"):
+                await self.client.head_bucket(Bucket=self.location.bucket)
         except (ClientError, BotoCoreError) as exc:
             raise Unavailable(f"the object store does not answer: {_reason(exc)}") from None
         return UNLIMITED
 
     async def put(self, key: str, data: bytes) -> None:
         try:
-            await self.client.put_object(
-                Bucket=self.location.bucket, Key=self._object(key), Body=data
-            )
+            async with self.stats.timing("put"):
+                await self.client.put_object(
+                    Bucket=self.location.bucket, Key=self._object(key), Body=data
+                )
         except (ClientError, BotoCoreError) as exc:
             raise Unavailable(f"the object store refused a write: {_reason(exc)}") from None
 
@@ -133,13 +159,14 @@ class S3BlobStore:
             return b""
         async with self._reads:
             try:
-                answer = await self.client.get_object(
-                    Bucket=self.location.bucket,
-                    Key=self._object(wanted.key),
-                    Range=f"bytes={wanted.offset}-{wanted.offset + wanted.length - 1}",
-                )
-                async with answer["Body"] as body:
-                    data = await body.read()
+                async with self.stats.timing("get"):
+                    answer = await self.client.get_object(
+                        Bucket=self.location.bucket,
+                        Key=self._object(wanted.key),
+                        Range=f"bytes={wanted.offset}-{wanted.offset + wanted.length - 1}",
+                    )
+                    async with answer["Body"] as body:
+                        data = await body.read()
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in ("NoSuchKey", "404", "NotFound"):
@@ -159,14 +186,15 @@ class S3BlobStore:
         token: str | None = None
         try:
             while True:  # pages of a thousand, by continuation token
-                if token:
-                    page = await self.client.list_objects_v2(
-                        Bucket=self.location.bucket, Prefix=full, ContinuationToken=token
-                    )
-                else:
-                    page = await self.client.list_objects_v2(
-                        Bucket=self.location.bucket, Prefix=full
-                    )
+                async with self.stats.timing("list"):
+                    if token:
+                        page = await self.client.list_objects_v2(
+                            Bucket=self.location.bucket, Prefix=full, ContinuationToken=token
+                        )
+                    else:
+                        page = await self.client.list_objects_v2(
+                            Bucket=self.location.bucket, Prefix=full
+                        )
                 for item in page.get("Contents", []):
                     name = item["Key"]
                     if name == full or name.startswith(full + "/"):  # a whole key segment
@@ -185,9 +213,10 @@ class S3BlobStore:
                 {"Key": self._object(k)} for k in gone[start : start + DELETE_BATCH]
             ]
             try:
-                answer = await self.client.delete_objects(
-                    Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True}
-                )
+                async with self.stats.timing("delete"):
+                    answer = await self.client.delete_objects(
+                        Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True}
+                    )
             except (ClientError, BotoCoreError) as exc:
                 raise Unavailable(f"the object store failed a deletion: {_reason(exc)}") from None
             if answer.get("Errors"):

@@ -82,6 +82,7 @@ class Part:
 class SpooledPart:
     part: Part
     size_bytes: int
+    modified_at: float = 0.0  # seconds since the epoch: when it was last written
 
 
 class Spool:
@@ -135,7 +136,8 @@ class Spool:
                 offset = part_offset(file.name)
                 if offset is None or not file.is_file():
                     continue
-                found.append(SpooledPart(Part(folder.name, offset), file.stat().st_size))
+                info = file.stat()
+                found.append(SpooledPart(Part(folder.name, offset), info.st_size, info.st_mtime))
         return found
 
 

@@ -80,6 +80,13 @@ class Unavailable(ServiceError):
         self.retry_after_s = retry_after_s
 
 
+class StorageLow(Unavailable):
+    """Free space under the reserve (S7): no new recording starts until there is room."""
+
+    code = "storage-low"
+    title = "Storage is nearly full"
+
+
 class IntegrityFailure(ServiceError):
     code = "integrity-error"
     title = "Stored data failed its integrity check"

@@ -103,6 +103,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     registry = CollectorRegistry()
     app[REGISTRY] = registry
     app[METRICS] = Metrics.create(registry)
+    registry.register(ops.ObjectStoreCollector(app))
     app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
     app[KEYS] = ServiceKeys(master_keys(settings))
     routes = all_routes()

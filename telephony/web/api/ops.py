@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from telephony.domain.errors import Unavailable
+from storage import db
+from storage.blobs.s3 import UNLIMITED, RequestStats
+from telephony.domain.errors import StorageLow, Unavailable
 from telephony.web.appkeys import BLOBS, HUB, METRICS, OPENAPI, POOL, REGISTRY, SPOOL
+from telephony.web.capacity import free_space, require_room
 from telephony.web.routes import ANYONE, Route
 
 READY_TIMEOUT_S = 2.0
@@ -33,12 +41,10 @@ async def readyz(request: web.Request) -> web.Response:
         raise Unavailable(f"database not reachable ({type(exc).__name__})") from None
     if not request.app[HUB].recovered.is_set():
         raise Unavailable("the spool of a previous run is still moving to the blob store")
-    for name, store in (("blob store", request.app[BLOBS]), ("spool", request.app[SPOOL])):
-        try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
-                await store.probe()
-        except Exception as exc:
-            raise Unavailable(f"{name} not answering ({type(exc).__name__})") from None
+    try:
+        await require_room(request.app)  # probes both stores; before either is full (S7)
+    except StorageLow as exc:
+        raise Unavailable(str(exc)) from None
     return web.json_response({"status": "ready"})
 
 
@@ -47,6 +53,19 @@ async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     m.db_pool_size.set(pool.get_size())
     m.db_pool_idle.set(pool.get_idle_size())
+    with contextlib.suppress(Unavailable):  # a store that does not answer keeps its last value
+        for name, free in (await free_space(request.app)).items():
+            if free < UNLIMITED:
+                m.free_bytes.labels(name.replace(" ", "_")).set(free)
+    with contextlib.suppress(Exception):  # a database that does not answer: /readyz says so
+        async with asyncio.timeout(READY_TIMEOUT_S), pool.acquire() as conn:
+            size, connections = await db.usage(conn)
+        m.database_bytes.set(size)
+        m.database_connections.set(connections)
+    parts = await request.app[SPOOL].parts()
+    m.spool_parts.set(len(parts))
+    oldest = min((p.modified_at for p in parts), default=None)
+    m.spool_oldest_age.set(max(time.time() - oldest, 0.0) if oldest is not None else 0.0)
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -91,3 +110,30 @@ ROUTES = [
         "operations",
     ),
 ]
+
+
+class ObjectStoreCollector(Collector):
+    """object_store_* counters from the S3 store's own tallies, read at each scrape (S7)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.app.get(BLOBS)
+        stats: RequestStats | None = getattr(store, "stats", None)
+        if stats is None:
+            return
+        families = (
+            ("object_store_requests", "Requests to the object store by operation", stats.requests),
+            ("object_store_errors", "Failed requests to the object store", stats.errors),
+            (
+                "object_store_request_seconds",
+                "Seconds spent in requests to the object store",
+                stats.seconds,
+            ),
+        )
+        for name, documentation, values in families:
+            family = CounterMetricFamily(name, documentation, labels=["op"])
+            for op, value in sorted(values.items()):
+                family.add_metric([op], value)
+            yield family

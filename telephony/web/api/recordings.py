@@ -18,6 +18,7 @@ from telephony.media.wav import OUTPUT_ENCODINGS
 from telephony.usecases import playback, recording_control, retention
 from telephony.web.appkeys import BLOBS, KEYS, POOL
 from telephony.web.auth import client_of, require_scope
+from telephony.web.capacity import require_room
 from telephony.web.filters import RECORDING_FILTERS, recording_filter
 from telephony.web.inputs import (
     KEYSET_PAGING,
@@ -82,6 +83,7 @@ async def start_recording(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.RECORDINGS_WRITE)
     call_id = path_id(request)
     body = await read_body(request, RecordingCreate)
+    await require_room(request.app)  # S7: 503 storage-low under the reserve
     rec = await recording_control.start_recording(
         request.app[POOL],
         principal,
@@ -323,6 +325,7 @@ ROUTES = [
             201: "recording started",
             409: "consent-required (with `missing`), call-not-active, recording-in-progress, "
             "processing-restricted",
+            503: "storage-low: free space under the reserve (S7)",
         },
         "recordings",
     ),

@@ -1,0 +1,42 @@
+"""Room to record (S7): the free space of the blob store's and the spool's filesystems
+against TELEPHONY_STORAGE_RESERVE_MB, read on their own threads and bounded in time.
+
+A full disk must be found before the first failed write: a new recording is
+refused with 503 `storage-low`, and /readyz answers 503 so a load balancer sends
+calls to a node with room, while recordings already running go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from telephony.domain.errors import StorageLow, Unavailable
+from telephony.web.appkeys import BLOBS, SETTINGS, SPOOL
+
+PROBE_TIMEOUT_S = 2.0
+MIB = 1024 * 1024
+
+
+async def free_space(app: web.Application) -> dict[str, int]:
+    """{"blob store": bytes, "spool": bytes}; Unavailable when one does not answer."""
+    found: dict[str, int] = {}
+    for name, store in (("blob store", app[BLOBS]), ("spool", app[SPOOL])):
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                found[name] = await store.probe()
+        except Exception as exc:
+            raise Unavailable(f"{name} not answering ({type(exc).__name__})") from None
+    return found
+
+
+async def require_room(app: web.Application) -> None:
+    reserve = app[SETTINGS].storage_reserve_mb * MIB
+    for name, free in (await free_space(app)).items():
+        if free < reserve:
+            raise StorageLow(
+                f"the {name} has {free // MIB} MiB free, under the reserve of "
+                f"{reserve // MIB} MiB; no new recording starts until there is room",
+                retry_after_s=60,
+            )

@@ -22,6 +22,16 @@ from telephony.domain.errors import Unavailable
 # method but is no subclass of Connection, so the type says both.
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
+# Errors that mean "the database is not there right now" (a restart, a fail-over, a
+# refused connection), not "this statement is wrong": waited out or answered with 503.
+DATABASE_GONE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+)
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns travel as Python objects, not strings.

@@ -25,10 +25,12 @@ from storage import chunks
 from storage.blobs.protocol import BlobStore
 from storage.blobs.spool import Part, Spool
 from storage.chunks import ChunkRow
-from storage.db import Conn
+from storage.db import DATABASE_GONE, Conn
 from telephony.recorder.batching import Batcher
 
 log = logging.getLogger(__name__)
+
+DATABASE_WAIT_S = 120.0  # then the turn fails as before (logged, frames past the bound dropped)
 
 SEAL_INTERVAL_S = 0.8  # with the jitter allowance, a crash loses under one second
 
@@ -89,9 +91,35 @@ class ChunkSink:
                 writer.wake()
 
     async def _insert_rows(self, rows: list[ChunkRow]) -> list[bool | BaseException]:
+        """The batch's rows, waiting out a database that is gone (a restart, a fail-over).
+
+        While it waits, every writer's seal turn waits with it and frames queue in
+        memory up to the writer's bound (QUEUE_FRAMES, ten seconds); nothing is sealed
+        or appended before its row is in, so nothing half-written is left behind.
+        """
+        pause = 0.2
+        waited = 0.0
+        while True:
+            try:
+                return await self._insert_rows_once(rows)
+            except DATABASE_GONE as exc:
+                if waited == 0.0:
+                    log.warning(
+                        "the database is unreachable; sealing waits for it",
+                        extra={"error": type(exc).__name__, "rows": len(rows)},
+                    )
+                if waited >= DATABASE_WAIT_S:
+                    raise
+                await asyncio.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, 2.0)
+
+    async def _insert_rows_once(self, rows: list[ChunkRow]) -> list[bool | BaseException]:
         async with self.pool.acquire() as conn:
             try:
                 kept = await chunks.insert_inside_window(conn, rows)
+            except DATABASE_GONE:
+                raise  # waited out by the caller, not blamed on a row
             except (asyncpg.PostgresError, asyncpg.InterfaceError):
                 if len(rows) == 1:
                     raise

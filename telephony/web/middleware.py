@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from storage.db import DATABASE_GONE
 from storage.securitylog import AccessEntry
-from telephony.domain.errors import ServiceError
+from telephony.domain.errors import ServiceError, Unavailable
 from telephony.logs import request_id_var
 from telephony.web.appkeys import ACCESS_QUEUE, METRICS, SETTINGS
 from telephony.web.auth import client_address, principal_id
@@ -66,6 +67,15 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = from_http_exception(exc)
         except asyncio.CancelledError:
             raise
+        except DATABASE_GONE as exc:
+            # A database restart or fail-over is a moment to wait, not a server error.
+            log.warning(
+                "database unreachable",
+                extra={"route": route_template(request), "error": type(exc).__name__},
+            )
+            response = from_service_error(
+                Unavailable("the database is not reachable; try again shortly", retry_after_s=5)
+            )
         except Exception:
             log.exception("unhandled error", extra={"route": route_template(request)})
             response = internal_error()

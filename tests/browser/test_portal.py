@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,12 @@ from aiohttp.test_utils import TestClient
 from playwright.async_api import Page, expect
 
 from telephony.delivery.maildrop import text_of
-from telephony.domain.roles import StaffRole
-from telephony.usecases import identity
-from telephony.web.appkeys import HASHER
 from tests.browser.harness import NewPage, ResponseLog, axe_violations, screenshot
 from tests.conftest import PASSWORD, Customer, consented_call, signup_body
 from tests.support.mail import inbox, mailed_token
 from tests.support.media import MARKER, VOICE, connect, frames_received, writer_of
 from tests.support.recordings import status_is
+from tests.support.staff import new_staff
 from tests.support.waiting import eventually
 
 NEW_PASSWORD = "a fresh passphrase for the browser 9"
@@ -55,17 +52,7 @@ async def until(page: Page, predicate: str, arg: Any = None, timeout_s: float = 
 
 
 async def make_staff(client: TestClient, pool: asyncpg.Pool, role: str) -> str:
-    email = f"{role}-browser@staff.example.com"
-    await identity.create_staff(
-        pool,
-        client.app[HASHER],
-        email=email,
-        name=role,
-        role=StaffRole(role),
-        password=PASSWORD,
-        now=datetime.now(UTC),
-    )
-    return email
+    return await new_staff(client, pool, role, f"{role}-browser@staff.example.com")
 
 
 async def recorded_call(

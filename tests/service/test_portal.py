@@ -11,9 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from telephony.domain.actors import Actor
-from telephony.domain.roles import StaffRole
-from telephony.usecases import identity, policy
-from telephony.web.appkeys import HASHER
+from telephony.usecases import policy
 from tests.conftest import (
     PASSWORD,
     Customer,
@@ -23,22 +21,9 @@ from tests.conftest import (
 )
 from tests.support.mail import mailed_token
 from tests.support.portal import csrf_of, form_token, sign_in, sign_out, submit
+from tests.support.staff import new_staff
 
 CUSTOMER_PAGES = ["/calls", "/recordings", "/keys", "/members", "/settings", "/audit", "/privacy"]
-
-
-async def staff(client: TestClient, pool: asyncpg.Pool, role: str, email: str | None = None) -> str:
-    email = email or f"{role}@staff.example.com"
-    await identity.create_staff(
-        pool,
-        client.app[HASHER],
-        email=email,
-        name=role,
-        role=StaffRole(role),
-        password=PASSWORD,
-        now=datetime.now(UTC),
-    )
-    return email
 
 
 # -- sessions --------------------------------------------------------------------------
@@ -392,7 +377,7 @@ async def test_support_sees_consent_with_masked_numbers_and_no_audio(
     client: TestClient, owner: Customer, pool: asyncpg.Pool
 ) -> None:
     call = await consented_call(client, owner)
-    email = await staff(client, pool, "support")
+    email = await new_staff(client, pool, "support")
     landed = await sign_in(client, email)
 
     page = await client.get(f"/support/calls/{call['id']}")
@@ -413,7 +398,7 @@ async def test_support_sees_consent_with_masked_numbers_and_no_audio(
 async def test_support_is_kept_from_customer_pages_and_customers_from_support(
     client: TestClient, owner: Customer, pool: asyncpg.Pool
 ) -> None:
-    email = await staff(client, pool, "support")
+    email = await new_staff(client, pool, "support")
     await sign_in(client, email)
     assert (await client.get("/calls", allow_redirects=False)).headers["Location"] == "/support"
     assert (await client.get("/security/log")).status == 403
@@ -425,8 +410,8 @@ async def test_support_is_kept_from_customer_pages_and_customers_from_support(
 async def test_staff_access_is_asked_approved_for_hours_and_announced(
     client: TestClient, pool: asyncpg.Pool
 ) -> None:
-    support = await staff(client, pool, "support", "sup@staff.example.com")
-    admin = await staff(client, pool, "security_admin", "adm@staff.example.com")
+    support = await new_staff(client, pool, "support", "sup@staff.example.com")
+    admin = await new_staff(client, pool, "security_admin", "adm@staff.example.com")
     await sign_in(client, support)
     asked = await submit(
         client,
@@ -469,7 +454,7 @@ async def test_staff_access_is_asked_approved_for_hours_and_announced(
 
 
 async def test_nobody_approves_their_own_request(client: TestClient, pool: asyncpg.Pool) -> None:
-    admin = await staff(client, pool, "security_admin")
+    admin = await new_staff(client, pool, "security_admin")
     await sign_in(client, admin)
     await submit(client, "/staff/access", "/staff/access", {"role": "support", "reason": "cover"})
     async with pool.acquire() as conn:

@@ -17,7 +17,7 @@ from telephony.web.app import create_app
 from telephony.web.appkeys import BLOBS, SPOOL
 from tests.conftest import Customer, ServiceServer, consented_call, new_customer
 from tests.support.mail import MAILBOX
-from tests.support.media import connect, frames_received, writer_of
+from tests.support.media import JsonPeer, connect, frames_received, writer_of
 from tests.support.proxy import CuttableProxy
 from tests.support.recordings import download, expected, frame, record, status_is, stored_audio
 from tests.support.s3 import S3Server
@@ -62,29 +62,45 @@ async def test_a_recording_lives_in_the_bucket_downloads_whole_and_deletes(
     assert (await download(s3_client, owner, rec)).status == 404
 
 
+@pytest.fixture
+async def proxied(s3_server: S3Server) -> AsyncIterator[tuple[CuttableProxy, str]]:
+    """A fresh bucket reached through a proxy the test can cut: (proxy, blob URL)."""
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    proxy = await CuttableProxy("127.0.0.1", port).start()
+    url = (await s3_server.new_bucket("telephony")).replace(s3_server.endpoint, proxy.endpoint)
+    yield proxy, url
+    await proxy.close()
+
+
+async def mono_recording(client: TestClient, owner: Customer) -> tuple[dict, JsonPeer, str]:
+    """A consented call whose engine streams one track, recording: (call, peer, recording)."""
+    call = await consented_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start(tracks=("inbound",))
+    resp = await client.post(
+        f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
+    )
+    assert resp.status == 201, await resp.text()
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    return call, peer, (await resp.json())["id"]
+
+
 async def test_an_object_store_gone_for_twenty_seconds_loses_nothing(
-    settings: Settings, pool: asyncpg.Pool, s3_server: S3Server, mailbox: object
+    settings: Settings,
+    pool: asyncpg.Pool,
+    proxied: tuple[CuttableProxy, str],
+    mailbox: object,
 ) -> None:
     """The spool grows while the store is unreachable and drains when it is back; the call
     is never blocked, no frame is dropped, and the download is every frame sent."""
-    port = int(s3_server.endpoint.rsplit(":", 1)[1])
-    proxy = await CuttableProxy("127.0.0.1", port).start()
-    direct = await s3_server.new_bucket("telephony")
-    url = direct.replace(s3_server.endpoint, proxy.endpoint)
+    proxy, url = proxied
     app = create_app(settings.replace(blob_url=url, spool_part_s=0.5), run_workers=False)
     app[MAILBOX] = mailbox  # type: ignore[assignment]
     sent = 0
     try:
         async with TestClient(ServiceServer(app)) as client:
             owner = await new_customer(client)
-            call = await consented_call(client, owner)
-            peer = await connect(client, call)
-            await peer.start(tracks=("inbound",))
-            resp = await client.post(
-                f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
-            )
-            rec = (await resp.json())["id"]
-            await eventually(lambda: writer_of(client, call["id"]) is not None)
+            _, peer, rec = await mono_recording(client, owner)
 
             async def talk(seconds: float) -> None:
                 nonlocal sent
@@ -116,25 +132,19 @@ async def test_an_object_store_gone_for_twenty_seconds_loses_nothing(
 
 
 async def test_a_restart_while_the_store_is_down_serves_unready_until_the_spool_ships(
-    settings: Settings, pool: asyncpg.Pool, s3_server: S3Server, mailbox: object
+    settings: Settings,
+    pool: asyncpg.Pool,
+    proxied: tuple[CuttableProxy, str],
+    mailbox: object,
 ) -> None:
-    port = int(s3_server.endpoint.rsplit(":", 1)[1])
-    proxy = await CuttableProxy("127.0.0.1", port).start()
-    url = (await s3_server.new_bucket("telephony")).replace(s3_server.endpoint, proxy.endpoint)
+    proxy, url = proxied
     configured = settings.replace(blob_url=url, spool_part_s=0.3)
     try:
         first = create_app(configured, run_workers=False)
         first[MAILBOX] = mailbox  # type: ignore[assignment]
         async with TestClient(ServiceServer(first)) as client:
             owner = await new_customer(client)
-            call = await consented_call(client, owner)
-            peer = await connect(client, call)
-            await peer.start(tracks=("inbound",))
-            resp = await client.post(
-                f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
-            )
-            rec = (await resp.json())["id"]
-            await eventually(lambda: writer_of(client, call["id"]) is not None)
+            call, peer, rec = await mono_recording(client, owner)
             await proxy.cut()
             for i in range(100):  # two seconds of audio, none of it reaching the store
                 await peer.media(frame(i, "inbound"), "inbound")

@@ -8,13 +8,15 @@ the calls' counterparts and consent come in one query (`calls.views`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
 from multidict import MultiDict
 
+from storage.recordings import Recording
 from telephony.domain.errors import Forbidden, InvalidInput
 from telephony.domain.roles import CustomerPrincipal, Scope
 from telephony.i18n import N_
@@ -92,43 +94,50 @@ class _FilterQuery:
         return f"{path}?{urlencode({**self.link_base, 'cursor': cursor})}"
 
 
-def _parse(filters: _FilterQuery, params: tuple[Any, ...]) -> dict[str, Any]:
-    """Read the translated query through the API's own declarations."""
-    return read_values(MultiDict(filters.query), params)
+def _read(filters: _FilterQuery, params: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The translated query read through the API's own declarations: (values, errors)."""
+    try:
+        return read_values(MultiDict(filters.query), (*KEYSET_PAGING, *params)), {}
+    except InvalidInput as exc:
+        return {}, {e["field"]: e["message"] for e in exc.errors}
+
+
+Item = TypeVar("Item")
+
+
+async def _one_page(
+    values: dict[str, Any],
+    fetch: Callable[[tuple[datetime, str] | None, int], Awaitable[list[Item]]],
+    position: Callable[[Item], tuple[datetime, str]],
+) -> tuple[list[Item], str | None]:
+    """A page of PAGE_SIZE and the cursor after it (None on the last): one row more is asked
+    for, so a last page costs no further request."""
+    paging = paging_of({**values, "limit": PAGE_SIZE})
+    found = await fetch(paging.after, PAGE_SIZE + 1)
+    more = len(found) > PAGE_SIZE
+    found = found[:PAGE_SIZE]
+    return found, keyset_cursor(*position(found[-1])) if more else None
 
 
 async def calls_page(request: web.Request) -> web.Response:
     principal = await require_customer(request)
     filters = _FilterQuery(request, ("created_after", "created_before"))
-    errors: dict[str, str] = {}
-    try:
-        values = _parse(filters, (*KEYSET_PAGING, *CALL_FILTERS))
-    except InvalidInput as exc:
-        errors = {e["field"]: e["message"] for e in exc.errors}
-        values = {}
-    paging = paging_of({**values, "limit": PAGE_SIZE})
-    views = await calls.list_calls(
-        request.app[POOL],
-        principal.account_id,
-        paging.after,
-        PAGE_SIZE + 1,
-        call_filter(values),
-        newest_first=True,
-    )
-    more = len(views) > PAGE_SIZE
-    views = views[:PAGE_SIZE]
-    cursor = keyset_cursor(views[-1].call.created_at, views[-1].call.id) if more else None
-    return page(
-        request,
-        "calls.html",
-        {
-            "views": views,
-            "form": filters.form,
-            "errors": errors,
-            "next_url": filters.next_url("/calls", cursor),
-        },
-        status=422 if errors else 200,
-    )
+    values, errors = _read(filters, CALL_FILTERS)
+
+    async def fetch(after: tuple[datetime, str] | None, limit: int) -> list[calls.CallView]:
+        where = call_filter(values)
+        return await calls.list_calls(
+            request.app[POOL], principal.account_id, after, limit, where, newest_first=True
+        )
+
+    views, cursor = await _one_page(values, fetch, lambda v: (v.call.created_at, v.call.id))
+    context = {
+        "views": views,
+        "form": filters.form,
+        "errors": errors,
+        "next_url": filters.next_url("/calls", cursor),
+    }
+    return page(request, "calls.html", context, status=422 if errors else 200)
 
 
 async def call_page(request: web.Request) -> web.Response:
@@ -155,36 +164,23 @@ async def call_page(request: web.Request) -> web.Response:
 async def recordings_page(request: web.Request) -> web.Response:
     principal = _reader(await require_customer(request))
     filters = _FilterQuery(request, ("started_after", "started_before"))
-    errors: dict[str, str] = {}
-    try:
-        values = _parse(filters, (*KEYSET_PAGING, *RECORDING_FILTERS))
-    except InvalidInput as exc:
-        errors = {e["field"]: e["message"] for e in exc.errors}
-        values = {}
-    paging = paging_of({**values, "limit": PAGE_SIZE})
-    found = await recording_control.list_recordings(
-        request.app[POOL],
-        principal.account_id,
-        paging.after,
-        PAGE_SIZE + 1,
-        recording_filter(values),
-        newest_first=True,
-    )
-    more = len(found) > PAGE_SIZE
-    found = found[:PAGE_SIZE]
-    cursor = keyset_cursor(found[-1].started_at, found[-1].id) if more else None
-    return page(
-        request,
-        "recordings.html",
-        {
-            "recordings": found,
-            "form": filters.form,
-            "errors": errors,
-            "next_url": filters.next_url("/recordings", cursor),
-            "duration_ms": duration_ms,
-        },
-        status=422 if errors else 200,
-    )
+    values, errors = _read(filters, RECORDING_FILTERS)
+
+    async def fetch(after: tuple[datetime, str] | None, limit: int) -> list[Recording]:
+        where = recording_filter(values)
+        return await recording_control.list_recordings(
+            request.app[POOL], principal.account_id, after, limit, where, newest_first=True
+        )
+
+    found, cursor = await _one_page(values, fetch, lambda r: (r.started_at, r.id))
+    context = {
+        "recordings": found,
+        "form": filters.form,
+        "errors": errors,
+        "next_url": filters.next_url("/recordings", cursor),
+        "duration_ms": duration_ms,
+    }
+    return page(request, "recordings.html", context, status=422 if errors else 200)
 
 
 STORED_CODEC = {

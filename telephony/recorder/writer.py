@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 500  # ten seconds of 20 ms frames per track
 PART_SECONDS = 10.0  # a part moves to the blob store this often (and at the end)
 SHIP_ATTEMPTS = 3  # at close, before the part is left to recovery
+SHIP_WARN_EVERY_S = 30.0  # while the store fails, the warning repeats this often, not each turn
 CHUNK_TRACK = "mix"  # the AEAD stream's name: one per recording, every track interleaved
 
 
@@ -142,6 +143,7 @@ class RecordingWriter:
         # Moves to the blob store run beside sealing, never in its way: an object store
         # that is slow or down holds up only this task while the spool keeps growing.
         self._shipping: asyncio.Task[bool] | None = None
+        self._ship_warned_at = 0.0  # monotonic time of the last "move failed" warning
 
     # -- the media socket's side: never blocks ------------------------------------
 
@@ -271,6 +273,9 @@ class RecordingWriter:
             try:
                 await self.sink.ship(part)
             except (OSError, Unavailable) as exc:
+                if time.monotonic() - self._ship_warned_at < SHIP_WARN_EVERY_S:
+                    return False  # said already; the spool keeps the part
+                self._ship_warned_at = time.monotonic()
                 log.warning(
                     "moving a part to the blob store failed; it stays in the spool",
                     extra={

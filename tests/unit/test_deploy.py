@@ -79,3 +79,28 @@ def test_every_metric_the_dashboard_reads_is_exported() -> None:
 
     assert dashboard["uid"] and len(dashboard["panels"]) >= 8
     assert read - exported() == set()
+
+
+def test_the_compose_file_runs_three_nodes_on_the_object_store_behind_haproxy() -> None:
+    """Not run here (no container runtime): its shape and settings are checked instead, so
+    it cannot drift from what the service reads."""
+    import yaml
+
+    from telephony.settings import Settings
+
+    compose = yaml.safe_load((DEPLOY.parent / "docker-compose.yml").read_text())
+    services = compose["services"]
+    node = services["telephony"]
+    env = {k: str(v) for k, v in node["environment"].items() if "${" not in str(v)}
+
+    assert node["deploy"]["replicas"] == 3
+    assert {"postgres", "minio", "bucket", "haproxy"} <= set(services)
+    assert (
+        "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"
+        in services["haproxy"]["volumes"]
+    )
+    assert "server-template node 3 telephony:8080" in (DEPLOY / "haproxy.cfg").read_text()
+    settings = Settings.from_env(env)  # the values the service would be started with
+    assert settings.blob_url is not None and settings.blob_url.startswith("s3://recordings/")
+    haproxy_ip = services["haproxy"]["networks"]["default"]["ipv4_address"]
+    assert [str(n) for n in settings.trusted_proxies] == [f"{haproxy_ip}/32"]

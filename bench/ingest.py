@@ -1,6 +1,7 @@
 """Media ingest benchmark: paced call legs against a real server process, and a bare baseline.
 
     .venv/bin/python bench/ingest.py            # or: make bench
+    .venv/bin/python bench/ingest.py --blob-url moto   # parts shipped to S3 (moto, local)
 
 N concurrent legs, each its own call with a recording running, send 160-byte
 μ-law frames at real-time pace (50 per second) in the JSON dialect. N steps
@@ -383,6 +384,11 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="ours-then-bare pairs to alternate")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument(
+        "--blob-url",
+        help="the server's TELEPHONY_BLOB_URL (s3://bucket/prefix?endpoint=…), or `moto`: a"
+        " moto S3 server on 127.0.0.1 started here, with a fresh bucket",
+    )
+    parser.add_argument(
         "--without-recording",
         action="store_true",
         help="legs stream but record nothing: splits the recorder's cost from ingest's",
@@ -394,7 +400,16 @@ async def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir="/tmp"))
     server = OurServer(data, args.loop)
     bare = BareServer(args.loop)
-    print(f"ingest benchmark on {os.cpu_count()} cores, server loop: {args.loop}", flush=True)
+    moto = None
+    if args.blob_url == "moto":
+        moto, args.blob_url = await start_moto(data)
+    if args.blob_url:
+        server.env.update(TELEPHONY_BLOB_URL=args.blob_url, **MOTO_CREDENTIALS)
+    store = "the object store" if args.blob_url else "files"
+    print(
+        f"ingest benchmark on {os.cpu_count()} cores, server loop: {args.loop}, blobs: {store}",
+        flush=True,
+    )
     try:
         await server.start()
         async with unbounded_session() as http:
@@ -442,7 +457,38 @@ async def main() -> None:
         bare.stop()
         server.stop()
         server.cluster.stop()
+        if moto is not None:
+            terminate(moto, timeout_s=10)
         shutil.rmtree(data, ignore_errors=True)
+
+
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+async def start_moto(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto in server mode on a loopback port, with one bucket; (process, blob URL)."""
+    port = free_port()
+    log = open(data / "moto.log", "wb")  # noqa: SIM115, ASYNC230 - the child owns it
+    moto = subprocess.Popen(  # noqa: ASYNC220 - once, before measuring
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            async with aiohttp.ClientSession() as http, http.put(f"{endpoint}/bench") as resp:
+                if resp.status < 300:
+                    break
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.1)
+    else:
+        raise RuntimeError("moto did not start")
+    return moto, f"s3://bench/recordings?endpoint={endpoint}&region=us-east-1"
 
 
 if __name__ == "__main__":

@@ -228,6 +228,14 @@ async def revoke_user_sessions(conn: Conn, user_id: str, now: datetime) -> int:
     return int(status.split()[-1])
 
 
+async def purge_password_resets(conn: Conn, cutoff: datetime) -> int:
+    """Reset links that died (used or expired) before `cutoff` (S3); how many went."""
+    status = await conn.execute(
+        "DELETE FROM password_resets WHERE coalesce(used_at, expires_at) < $1", cutoff
+    )
+    return int(status.split()[-1])
+
+
 async def revoke_other_resets(conn: Conn, user_id: str, now: datetime) -> None:
     """Once a password is chosen, every other outstanding link of the user stops working."""
     await conn.execute(

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from storage import accounts, recordings, securitylog, terminations, throttles
+from storage import accounts, credentials, mail, recordings, securitylog, terminations, throttles
 from storage.blobs.names import recording_prefix
 from storage.blobs.protocol import BlobStore
 from storage.securitylog import PurgeResult
@@ -192,6 +192,9 @@ async def purge_logs(pool: asyncpg.Pool, settings: Settings, now: datetime) -> P
     async with transaction(pool) as tx:
         result = await securitylog.purge_older_than(tx.conn, cutoff)
         await throttles.purge_older_than(tx.conn, now - timedelta(days=THROTTLE_KEEP_DAYS))
+        # Sent mail and dead reset links name people and addresses: the same 60 days.
+        mails = await mail.purge_delivered(tx.conn, cutoff)
+        resets = await credentials.purge_password_resets(tx.conn, cutoff)
     log.info(
         "log retention purge",
         extra={
@@ -199,6 +202,8 @@ async def purge_logs(pool: asyncpg.Pool, settings: Settings, now: datetime) -> P
             "security_log": result.security_log,
             "access_log": result.access_log,
             "staff_notifications": result.staff_notifications,
+            "mail_messages": mails,
+            "password_resets": resets,
         },
     )
     return result

@@ -39,7 +39,12 @@ _PROBLEM = {
 }
 
 # What every route of a kind can answer, beyond its own statuses.
-_ANY = {500: "internal-error"}
+_ANY = {
+    500: "internal-error",
+    # The middleware's answer while the database (or a store) is unreachable: a restart or
+    # a fail-over is a moment to wait, with Retry-After, never a 500.
+    503: "unavailable: a data store is not reachable, with Retry-After",
+}
 _AUTHENTICATED = {401: "unauthenticated: no token, or an unknown, expired or revoked one"}
 _RESTRICTED = {403: "forbidden: the caller's role or scopes do not allow this"}
 _WITH_ID = {404: "not-found: no such resource in the caller's account"}

@@ -22,6 +22,7 @@ from tests.browser.harness import NewPage, ResponseLog, axe_violations, screensh
 from tests.conftest import PASSWORD, Customer, consented_call, signup_body
 from tests.support.mail import inbox, mailed_token
 from tests.support.media import MARKER, VOICE, connect, frames_received, writer_of
+from tests.support.pacing import ticks
 from tests.support.recordings import status_is
 from tests.support.staff import new_staff
 from tests.support.waiting import eventually
@@ -67,9 +68,8 @@ async def recorded_call(
         if not real_time:
             await peer.media(VOICE, frames=150)
             return
-        for _ in range(15):  # ten frames (200 ms) at a time, on the engine's clock
+        async for _ in ticks(15, 0.2):  # ten frames (200 ms) at a time, on the engine's clock
             await peer.media(VOICE, frames=10)
-            await asyncio.sleep(0.2)
 
     call = await consented_call(client, owner)
     peer = await connect(client, call)
@@ -86,7 +86,6 @@ async def recorded_call(
     await eventually(lambda: frames_received(client, call["id"]) >= peer.seq)
     await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
     await peer.media(MARKER, frames=50)
-    await asyncio.sleep(0.3)  # the pause is a stretch of wall time on the timeline too
     await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
     await eventually(lambda: writer_of(client, call["id"]).recording)
     await voice()

@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from storage.db import ensure_database, with_database
 from storage.pgcluster import LocalCluster
 from tests.conftest import PASSWORD, signup_body
+from tests.support.pacing import ticks
 from tests.support.servers import Server, free_port
+from tests.support.waiting import eventually
 
 LEGS = 20
 FRAME_BYTES = 160
@@ -87,13 +90,14 @@ async def test_a_database_restart_mid_recording_loses_nothing_and_answers_503(
                         "method": "announcement",
                     },
                     headers=auth,
-                ):
-                    pass
+                ) as resp:
+                    assert resp.status == 201, await resp.text()
                 async with http.post(
                     f"{base}/v1/calls/{call['id']}/recordings",
                     json={"channels": "mono"},
                     headers=auth,
                 ) as resp:
+                    assert resp.status == 201, await resp.text()
                     rec = await resp.json()
                 ws = await http.ws_connect(f"{base}/v1/media/twilio?token={call['media']['token']}")
                 await ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -116,14 +120,14 @@ async def test_a_database_restart_mid_recording_loses_nothing_and_answers_503(
                     }
                 )
                 legs.append((ws, rec["id"]))
-            await asyncio.sleep(0.5)  # every writer open
+            await eventually(lambda: every_writer_open(url, [r for _, r in legs]))
 
             sent = 0
 
             async def talk(seconds: float) -> None:
                 """Every leg, in real time: 5 frames (100 ms) each 100 ms."""
                 nonlocal sent
-                for _ in range(int(seconds * 10)):
+                async for _ in ticks(int(seconds * 10), 0.1):
                     for ws, _rec in legs:
                         for k in range(5):
                             n = sent + k
@@ -140,13 +144,11 @@ async def test_a_database_restart_mid_recording_loses_nothing_and_answers_503(
                                 }
                             )
                     sent += 5
-                    await asyncio.sleep(0.1)
 
             async def probe_api() -> None:
-                while True:
+                async for _ in ticks(10**6, 0.1):  # ten samples a second until cancelled
                     async with http.get(f"{base}/v1/calls?limit=1", headers=auth) as resp:
                         statuses.append(resp.status)
-                    await asyncio.sleep(0.1)
 
             await talk(2)
             prober = asyncio.create_task(probe_api())
@@ -169,8 +171,6 @@ async def test_a_database_restart_mid_recording_loses_nothing_and_answers_503(
                             return False
                 return True
 
-            from tests.support.waiting import eventually
-
             await eventually(all_completed, timeout_s=60, interval_s=0.5)
             audios = []
             for _ws, rec_id in legs:
@@ -188,6 +188,19 @@ async def test_a_database_restart_mid_recording_loses_nothing_and_answers_503(
     expected = b"".join(numbered(n) for n in range(sent))
     for audio in audios:
         assert audio == expected  # every frame of every leg, in order: within the bound
+
+
+async def every_writer_open(url: str, recording_ids: list[str]) -> bool:
+    """Each recording picked up by the node's writer (it names the node that writes it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        open_ = await conn.fetchval(
+            "SELECT count(*) FROM recordings WHERE id = ANY($1) AND node_id IS NOT NULL",
+            recording_ids,
+        )
+    finally:
+        await conn.close()
+    return bool(open_ == len(recording_ids))
 
 
 def _restart(cluster: LocalCluster) -> None:

@@ -490,3 +490,24 @@ async def test_the_policy_page_shows_the_version_in_force_and_the_earlier_ones(
     assert "Second &lt;b&gt;text&lt;/b&gt;." in current and "version in force" in current
     assert "First text." in older and "no longer in force" in older
     assert missing.status == 404
+
+
+async def test_the_access_copy_downloads_from_the_privacy_page_as_the_api_gives_it(
+    client: TestClient, owner: Customer
+) -> None:
+    """D1 in the portal: the same document as GET /v1/me/export, as a download, audited."""
+    await sign_in(client, owner.email)
+
+    page = await client.get("/privacy/export")
+    api = await client.get("/v1/me/export", headers=owner.auth)
+
+    assert page.status == 200
+    assert page.headers["Content-Disposition"].startswith("attachment;")
+    assert page.headers["Cache-Control"] == "no-store"
+    mine, theirs = await page.json(), await api.json()
+    assert [r["resource"] for r in mine["resources"]] == [
+        r["resource"] for r in theirs["resources"]
+    ]
+    assert all(r["storage_location"] for r in mine["resources"])
+    trail = await (await client.get("/v1/audit", headers=owner.auth)).json()
+    assert [e["action"] for e in trail["items"]].count("privacy.exported") == 2

@@ -195,3 +195,56 @@ async def only_recent_security_events(pool: asyncpg.Pool) -> bool:
 async def access_log_is_empty(pool: asyncpg.Pool) -> bool:
     """The back-dated access-log rows are purged."""
     return not await access_ids(pool)
+
+
+async def test_sent_mail_and_dead_reset_links_go_after_the_retention_and_pending_ones_stay(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """S3: mail rows and reset links name people; what is done goes after 60 days, what is
+    still owed (a message not yet sent, a live link) stays however old."""
+    old, recent = NOW - timedelta(days=61), NOW - timedelta(days=1)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO accounts (id, name, postal_address, data_region, terms_accepted_at)
+               VALUES ('acc_p', 'A', 'x', 'eu', now())"""
+        )
+        await conn.execute(
+            """INSERT INTO users (id, account_id, kind, role, email, name, password_hash)
+               VALUES ('usr_p', 'acc_p', 'customer', 'owner', 'p@example.com', 'P', 'h')"""
+        )
+        for mail_id, created, delivered in (
+            ("mail_old_sent", old, old),
+            ("mail_old_pending", old, None),
+            ("mail_recent_sent", recent, recent),
+        ):
+            await conn.execute(
+                """INSERT INTO mail_messages (id, created_at, kind, user_id, next_attempt_at,
+                                              delivered_at)
+                   VALUES ($1, $2, 'policy', 'usr_p', $2, $3)""",
+                mail_id,
+                created,
+                delivered,
+            )
+        for reset_id, used, expires in (
+            ("pwr_old_used", old, old),
+            ("pwr_old_expired", None, old),
+            ("pwr_live", None, NOW + timedelta(minutes=10)),
+        ):
+            await conn.execute(
+                """INSERT INTO password_resets (id, user_id, token_hash, created_at, expires_at,
+                                                used_at)
+                   VALUES ($1, 'usr_p', $2, $3, $4, $5)""",
+                reset_id,
+                reset_id.encode(),
+                old,
+                expires,
+                used,
+            )
+
+    await workers.purge_logs(pool, settings, NOW)
+
+    async with pool.acquire() as conn:
+        mails = [r["id"] for r in await conn.fetch("SELECT id FROM mail_messages ORDER BY id")]
+        resets = [r["id"] for r in await conn.fetch("SELECT id FROM password_resets")]
+    assert mails == ["mail_old_pending", "mail_recent_sent"]
+    assert resets == ["pwr_live"]

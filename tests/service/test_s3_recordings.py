@@ -3,7 +3,6 @@ dialect, downloaded byte for byte, deleted object by object (issue 12, the objec
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -18,6 +17,7 @@ from telephony.web.appkeys import BLOBS, SPOOL
 from tests.conftest import Customer, ServiceServer, consented_call, new_customer
 from tests.support.mail import MAILBOX
 from tests.support.media import JsonPeer, connect, frames_received, writer_of
+from tests.support.pacing import ticks
 from tests.support.proxy import CuttableProxy
 from tests.support.recordings import download, expected, frame, record, status_is, stored_audio
 from tests.support.s3 import S3Server
@@ -104,11 +104,10 @@ async def test_an_object_store_gone_for_twenty_seconds_loses_nothing(
 
             async def talk(seconds: float) -> None:
                 nonlocal sent
-                for _ in range(int(seconds * 10)):  # 100 ms of audio every 100 ms
+                async for _ in ticks(int(seconds * 10), 0.1):  # 100 ms of audio each 100 ms
                     for _ in range(5):
                         await peer.media(frame(sent, "inbound"), "inbound")
                         sent += 1
-                    await asyncio.sleep(0.1)
 
             await talk(2)
             await proxy.cut()
@@ -146,10 +145,9 @@ async def test_a_restart_while_the_store_is_down_serves_unready_until_the_spool_
             owner = await new_customer(client)
             call, peer, rec = await mono_recording(client, owner)
             await proxy.cut()
-            for i in range(100):  # two seconds of audio, none of it reaching the store
-                await peer.media(frame(i, "inbound"), "inbound")
-                if i % 10 == 9:
-                    await asyncio.sleep(0.1)
+            async for tick in ticks(10, 0.1):  # two seconds of audio, none reaching the store
+                for i in range(tick * 10, tick * 10 + 10):
+                    await peer.media(frame(i, "inbound"), "inbound")
             await eventually(lambda: frames_received(client, call["id"]) >= 100)
         # The process is gone (its parts still in the spool); a new one starts.
         second = create_app(configured, run_workers=False)

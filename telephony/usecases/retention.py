@@ -17,7 +17,16 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from storage import accounts, credentials, mail, recordings, securitylog, terminations, throttles
+from storage import (
+    accounts,
+    credentials,
+    leases,
+    mail,
+    recordings,
+    securitylog,
+    terminations,
+    throttles,
+)
 from storage.blobs.names import recording_prefix
 from storage.blobs.protocol import BlobStore
 from storage.securitylog import PurgeResult
@@ -136,10 +145,13 @@ async def retention_worker(
     interval_s: float,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """Run a pass at start-up and every `interval_s`; a failed pass is retried next time."""
+    """Run a pass at start-up and every `interval_s` on whichever node holds the job's lock
+    (the others skip their turn); a failed pass is retried next time."""
     while True:
         try:
-            await retention_pass(pool, blobs, clock())
+            async with leases.only_one(pool, "retention") as mine:
+                if mine:
+                    await retention_pass(pool, blobs, clock())
         except (OSError, asyncpg.PostgresError):
             log.exception("retention pass failed")
         await asyncio.sleep(interval_s)
@@ -213,7 +225,9 @@ async def purge_worker(pool: asyncpg.Pool, settings: Settings) -> None:
     """Daily purge; the first pass runs at start-up so a long-stopped node catches up."""
     while True:
         try:
-            await purge_logs(pool, settings, datetime.now(UTC))
+            async with leases.only_one(pool, "log-purge") as mine:
+                if mine:
+                    await purge_logs(pool, settings, datetime.now(UTC))
         except (OSError, asyncpg.PostgresError):
             log.exception("log retention purge failed")
         await asyncio.sleep(settings.purge_interval_s)

@@ -24,6 +24,14 @@ async def claim(conn: Conn, call_id: str, node_id: str, dialect: str, now: datet
     return bool(claimed)
 
 
+async def holder(conn: Conn, call_id: str) -> str | None:
+    """The node holding the call's stream, if one does."""
+    node: str | None = await conn.fetchval(
+        "SELECT node_id FROM media_streams WHERE call_id = $1", call_id
+    )
+    return node
+
+
 async def release(conn: Conn, call_id: str, node_id: str) -> None:
     await conn.execute(
         "DELETE FROM media_streams WHERE call_id = $1 AND node_id = $2", call_id, node_id

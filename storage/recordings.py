@@ -379,7 +379,7 @@ async def attach_to_node(
     and nothing changes, since its bytes would not read back with the first's."""
     names = [t.name for t in tracks]
     fixed = await conn.fetchval(
-        """UPDATE recordings SET node_id = $2,
+        """UPDATE recordings SET node_id = $2, node_lost_at = NULL,
                   encoding = coalesce(encoding, $3),
                   sample_rate_hz = coalesce(sample_rate_hz, $4),
                   track_names = coalesce(track_names, $5),
@@ -400,6 +400,65 @@ async def attach_to_node(
         [sample_rate_hz] * len(tracks),
     )
     return bool(fixed)
+
+
+async def held_by(conn: Conn, recording_id: str) -> str | None:
+    """The media node that last wrote the recording (NULL before any stream attached)."""
+    node: str | None = await conn.fetchval(
+        "SELECT node_id FROM recordings WHERE id = $1", recording_id
+    )
+    return node
+
+
+async def last_arrival(conn: Conn, recording_id: str) -> datetime | None:
+    """When the newest sealed audio arrived: where a lost node's stretch really ended."""
+    at: datetime | None = await conn.fetchval(
+        "SELECT max(last_arrival) FROM recording_chunks WHERE recording_id = $1", recording_id
+    )
+    return at
+
+
+async def live_nodes(conn: Conn) -> list[str]:
+    """Every node holding a live recording."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT node_id FROM recordings
+           WHERE status IN ('recording', 'paused', 'stopped') AND node_id IS NOT NULL"""
+    )
+    return [r["node_id"] for r in rows]
+
+
+async def mark_node_lost(conn: Conn, node_id: str, now: datetime) -> None:
+    """The node is gone: its live recordings start their wait for a stream elsewhere."""
+    await conn.execute(
+        """UPDATE recordings SET node_lost_at = $2
+           WHERE node_id = $1 AND node_lost_at IS NULL
+             AND status IN ('recording', 'paused', 'stopped')""",
+        node_id,
+        now,
+    )
+
+
+async def clear_node_lost(conn: Conn, node_id: str) -> None:
+    """The node answers again (a lost connection, not a lost process): nothing was lost."""
+    await conn.execute(
+        "UPDATE recordings SET node_lost_at = NULL WHERE node_id = $1 AND node_lost_at IS NOT NULL",
+        node_id,
+    )
+
+
+async def interrupt_lost_since(conn: Conn, node_id: str, before: datetime) -> list[Interrupted]:
+    """Recordings of a gone node whose stream did not come back since `before`."""
+    rows = await conn.fetch(
+        """UPDATE recordings
+           SET status = 'interrupted', ended_at = coalesce(ended_at, now()),
+               stop_reason = coalesce(stop_reason, 'process_died')
+           WHERE node_id = $1 AND node_lost_at <= $2
+             AND status IN ('recording', 'paused', 'stopped')
+           RETURNING id, call_id, account_id""",
+        node_id,
+        before,
+    )
+    return [Interrupted(**r) for r in rows]
 
 
 async def add_gap(conn: Conn, recording_id: str, gap: dict[str, Any]) -> None:

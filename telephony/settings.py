@@ -212,6 +212,7 @@ class Settings:
             storage_reserve_mb=_int(
                 env, "TELEPHONY_STORAGE_RESERVE_MB", default.storage_reserve_mb, 0
             ),
+            spool_part_s=_int(env, "TELEPHONY_SPOOL_PART_S", int(default.spool_part_s), 1),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -32,6 +32,7 @@ class EndReason(StrEnum):
     STREAM_ENDED = "stream_ended"
     PROCESSING_RESTRICTED = "processing_restricted"  # D2: the account's processing is restricted
     INTERRUPTED = "interrupted"  # a segment cut by a dead process
+    NODE_LOST = "node_lost"  # its media node died; the stream came back on another
     PROCESS_DIED = "process_died"  # the recording's stop reason then
 
 

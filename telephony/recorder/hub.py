@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from storage import recordings
+from storage import nodes, recordings
 from storage.blobs.audio import stored_audio
 from storage.blobs.protocol import BlobStore
 from storage.blobs.spool import Spool
@@ -130,8 +130,16 @@ class MediaHub:
         def on_lost(_c: object) -> None:
             queue.put_nowait(None)
 
+        held = False
         try:
             conn.add_termination_listener(on_lost)
+            # This connection's life is the node's life for the others (storage/nodes.py).
+            held = await nodes.hold(conn, self.node_id)
+            if not held:
+                log.error(
+                    "another live process uses this node id; streams may not move here",
+                    extra={"node_id": self.node_id},
+                )
             await conn.add_listener(recordings.CONTROL_CHANNEL, on_notify)
             while (payload := await queue.get()) is not None:
                 try:
@@ -141,6 +149,9 @@ class MediaHub:
         finally:
             with contextlib.suppress(Exception):
                 await conn.remove_listener(recordings.CONTROL_CHANNEL, on_notify)
+            if held:
+                with contextlib.suppress(Exception):
+                    await nodes.let_go(conn, self.node_id)
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
 
@@ -151,7 +162,11 @@ class MediaHub:
         kept = await media_lifecycle.still_kept(self.pool, {s.part.recording_id for s in spooled})
         for recording_id in sorted({s.part.recording_id for s in spooled}):
             parts = [s for s in spooled if s.part.recording_id == recording_id]
-            if recording_id not in kept:  # deleted meanwhile: its key is gone, bytes are noise
+            if recording_id not in kept or not await media_lifecycle.still_held_by(
+                self.pool, recording_id, self.node_id
+            ):
+                # Deleted meanwhile (its key is gone, the bytes are noise), or its stream
+                # went on on another node, which continued where the store's copy ended.
                 for entry in parts:
                     await self.spool.remove(entry.part)
                 continue
@@ -162,16 +177,19 @@ class MediaHub:
             for entry in parts:
                 await self.sink.ship(entry.part, limit=max(rows_end - entry.part.offset, 0))
 
-        async def stored_end(recording_id: str) -> int:
-            return (await stored_audio(self.blobs, recording_id)).size_bytes
-
-        interrupted = await media_lifecycle.interrupt_dead_node(self.pool, self.node_id, stored_end)
+        interrupted = await media_lifecycle.interrupt_dead_node(
+            self.pool, self.node_id, self.stored_end
+        )
         if interrupted or spooled:
             log.warning(
                 "recovered after a previous crash",
                 extra={"interrupted": len(interrupted), "parts_shipped": len(spooled)},
             )
         return len(interrupted)
+
+    async def stored_end(self, recording_id: str) -> int:
+        """How much of the recording's stream the blob store holds."""
+        return (await stored_audio(self.blobs, recording_id)).size_bytes
 
     async def close(self) -> None:
         for stream in list(self.streams.values()):
@@ -252,6 +270,7 @@ class MediaHub:
                 sample_rate_hz=stream.fmt.sample_rate_hz,
                 tracks=stream.fmt.tracks,
                 now=self.clock(),
+                stored_end=self.stored_end,
             )
         except IntegrityFailure:
             log.exception("recording key unusable", extra={"recording_id": recording_id})

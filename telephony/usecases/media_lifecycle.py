@@ -7,25 +7,31 @@ a customer's. The media node's actor is the system, named by its node id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
-from storage import calls, chunks, media_streams, recordings
+from storage import calls, chunks, leases, media_streams, nodes, recordings
 from storage.ids import token_hash
 from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor
-from telephony.domain.errors import IntegrityFailure, StreamRefused
-from telephony.domain.recordings import LIVE, EndReason
+from telephony.domain.consent import can_resume
+from telephony.domain.errors import IntegrityFailure, StreamRefused, Unavailable
+from telephony.domain.recordings import LIVE, EndReason, RecordingStatus
 from telephony.domain.tracks import Track
 from telephony.usecases import recording_states
-from telephony.usecases.calls import Clock, utc_now
-from telephony.usecases.trail import transaction
+from telephony.usecases.calls import Clock, facts, utc_now
+from telephony.usecases.trail import Tx, transaction
 
 log = logging.getLogger(__name__)
+
+
+# How many bytes of a recording's stream the blob store holds (storage.blobs.audio).
+StoredEnd = Callable[[str], Awaitable[int]]
 
 
 def node_actor(node_id: str) -> Actor:
@@ -58,7 +64,13 @@ async def attach_stream(
         if not call.active:
             raise StreamRefused("the call has ended")
         if not await media_streams.claim(tx.conn, call.id, node_id, dialect, now):
-            raise StreamRefused("a media stream of this call is already live")
+            # A reconnect whose old socket died with its node may take the stream over.
+            holder = await media_streams.holder(tx.conn, call.id)
+            if holder is None or holder == node_id or not await nodes.is_gone(tx.conn, holder):
+                raise StreamRefused("a media stream of this call is already live")
+            await media_streams.release(tx.conn, call.id, holder)
+            if not await media_streams.claim(tx.conn, call.id, node_id, dialect, now):
+                raise StreamRefused("a media stream of this call is already live")
         tx.audit(
             call.account_id,
             node_actor(node_id),
@@ -91,6 +103,12 @@ async def still_kept(pool: asyncpg.Pool, recording_ids: set[str]) -> set[str]:
         return set()
     async with pool.acquire() as conn:
         return await recordings.not_deleted(conn, sorted(recording_ids))
+
+
+async def still_held_by(pool: asyncpg.Pool, recording_id: str, node_id: str) -> bool:
+    """Whether this node wrote the recording last (no other took its stream over)."""
+    async with pool.acquire() as conn:
+        return await recordings.held_by(conn, recording_id) in (node_id, None)
 
 
 async def trim_rows(pool: asyncpg.Pool, recording_id: str, stored_bytes: int) -> int:
@@ -127,6 +145,7 @@ async def start_writing(
     sample_rate_hz: int,
     tracks: tuple[Track, ...],
     now: datetime,
+    stored_end: StoredEnd,
 ) -> WriterStart | None:
     """Claim a live recording for this node; None when it is no longer live or its key is
     unusable (then nothing can be written: IntegrityFailure is logged by the caller)."""
@@ -134,6 +153,9 @@ async def start_writing(
         rec = await recordings.get(tx.conn, recording_id, account_id=account_id)
         if rec.status not in LIVE:
             return None
+        previous = await recordings.held_by(tx.conn, recording_id)
+        if previous is not None and previous != node_id and await nodes.is_gone(tx.conn, previous):
+            await _continue_after_node_loss(tx, rec, previous, node_id, now, stored_end)
         state = await recordings.writer_state(tx.conn, recording_id)
         data_key = await keys.recording_key(
             tx.conn, account_id, recording_id, state.wrapped_key, now
@@ -160,6 +182,119 @@ async def start_writing(
             return None
         segments = await recordings.segments_of(tx.conn, recording_id)
     return WriterStart(rec, data_key, state, segments)
+
+
+async def _continue_after_node_loss(
+    tx: Tx,
+    rec: recordings.Recording,
+    lost: str,
+    node_id: str,
+    now: datetime,
+    stored_end: StoredEnd,
+) -> None:
+    """The recording's media node died and its stream came back here (DESIGN.md "More
+    than one node"): the customer's start still stands, so it goes on, but only after the
+    gate says so again.
+
+    The recording is one authenticated stream of chunk records, so this node
+    continues where the blob store's copy ends: rows whose bytes were still in the
+    dead node's spool go (at most `spool_part_s` and the last second), since no
+    record may follow a hole. The stretch ends where the last kept audio arrived,
+    so the coverage map shows the hole; a new one opens now if every counterpart
+    still consents and processing is not restricted, else it stays paused until
+    they do.
+    """
+    call = await calls.get_call(tx.conn, rec.call_id, account_id=None, lock=True)
+    rec = await recordings.get(tx.conn, rec.id, account_id=None, lock=True)
+    await chunks.trim_past(tx.conn, rec.id, await stored_end(rec.id))
+    actor = node_actor(node_id)
+    tx.audit(
+        rec.account_id,
+        actor,
+        "recording.media_node_changed",
+        {"call_id": rec.call_id, "recording_id": rec.id},
+        now,
+        lost_node=lost,
+    )
+    if rec.status is not RecordingStatus.RECORDING:
+        return  # paused or stopped meanwhile through the API: nothing was being recorded
+    cut = await recordings.last_arrival(tx.conn, rec.id) or now
+    cut = min(max(cut, rec.segments[-1].started_at if rec.segments else cut), now)
+    paused = await recording_states.pause(tx, rec, actor, EndReason.NODE_LOST, cut)
+    kept = await recordings.writer_state(tx.conn, rec.id)
+    stored = await recordings.stored_format(tx.conn, rec.id)
+    gap = {
+        "at_ms": kept.out_samples * 1000 // (stored.sample_rate_hz or 8000),
+        "duration_ms": int((now - cut).total_seconds() * 1000),
+        "reason": "media-node-lost",
+    }
+    await recordings.add_gap(tx.conn, rec.id, gap)
+    if can_resume(await facts(tx.conn, call)):
+        await recording_states.resume(tx, paused, actor, now, reason="media_node_changed")
+    else:
+        await recordings.close_segment(  # now waiting for consent, as after a newcomer
+            tx.conn,
+            paused,
+            now,
+            EndReason.NODE_LOST,
+            status=RecordingStatus.PAUSED,
+            pause_reason=EndReason.NEW_COUNTERPART,
+        )
+
+
+NODE_LOST_GRACE_S = 60.0  # a stream has this long to come back on another node
+
+
+async def sweep_lost_nodes(
+    pool: asyncpg.Pool, stored_end: StoredEnd, now: datetime, grace_s: float = NODE_LOST_GRACE_S
+) -> list[str]:
+    """Recordings whose media node is gone and whose stream has not come back within
+    `grace_s` end `interrupted`, their sealed audio kept; the ids of those that ended.
+
+    A node seen gone once starts the wait; one seen alive again (its connection
+    to the database came back) clears it, so only a node that stays gone ends
+    anything.
+    """
+    ended: list[str] = []
+    async with transaction(pool) as tx:
+        for node in await recordings.live_nodes(tx.conn):
+            if not await nodes.is_gone(tx.conn, node):
+                await recordings.clear_node_lost(tx.conn, node)
+                continue
+            await recordings.mark_node_lost(tx.conn, node, now)
+            found = await recordings.interrupt_lost_since(
+                tx.conn, node, now - timedelta(seconds=grace_s)
+            )
+            for rec in found:
+                # What its spool held is gone with it: rows past the store's copy go.
+                await chunks.trim_past(tx.conn, rec.id, await stored_end(rec.id))
+                cut = await recordings.last_arrival(tx.conn, rec.id) or now
+                await recordings.close_open_segment(tx.conn, rec.id, cut, EndReason.INTERRUPTED)
+                await media_streams.release(tx.conn, rec.call_id, node)
+                subject = {"call_id": rec.call_id, "recording_id": rec.id}
+                tx.audit(rec.account_id, node_actor(node), "recording.interrupted", subject, now)
+                tx.customer_event(rec.account_id, "recording.interrupted", now, **subject)
+                ended.append(rec.id)
+    if ended:
+        log.warning("recordings of a lost media node ended", extra={"interrupted": len(ended)})
+    return ended
+
+
+SWEEP_INTERVAL_S = 5.0
+
+
+async def lost_node_worker(
+    pool: asyncpg.Pool, stored_end: StoredEnd, interval_s: float = SWEEP_INTERVAL_S
+) -> None:
+    """`sweep_lost_nodes` every few seconds, on one node at a time (storage/leases.py)."""
+    while True:
+        try:
+            async with leases.only_one(pool, "lost-media-nodes") as mine:
+                if mine:
+                    await sweep_lost_nodes(pool, stored_end, utc_now())
+        except (OSError, Unavailable, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("lost-node sweep failed; retried", exc_info=True)
+        await asyncio.sleep(interval_s)
 
 
 async def segments_of(pool: asyncpg.Pool, recording_id: str) -> list[recordings.Segment]:
@@ -205,9 +340,6 @@ async def complete_after_sealing(pool: asyncpg.Pool, recording_id: str, node_id:
             stop_reason=rec.stop_reason.value if rec.stop_reason else None,
         )
     return True
-
-
-StoredEnd = Callable[[str], Awaitable[int]]
 
 
 async def interrupt_dead_node(pool: asyncpg.Pool, node_id: str, stored_end: StoredEnd) -> list[str]:

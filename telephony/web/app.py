@@ -30,7 +30,7 @@ from telephony.i18n import Catalogue
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub, default_node_id, node_folder
 from telephony.settings import Settings, master_keys
-from telephony.usecases import retention
+from telephony.usecases import media_lifecycle, retention
 from telephony.web import access_log, portal
 from telephony.web.api import (
     accounts,
@@ -183,6 +183,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         notification_worker(pool, http, settings, app[METRICS]),
         retention.purge_worker(pool, settings),
         retention.retention_worker(pool, app[BLOBS], settings.retention_interval_s),
+        media_lifecycle.lost_node_worker(pool, app[HUB].stored_end),
         delivery_worker(pool, settings, app[KEYS]),
         mail_worker(pool, settings, app[KEYS], app[CATALOGUE]),
     ]

@@ -26,7 +26,7 @@ from telephony.domain.tracks import BOTH
 from telephony.media.codecs import AMRWB_MAGIC, amrwb_frames
 from telephony.media.wav import linear_to_alaw, ulaw_to_linear
 from telephony.usecases import media_lifecycle
-from telephony.web.appkeys import KEYS
+from telephony.web.appkeys import HUB, KEYS
 from tests.conftest import Customer, consented_call, start_recording
 from tests.support.codecs import correlation, encode, speech
 from tests.support.media import connect, writer_of
@@ -162,6 +162,7 @@ async def test_a_later_stream_of_another_format_cannot_continue_a_recording(
             sample_rate_hz=rate,
             tracks=BOTH,
             now=now,
+            stored_end=client.app[HUB].stored_end,
         )
 
     first = await writer("mulaw", 8000)

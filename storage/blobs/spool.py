@@ -153,31 +153,44 @@ def _remove(path: Path) -> None:
 
 def _append_all(paths: list[Path], datas: list[bytes]) -> list[int | BaseException]:
     results: list[int | BaseException] = []
-    opened: list[tuple[int, int, Path, bool]] = []  # (fd, result index, path, created)
+    opened: list[tuple[int, int, Path, int, bool]] = []  # (fd, result index, path, offset, created)
     for path, data in zip(paths, datas, strict=True):
         try:
             fd, offset, created = _append_unsynced(path, data)
         except OSError as exc:
             results.append(exc)
             continue
-        opened.append((fd, len(results), path, created))
+        opened.append((fd, len(results), path, offset, created))
         results.append(offset)
     synced = len(opened) >= SYNCFS_FROM and all(
         # One syncfs per filesystem: a mount inside the spool has its own.
         sync_filesystem(fd)
         for fd in {os.fstat(fd).st_dev: fd for fd, *_ in opened}.values()
     )
-    for fd, index, path, created in opened:
+    for fd, index, path, offset, created in opened:
         try:
             if not synced:
                 os.fsync(fd)
                 if created:
                     fsync_dir(path.parent)
         except OSError as exc:
+            # Not on disk (a full disk, late): its caller is told so and will not count it,
+            # so the bytes must not stay either, or the next record lands after them.
+            _cut_back(fd, path, offset, created)
             results[index] = exc
         finally:
             os.close(fd)
     return results
+
+
+def _cut_back(fd: int, path: Path, offset: int, created: bool) -> None:
+    """Undo an append that failed: the file ends where it did, and a file the append
+    created goes (an empty part would linger in the spool until a restart)."""
+    with contextlib.suppress(OSError):
+        if created:
+            path.unlink()
+        else:
+            os.ftruncate(fd, offset)
 
 
 def _append_unsynced(path: Path, data: bytes) -> tuple[int, int, bool]:
@@ -200,8 +213,7 @@ def _append_unsynced(path: Path, data: bytes) -> tuple[int, int, bool]:
             view = view[os.write(fd, view) :]
     except BaseException:
         # A half-written record (a full disk) would shift every later one: cut it off.
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, offset)
+        _cut_back(fd, path, offset, created)
         os.close(fd)
         raise
     return fd, offset, created

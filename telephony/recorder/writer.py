@@ -21,11 +21,20 @@ blob store and a new one begins.
 The media socket never waits for disk or database: `offer` only appends to a
 bounded queue; when it overflows the frame is dropped and the loss lands in
 the recording's `gaps`.
+
+A spool disk that fills (S7) stops the writing, not the call: the sealed
+record the disk had no room for is kept in memory (its row is in already,
+and sealing that index again would reuse its nonce), frames are dropped in
+memory, and once the disk has RESUME_FREE_BYTES free the record is appended
+and writing goes on, the lost stretch a `storage-full` gap. A recording that
+ends before there is room loses the held record's row instead, has no final
+chunk and is not completed: its process's recovery makes it `interrupted`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections import deque
@@ -62,6 +71,23 @@ PART_SECONDS = 10.0  # a part moves to the blob store this often (and at the end
 SHIP_ATTEMPTS = 3  # at close, before the part is left to recovery
 SHIP_WARN_EVERY_S = 30.0  # while the store fails, the warning repeats this often, not each turn
 CHUNK_TRACK = "mix"  # the AEAD stream's name: one per recording, every track interleaved
+# A recording stopped by a full spool disk resumes once this much is free: minutes of audio,
+# so a disk hovering at its last bytes does not cut the recording into many gaps.
+RESUME_FREE_BYTES = 8 * 1024 * 1024
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _NoRoom(Exception):
+    """A sealed record could not be appended: the writer now holds it (see the module doc)."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    record: bytes
+    first_sample: int
+    samples: int
+    since: float  # monotonic
+    reason: str  # the gap's: storage-full, or storage-error for any other disk failure
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,7 @@ class WriterStats:
     frames_dropped_overflow: int = 0
     chunks: int = 0
     chunks_refused: int = 0
+    frames_dropped_storage: int = 0  # while the spool's disk had no room
 
 
 @dataclass(eq=False)
@@ -144,12 +171,18 @@ class RecordingWriter:
         # that is slow or down holds up only this task while the spool keeps growing.
         self._shipping: asyncio.Task[bool] | None = None
         self._ship_warned_at = 0.0  # monotonic time of the last "move failed" warning
+        self._held: _Held | None = None  # the record the spool's disk had no room for
 
     # -- the media socket's side: never blocks ------------------------------------
 
     @property
     def recording(self) -> bool:
         return bool(self.windows) and self.windows[-1].end is None
+
+    @property
+    def writing(self) -> bool:
+        """False while the spool's disk has no room: frames are dropped in memory."""
+        return self._held is None
 
     def offer(self, audio: Audio, arrival: datetime) -> None:
         """Hand over one frame; dropped at once outside the window or when the queue is full."""
@@ -213,6 +246,10 @@ class RecordingWriter:
             await self._task
         self._drain_queue()
         await self._seal(final=final)
+        if self._held is not None:
+            await self._give_up_held()
+            await self._ship_all()  # what was sealed before the disk filled still moves
+            return False
         return await self._ship_all()
 
     async def _run(self) -> None:
@@ -310,21 +347,100 @@ class RecordingWriter:
     # -- sealing -------------------------------------------------------------------
 
     async def _seal(self, *, final: bool, keep_jitter: bool = False) -> None:
+        if self._held is not None and not await self._room_again(closing=final or self._closed):
+            self._drop_pending()
+            return
         pending, self._pending = self._pending, []
         groups, dropped = by_window(pending, self.windows)
         self.stats.frames_dropped_window += dropped
-        for index, frames in sorted(groups.items()):
-            is_open = index == len(self.windows) - 1 and self.windows[index].end is None
-            if keep_jitter and is_open:
-                ready, held = self.timeline.split_jitter(frames)
-                self._pending.extend(held)
-            else:
-                ready = frames
-            if ready:
-                await self._store(index, ready)
+        unstored = len(pending) - dropped
+        try:
+            for index, frames in sorted(groups.items()):
+                is_open = index == len(self.windows) - 1 and self.windows[index].end is None
+                if keep_jitter and is_open:
+                    ready, held = self.timeline.split_jitter(frames)
+                    self._pending.extend(held)
+                else:
+                    ready = frames
+                unstored -= len(frames) - len(ready)  # those held for jitter stay pending
+                if ready:
+                    await self._store(index, ready)
+                unstored -= len(ready)
+            if final:
+                await self._write(b"", 0, self.timeline.out_samples, None, None, final=True)
+        except _NoRoom:
+            # This turn's frames not yet stored are lost (a group partly stored counts whole).
+            self.stats.frames_dropped_storage += unstored
+            self._drop_pending()
         self._pending_bytes = sum(len(f.payload) for f in self._pending)
-        if final:
-            await self._write(b"", 0, self.timeline.out_samples, None, None, final=True)
+
+    def _drop_pending(self) -> None:
+        self.stats.frames_dropped_storage += len(self._pending)
+        self._pending = []
+        self._pending_bytes = 0
+
+    # -- a spool disk without room (S7) ------------------------------------------
+
+    def _hold(self, record: bytes, first_sample: int, samples: int, exc: OSError) -> None:
+        reason = "storage-full" if exc.errno in _FULL else "storage-error"
+        self._held = _Held(record, first_sample, samples, time.monotonic(), reason)
+        log.error(
+            "the spool could not take a sealed chunk: the recording stops writing until "
+            "its disk has room, and the call goes on",
+            extra={"recording_id": self.recording_id, "error": str(exc), "reason": reason},
+        )
+
+    async def _room_again(self, *, closing: bool) -> bool:
+        """Append the held record once the disk has room (at close: one last try, whatever
+        the room); True when it is in and writing goes on."""
+        held = self._held
+        assert held is not None
+        if not closing:
+            try:
+                if await self.sink.spool.probe() < RESUME_FREE_BYTES:
+                    return False
+            except OSError:
+                return False
+        try:
+            offset = await self.sink.append(self._part, held.record)
+        except OSError:
+            return False
+        self._appended(held.record, offset)
+        self._held = None
+        lost_ms = round((time.monotonic() - held.since) * 1000)
+        log.warning(
+            "the spool has room again: the recording goes on",
+            extra={"recording_id": self.recording_id, "lost_ms": lost_ms},
+        )
+        try:
+            await self._report_gap(held, held.first_sample + held.samples, lost_ms)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            log.exception("recording a gap failed", extra={"recording_id": self.recording_id})
+        return True
+
+    async def _give_up_held(self) -> None:
+        """The recording ends with its held record unwritten: the record's row goes, so the
+        rows end where the stored bytes do (recovery would trim it too, if this fails)."""
+        held = self._held
+        assert held is not None
+        self._held = None
+        lost_ms = round((time.monotonic() - held.since) * 1000)
+        try:
+            await media_lifecycle.trim_rows(self.sink.pool, self.recording_id, self.blob_offset)
+            await self._report_gap(held, held.first_sample, lost_ms)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            log.exception(
+                "the unwritten chunk's row stays until recovery",
+                extra={"recording_id": self.recording_id},
+            )
+
+    async def _report_gap(self, held: _Held, at_sample: int, lost_ms: int) -> None:
+        gap = {
+            "at_ms": at_sample * 1000 // self.fmt.sample_rate_hz,
+            "duration_ms": lost_ms,
+            "reason": held.reason,
+        }
+        await media_lifecycle.report_gap(self.sink.pool, self.recording_id, gap)
 
     async def _store(self, window: int, frames: list[Frame]) -> None:
         """Write one segment's frames: a chunk never spans two segments (the database checks)."""
@@ -351,7 +467,14 @@ class RecordingWriter:
         arrivals = (frames[0].arrival, frames[-1].arrival)  # frames keep their arrival order
         first = self.timeline.out_samples
         for number, (piece, samples) in enumerate(self.timeline.place(frames)):
-            if not await self._write(piece, samples, first, *arrivals, final=False):
+            try:
+                written = await self._write(piece, samples, first, *arrivals, final=False)
+            except _NoRoom:
+                # The pieces after the held one are lost: the recording's timeline ends
+                # with it, and what comes once there is room lands after the hole.
+                self.timeline.out_samples = first + samples
+                raise
+            if not written:
                 if number == 0:
                     self.timeline.restore(snapshot)  # type: ignore[arg-type]  # its own kind
                     return False
@@ -373,7 +496,8 @@ class RecordingWriter:
 
         The database row comes first: a chunk the window check refuses is
         never sealed and never written; a crash between the row and the
-        append leaves a row past the stored end, which recovery trims.
+        append leaves a row past the stored end, which recovery trims. An
+        append the disk refuses leaves the record held (`_NoRoom`).
         """
         index = self.next_index
         now = self.clock()
@@ -395,10 +519,17 @@ class RecordingWriter:
             self.stats.chunks_refused += 1
             return False
         record = self.cipher.seal(CHUNK_TRACK, index, plaintext, final=final)
-        offset = await self.sink.append(self._part, record)
+        try:
+            offset = await self.sink.append(self._part, record)
+        except OSError as exc:
+            self._hold(record, first_sample, samples, exc)
+            raise _NoRoom from exc
+        self._appended(record, offset)
+        return True
+
+    def _appended(self, record: bytes, offset: int) -> None:
         if self._part.offset + offset != self.blob_offset:
             log.error("stream offset mismatch", extra={"recording_id": self.recording_id})
         self.blob_offset += len(record)
         self.next_index += 1
         self.stats.chunks += 1
-        return True

@@ -49,6 +49,7 @@ class MailDrop:
         self.over_tls: list[bool] = []  # per message: did it arrive encrypted
         self._arrived = asyncio.Condition()
         self._server: asyncio.Server | None = None
+        self._written = 0
 
     @property
     def url(self) -> str:
@@ -80,7 +81,10 @@ class MailDrop:
         message = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(message, EmailMessage)
         if self.folder is not None:
-            await asyncio.to_thread(self._write, raw, len(self.messages))
+            # Numbered before the first await: messages that arrive together (several
+            # nodes' workers at once) must not share a file name.
+            number, self._written = self._written, self._written + 1
+            await asyncio.to_thread(self._write, raw, number)
         async with self._arrived:
             self.over_tls.append(self.implicit or session.ssl is not None)
             self.messages.append(message)

@@ -1,6 +1,7 @@
 """Recording download benchmark: one hour of dual audio streamed back, against a bare file server.
 
     .venv/bin/python bench/download.py          # or: make bench
+    .venv/bin/python bench/download.py --blob-url moto   # the parts in an S3 store (moto, local)
 
 A real server process (`python -m telephony serve`, its own PostgreSQL
 cluster and master key) gets a one-hour dual recording for an account made
@@ -71,9 +72,12 @@ from bench.common import (
     terminate,
     wait_ready,
 )
+from bench.ingest import MOTO_CREDENTIALS, start_moto
 from storage import recordings
-from storage.blobs.filesystem import FilesystemBlobStore
 from storage.blobs.names import audio_part
+from storage.blobs.s3 import S3BlobStore, parse_s3_url
+from storage.blobs.stores import open_blob_store
+from storage.db import create_pool
 from storage.keys import hierarchy
 from storage.keys.crypto import ChunkCipher
 from storage.keys.providers import ServiceKeys
@@ -81,6 +85,7 @@ from telephony.domain.recordings import Channels
 from telephony.domain.tracks import BOTH
 from telephony.media.wav import WavLayout
 from telephony.recorder.writer import PART_SECONDS
+from telephony.usecases import compaction
 
 SECONDS = 3600
 RATE_HZ = 8000
@@ -118,6 +123,47 @@ BARE_SERVER = textwrap.dedent(
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
     """
 )
+
+# With --blob-url, the baseline is the same WAV as one object in the same store, streamed by
+# a bare handler through the same client library: what the store and aiobotocore cost alone.
+BARE_OBJECT_SERVER = textwrap.dedent(
+    """
+    import sys
+    from aiohttp import web
+    from storage.blobs.s3 import S3BlobStore, parse_s3_url
+
+    async def start(app):
+        app["store"] = await S3BlobStore.open(parse_s3_url(sys.argv[3]))
+        yield
+        await app["store"].close()
+
+    async def audio(request):
+        store = request.app["store"]
+        answer = await store.client.get_object(Bucket=store.location.bucket, Key=sys.argv[4])
+        response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+        response.content_length = answer["ContentLength"]
+        await response.prepare(request)
+        async with answer["Body"] as body:
+            while piece := await body.read(256 * 1024):
+                await response.write(piece)
+        await response.write_eof()
+        return response
+
+    async def healthz(request):
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.cleanup_ctx.append(start)
+    app.router.add_get("/audio", audio)
+    app.router.add_get("/healthz", healthz)
+    loop = sys.argv[2]
+    if loop == "uvloop":
+        import uvloop
+        uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    """
+)
+BARE_OBJECT_KEY = "baseline/baseline.wav"
 
 _INSERT_CHUNK = """
 INSERT INTO recording_chunks (recording_id, idx, blob_offset, record_bytes, first_sample,
@@ -164,7 +210,7 @@ async def seed_audio(server: OurServer, recording_id: str, pool: bytes) -> int:
     are ChunkCipher's, the rows carry the recorder's columns (`writer._write`).
     """
     keys = ServiceKeys(hierarchy.MasterKeys(hierarchy.decode_master_key(server.master_key)))
-    store = FilesystemBlobStore(server.data / "blobs")
+    store = await open_blob_store(server.env.get("TELEPHONY_BLOB_URL"), server.data / "blobs")
     conn = await asyncpg.connect(server.cluster.dsn())
     try:
         rec = await recordings.get(conn, recording_id, account_id=None)
@@ -214,7 +260,7 @@ async def seed_audio(server: OurServer, recording_id: str, pool: bytes) -> int:
             )
     finally:
         await conn.close()
-        store.close()
+        await store.close()
     return offset
 
 
@@ -342,16 +388,45 @@ def show(label: str, run: Run) -> None:
     )
 
 
-class BareServer:
-    """aiohttp's FileResponse for one plain file, on the same event loop as ours."""
+async def compact_seeded(server: OurServer, recording_id: str) -> None:
+    """What the compaction worker does a minute after a recording ends (object stores)."""
+    store = await open_blob_store(server.env.get("TELEPHONY_BLOB_URL"), server.data / "blobs")
+    pool = await create_pool(server.cluster.dsn(), max_size=2)
+    try:
+        if not await compaction.compact(pool, store, recording_id, datetime.now(UTC)):
+            raise RuntimeError("the seeded recording did not compact")
+    finally:
+        await pool.close()
+        await store.close()
 
-    def __init__(self, path: Path, loop: str) -> None:
+
+class BareServer:
+    """aiohttp's FileResponse for one plain file, on the same event loop as ours; with a
+    blob URL, the same bytes as one object in that store, streamed by a bare handler."""
+
+    def __init__(self, path: Path, loop: str, blob_url: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/audio"
+        self.path, self.blob_url = path, blob_url
         self.args = [sys.executable, "-c", BARE_SERVER, str(self.port), loop, str(path)]
+        if blob_url is not None:
+            code = [BARE_OBJECT_SERVER, str(self.port), loop, blob_url, BARE_OBJECT_KEY]
+            self.args = [sys.executable, "-c", *code]
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def label(self) -> str:
+        return "one object, streamed" if self.blob_url else "aiohttp FileResponse"
+
     async def start(self) -> None:
+        if self.blob_url is not None:  # the verified download, as one object in the store
+            store = await S3BlobStore.open(parse_s3_url(self.blob_url))
+            try:
+                body = await asyncio.to_thread(self.path.read_bytes)
+                bucket = store.location.bucket
+                await store.client.put_object(Bucket=bucket, Key=BARE_OBJECT_KEY, Body=body)
+            finally:
+                await store.close()
         self.process = subprocess.Popen(self.args, cwd=ROOT)  # noqa: ASYNC220 - once, before measuring
         await wait_ready(f"http://127.0.0.1:{self.port}/healthz", self.process)
 
@@ -365,6 +440,12 @@ async def main() -> None:
     # (ratios from 0.41 to 0.54 on the same code); twenty cost three seconds.
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument(
+        "--blob-url",
+        help="the server's TELEPHONY_BLOB_URL (s3://bucket/prefix?endpoint=…), or `moto`: a"
+        " moto S3 server on 127.0.0.1 started here; the baseline then streams the same bytes"
+        " as one object of that store",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -375,11 +456,17 @@ async def main() -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     data = Path(tempfile.mkdtemp(prefix="bench-download-", dir="/tmp"))
     server = OurServer(data, args.loop)
-    bare = BareServer(data / "baseline.wav", args.loop)
     pool = audio_pool()
+    moto = None
+    if args.blob_url == "moto":
+        moto, args.blob_url = await start_moto(data)
+    bare = BareServer(data / "baseline.wav", args.loop, args.blob_url)
+    if args.blob_url:
+        server.env.update(TELEPHONY_BLOB_URL=args.blob_url, **MOTO_CREDENTIALS)
+        os.environ.update(MOTO_CREDENTIALS)  # this process seeds the parts into the same store
     print(
         f"download benchmark on {os.cpu_count()} cores, server loop: {args.loop}, "
-        f"{args.runs} runs each",
+        f"{args.runs} runs each, blobs: {'the object store' if args.blob_url else 'files'}",
         flush=True,
     )
     try:
@@ -400,6 +487,12 @@ async def main() -> None:
                 flush=True,
             )
             url = f"{server.url}/v1/recordings/{recording_id}/audio"
+            if args.blob_url:  # as the service's compaction worker leaves a finished one
+                on_parts = await download(http, url, pid, headers)
+                show("ours on parts", on_parts)
+                t0 = time.perf_counter()
+                await compact_seeded(server, recording_id)
+                print(f"compacted into one object in {time.perf_counter() - t0:.1f} s", flush=True)
             cold = RssSampler(pid)
             with cold:
                 await verify(http, url, headers, pool, data / "baseline.wav")
@@ -416,7 +509,7 @@ async def main() -> None:
                 ours.append(await download(http, url, pid, headers))
                 show(f"ours pcm16 #{i + 1}", ours[-1])
                 base.append(await download(http, bare.url, bare.process.pid))
-                show(f"bare file #{i + 1}", base[-1])
+                show(f"bare #{i + 1}", base[-1])
             mulaw = await download(http, f"{url}?encoding=mulaw", pid, headers)
             show("ours mulaw", mulaw)
 
@@ -433,7 +526,7 @@ async def main() -> None:
             f"median {ours_mb:.1f} MB/s, median server CPU {ours_cpu:.2f} s per download\n"
             f"ours peak server RSS growth: {growth / MB:.1f} MB "
             f"(goal < {RSS_GOAL_BYTES / MB:.0f} MB: {rss_verdict})\n"
-            f"bare (aiohttp FileResponse, same bytes): median {base_mb:.1f} MB/s, median "
+            f"bare ({bare.label}, same bytes): median {base_mb:.1f} MB/s, median "
             f"server CPU {base_cpu:.2f} s per download\n"
             f"ratio ours/bare on {args.loop}: {ratio:.2f} "
             f"(goal >= {RATIO_GOAL}: {ratio_verdict}); "
@@ -445,6 +538,8 @@ async def main() -> None:
         bare.stop()
         server.stop()
         server.cluster.stop()
+        if moto is not None:
+            terminate(moto, timeout_s=10)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -604,3 +604,53 @@ async def due_for_deletion(conn: Conn, now: datetime, limit: int) -> list[str]:
         limit,
     )
     return [r["id"] for r in rows]
+
+
+# -- compaction (telephony/usecases/compaction.py) -------------------------------------
+
+
+async def due_for_compaction(conn: Conn, ended_before: datetime, limit: int) -> list[str]:
+    """Finished recordings, ended a while ago, whose whole is not written yet."""
+    rows = await conn.fetch(
+        """SELECT id FROM recordings
+           WHERE compacted_at IS NULL AND status IN ('completed', 'interrupted')
+             AND ended_at < $1
+           ORDER BY ended_at LIMIT $2""",
+        ended_before,
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def lock_if_kept(conn: Conn, recording_id: str) -> bool:
+    """Row-lock the recording unless it is deleted (or gone); whether it is kept."""
+    status = await conn.fetchval(
+        "SELECT status FROM recordings WHERE id = $1 FOR UPDATE", recording_id
+    )
+    return status is not None and status != "deleted"
+
+
+async def mark_compacted(conn: Conn, recording_id: str, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE recordings SET compacted_at = $2 WHERE id = $1 AND compacted_at IS NULL",
+        recording_id,
+        now,
+    )
+
+
+async def parts_due_for_dropping(conn: Conn, compacted_before: datetime, limit: int) -> list[str]:
+    """Compacted recordings whose small parts may go: nothing reads them any more."""
+    rows = await conn.fetch(
+        """SELECT id FROM recordings
+           WHERE compacted_at < $1 AND parts_dropped_at IS NULL AND status <> 'deleted'
+           ORDER BY compacted_at LIMIT $2""",
+        compacted_before,
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def mark_parts_dropped(conn: Conn, recording_id: str, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE recordings SET parts_dropped_at = $2 WHERE id = $1", recording_id, now
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from storage.blobs.names import part_offset, recording_prefix
+from storage.blobs.names import part_offset, recording_prefix, whole_audio
 from storage.blobs.protocol import BlobInfo, BlobRange, BlobStore
 from telephony.domain.errors import IntegrityFailure
 
@@ -42,9 +42,15 @@ class StoredAudio:
 
 
 async def stored_audio(store: BlobStore, recording_id: str) -> StoredAudio:
-    """What the store holds of the recording's stream (one listing)."""
+    """What the store holds of the recording's stream (one listing): the compacted whole
+    when there is one (it exists only complete), else the parts."""
     found = []
-    for info in await store.list(recording_prefix(recording_id)):
+    listing = await store.list(recording_prefix(recording_id))
+    whole = whole_audio(recording_id)
+    for info in listing:
+        if info.key == whole:
+            return StoredAudio(recording_id, (info,), (0,), info.size_bytes)
+    for info in listing:
         offset = part_offset(info.key)
         if offset is not None:
             found.append((offset, info))
@@ -63,3 +69,36 @@ async def read_stream(store: BlobStore, audio: StoredAudio, offset: int, length:
     """Bytes [offset, offset + length) of the stream, across parts as needed."""
     pieces = await store.read_ranges(audio.pieces(offset, length))
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+class Cursor:
+    """Exact sequential reads of a one-object stream (a compacted recording) from a single
+    streamed request: a download of an hour is one GET, not one per mebibyte.
+
+    Parts are many objects: those are read by ranges (`read_stream`), many at once.
+    """
+
+    def __init__(self, store: BlobStore, audio: StoredAudio, offset: int) -> None:
+        if len(audio.parts) != 1 or not 0 <= offset <= audio.size_bytes:
+            raise ValueError("a cursor reads one object, from inside it")
+        self.offset = offset
+        self._pieces = store.stream(audio.parts[0].key, offset, audio.size_bytes - offset)
+        self._buffer = bytearray()
+
+    async def read(self, length: int) -> bytes:
+        """The next `length` bytes; IntegrityFailure when the object ends first."""
+        while len(self._buffer) < length:
+            try:
+                self._buffer += await anext(self._pieces)
+            except StopAsyncIteration:
+                raise IntegrityFailure("a blob is shorter than its records say") from None
+        out = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        self.offset += length
+        return out
+
+    async def close(self) -> None:
+        """Ends the request early (a ranged download stops before the end)."""
+        closing = getattr(self._pieces, "aclose", None)
+        if closing is not None:
+            await closing()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ from storage.blobs.protocol import BlobInfo, BlobRange
 from telephony.domain.errors import IntegrityFailure, NotFound
 
 _TMP_MARK = ".tmp-"
+STREAM_PIECE = 1 << 20  # a sequential read hops to the store's threads once per MiB
 FILE_THREADS = 4
 T = TypeVar("T")
 
@@ -118,6 +120,40 @@ class FilesystemBlobStore:
         os.replace(tmp, path)
         fsync_dir(path.parent)
 
+    async def put_stream(self, key: str, pieces: AsyncIterable[bytes]) -> int:
+        path = self._path(key)
+        tmp = path.with_name(f"{path.name}{_TMP_MARK}{secrets.token_hex(6)}")
+        fd = await self.run(self._open_new, tmp)
+        size = 0
+        try:
+            async for piece in pieces:
+                await self.run(self._write_all, fd, piece)
+                size += len(piece)
+            await self.run(os.fsync, fd)
+        except BaseException:
+            await self.run(os.close, fd)
+            await self.run(tmp.unlink, True)
+            raise
+        await self.run(os.close, fd)
+        await self.run(self._publish, tmp, path)
+        return size
+
+    @staticmethod
+    def _open_new(tmp: Path) -> int:
+        make_parents(tmp)
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    @staticmethod
+    def _publish(tmp: Path, path: Path) -> None:
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
     # -- reads ---------------------------------------------------------------
 
     async def read_ranges(self, ranges: Sequence[BlobRange]) -> list[bytes]:
@@ -138,6 +174,14 @@ class FilesystemBlobStore:
                 raise IntegrityFailure("a blob is shorter than its records say")
             out.append(data)
         return out
+
+    async def stream(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        path, end = self._path(key), offset + length
+        while offset < end:
+            take = min(STREAM_PIECE, end - offset)
+            [piece] = await self.run(self._read_ranges, [(path, offset, take)])
+            yield piece
+            offset += take
 
     async def list(self, prefix: str) -> list[BlobInfo]:
         return await self.run(self._list, self._path(prefix))
@@ -161,6 +205,21 @@ class FilesystemBlobStore:
 
     async def delete_prefix(self, prefix: str) -> int:
         return await self.run(self._delete_tree, self._path(prefix))
+
+    async def delete_keys(self, keys: Sequence[str]) -> int:
+        return await self.run(self._delete_files, [self._path(k) for k in keys])
+
+    @staticmethod
+    def _delete_files(paths: builtins.list[Path]) -> int:
+        gone = 0
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                gone += 1
+        for folder in {p.parent for p in paths}:
+            with contextlib.suppress(FileNotFoundError):
+                fsync_dir(folder)
+        return gone
 
     @staticmethod
     def _delete_tree(base: Path) -> int:

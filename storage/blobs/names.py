@@ -4,7 +4,9 @@ A recording's audio is its chunk records back to back, one byte stream;
 the stream is kept as parts, each named by the offset it starts at:
 `recordings/<id>/audio-<offset, 16 digits>`. Recordings written before the
 parts existed have one blob `recordings/<id>/audio`, which is the part at
-offset 0.
+offset 0. A finished recording in an object store is compacted into one
+`recordings/<id>/audio-whole` (telephony/usecases/compaction.py), which
+readers then prefer: one object instead of hundreds of small parts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ _SEGMENT = re.compile(r"^[a-z0-9_-]{1,64}$")
 _MAX_SEGMENTS = 8
 _PART = re.compile(r"^audio-(\d{16})$")
 LEGACY_AUDIO = "audio"
+WHOLE_AUDIO = "audio-whole"
 
 
 def check_key(key: str) -> list[str]:
@@ -36,6 +39,11 @@ def audio_part(recording_id: str, offset: int) -> str:
     if not 0 <= offset < 10**16:
         raise ValueError("part offset out of range")
     return f"{recording_prefix(recording_id)}/audio-{offset:016d}"
+
+
+def whole_audio(recording_id: str) -> str:
+    """The compacted copy of the recording's whole stream."""
+    return f"{recording_prefix(recording_id)}/{WHOLE_AUDIO}"
 
 
 def part_offset(key: str) -> int | None:

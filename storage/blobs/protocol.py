@@ -8,7 +8,7 @@ elsewhere: to the node's spool (`spool.py`), which ships whole parts here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +31,11 @@ class BlobStore(Protocol):
         """Durable when it returns; putting the same bytes again is harmless."""
         ...
 
+    async def put_stream(self, key: str, pieces: AsyncIterable[bytes]) -> int:
+        """`put` of bytes too many to hold at once (a multipart upload on S3); the size.
+        Nothing is visible under `key` unless every piece arrived."""
+        ...
+
     async def read_ranges(self, ranges: Sequence[BlobRange]) -> list[bytes]:
         """Exactly each range's bytes, in order: NotFound, or IntegrityFailure when short.
 
@@ -40,12 +45,22 @@ class BlobStore(Protocol):
         """
         ...
 
+    def stream(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Bytes [offset, offset + length) of one blob as they arrive, in pieces of any
+        size: one request for a long sequential read (a download of a compacted
+        recording), where ranged reads would each pay a round trip. NotFound when absent."""
+        ...
+
     async def list(self, prefix: str) -> list[BlobInfo]:
         """Every blob under `prefix` (a whole key segment), sorted by key."""
         ...
 
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every blob under `prefix`; how many went. Repeating it is harmless."""
+        ...
+
+    async def delete_keys(self, keys: Sequence[str]) -> int:
+        """Remove exactly these blobs (those present); how many went."""
         ...
 
     async def probe(self) -> int:

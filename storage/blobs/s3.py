@@ -19,11 +19,12 @@ import asyncio
 import builtins
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,10 +35,12 @@ from telephony.domain.errors import IntegrityFailure, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import ObjectIdentifierTypeDef
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
 
 READS_AT_ONCE = 16  # ranged GETs in flight for one read_ranges call
 DELETE_BATCH = 1000  # S3's own limit per DeleteObjects
+STREAM_PIECE = 1 << 20  # what one read of a streamed GET's body asks for
+MULTIPART_BYTES = 8 * 1024 * 1024  # a piece of a multipart upload (S3: at least 5 MiB)
 UNLIMITED = 2**62  # an object store has no free-space figure; capacity is the provider's
 
 
@@ -151,6 +154,60 @@ class S3BlobStore:
         except (ClientError, BotoCoreError) as exc:
             raise Unavailable(f"the object store refused a write: {_reason(exc)}") from None
 
+    async def put_stream(self, key: str, pieces: AsyncIterable[bytes]) -> int:
+        """One PUT when it all fits in one piece, else a multipart upload of MULTIPART_BYTES
+        pieces (S3's minimum is 5 MiB), aborted on any failure so no partial object or
+        orphaned upload is left."""
+        name, bucket = self._object(key), self.location.bucket
+        buffer, size = bytearray(), 0
+        upload_id: str | None = None
+        done: builtins.list[CompletedPartTypeDef] = []
+        try:
+            async for piece in pieces:
+                buffer += piece
+                size += len(piece)
+                while len(buffer) >= MULTIPART_BYTES:
+                    if upload_id is None:
+                        async with self.stats.timing("put"):
+                            started = await self.client.create_multipart_upload(
+                                Bucket=bucket, Key=name
+                            )
+                        upload_id = started["UploadId"]
+                    done.append(await self._upload_part(name, upload_id, len(done) + 1, buffer))
+                    del buffer[:MULTIPART_BYTES]
+            if upload_id is None:
+                await self.put(key, bytes(buffer))
+                return size
+            if buffer:
+                done.append(await self._upload_part(name, upload_id, len(done) + 1, buffer))
+            async with self.stats.timing("put"):
+                await self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": done}
+                )
+        except BaseException as exc:  # the store's failure, or the source's: never half an upload
+            if upload_id is not None:
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    await self.client.abort_multipart_upload(
+                        Bucket=bucket, Key=name, UploadId=upload_id
+                    )
+            if isinstance(exc, ClientError | BotoCoreError):
+                raise Unavailable(f"the object store refused a write: {_reason(exc)}") from None
+            raise
+        return size
+
+    async def _upload_part(
+        self, name: str, upload_id: str, number: int, buffer: bytearray
+    ) -> CompletedPartTypeDef:
+        async with self.stats.timing("put"):
+            answer = await self.client.upload_part(
+                Bucket=self.location.bucket,
+                Key=name,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=bytes(buffer[:MULTIPART_BYTES]),
+            )
+        return {"ETag": answer["ETag"], "PartNumber": number}
+
     async def read_ranges(self, ranges: Sequence[BlobRange]) -> builtins.list[bytes]:
         return list(await asyncio.gather(*(self._read(r) for r in ranges)))
 
@@ -180,6 +237,38 @@ class S3BlobStore:
             raise IntegrityFailure("a blob is shorter than its rows say")
         return bytes(data)
 
+    async def stream(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """One ranged GET for the whole stretch, read as it arrives; the object store's
+        failure mid-way is Unavailable, a short object an IntegrityFailure."""
+        if length == 0:
+            return
+        got = 0
+        try:
+            async with self.stats.timing("get"):
+                answer = await self.client.get_object(
+                    Bucket=self.location.bucket,
+                    Key=self._object(key),
+                    Range=f"bytes={offset}-{offset + length - 1}",
+                )
+            async with answer["Body"] as body:
+                while got < length:
+                    piece = await body.read(min(STREAM_PIECE, length - got))
+                    if not piece:
+                        break
+                    got += len(piece)
+                    yield bytes(piece)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound("no such blob") from None
+            if code == "InvalidRange":
+                raise IntegrityFailure("a blob is shorter than its rows say") from None
+            raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
+        if got != length:
+            raise IntegrityFailure("a blob is shorter than its rows say")
+
     async def list(self, prefix: str) -> builtins.list[BlobInfo]:
         full = self._object(prefix)
         found: builtins.list[BlobInfo] = []
@@ -207,7 +296,10 @@ class S3BlobStore:
         return sorted(found, key=lambda info: info.key)
 
     async def delete_prefix(self, prefix: str) -> int:
-        gone = [info.key for info in await self.list(prefix)]
+        return await self.delete_keys([info.key for info in await self.list(prefix)])
+
+    async def delete_keys(self, keys: Sequence[str]) -> int:
+        gone = list(keys)
         for start in range(0, len(gone), DELETE_BATCH):
             batch: builtins.list[ObjectIdentifierTypeDef] = [
                 {"Key": self._object(k)} for k in gone[start : start + DELETE_BATCH]

@@ -28,7 +28,7 @@ import asyncpg
 import numpy as np
 
 from storage import chunks, recordings, securitylog
-from storage.blobs.audio import StoredAudio, read_stream, stored_audio
+from storage.blobs.audio import Cursor, StoredAudio, read_stream, stored_audio
 from storage.blobs.protocol import BlobStore
 from storage.keys.crypto import CHUNK_HEADER, TAG_BYTES, ChunkCipher
 from storage.keys.providers import KeyProvider
@@ -330,21 +330,39 @@ async def _opened(
     """
     if playback.cipher is None:
         return
-    for batch in _batches(playback.chunks, first):
-        offset = batch[0].blob_offset
-        length = sum(c.record_bytes for c in batch)
+    batches = list(_batches(playback.chunks, first))
+    cursor = None
+    if batches and len(playback.stored.parts) == 1:  # one object: one streamed request
+        cursor = Cursor(blobs, playback.stored, batches[0][0].blob_offset)
+    try:
+        for batch in batches:
+            yield await _open_batch(playback, blobs, batch, cursor)
+    finally:
+        if cursor is not None:
+            await cursor.close()
+
+
+async def _open_batch(
+    playback: Playback, blobs: BlobStore, batch: tuple[chunks.Chunk, ...], cursor: Cursor | None
+) -> tuple[int, bytes]:
+    assert playback.cipher is not None
+    offset = batch[0].blob_offset
+    length = sum(c.record_bytes for c in batch)
+    if cursor is not None:
+        records = await cursor.read(length)
+    else:
         records = await read_stream(blobs, playback.stored, offset, length)
-        view = memoryview(records)
-        plaintexts = []
-        for chunk in batch:
-            at = chunk.blob_offset - offset
-            plaintext, final = playback.cipher.open(
-                CHUNK_TRACK, chunk.idx, view[at : at + chunk.record_bytes]
-            )
-            if final != chunk.final:
-                raise IntegrityFailure(_DAMAGED)
-            plaintexts.append(plaintext)
-        yield batch[0].idx, b"".join(plaintexts)
+    view = memoryview(records)
+    plaintexts = []
+    for chunk in batch:
+        at = chunk.blob_offset - offset
+        plaintext, final = playback.cipher.open(
+            CHUNK_TRACK, chunk.idx, view[at : at + chunk.record_bytes]
+        )
+        if final != chunk.final:
+            raise IntegrityFailure(_DAMAGED)
+        plaintexts.append(plaintext)
+    return batch[0].idx, b"".join(plaintexts)
 
 
 def _batches(rows: tuple[chunks.Chunk, ...], first: int) -> Iterator[tuple[chunks.Chunk, ...]]:

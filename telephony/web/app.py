@@ -30,7 +30,7 @@ from telephony.i18n import Catalogue
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub, default_node_id, node_folder
 from telephony.settings import Settings, master_keys
-from telephony.usecases import media_lifecycle, retention
+from telephony.usecases import compaction, media_lifecycle, retention
 from telephony.web import access_log, portal
 from telephony.web.api import (
     accounts,
@@ -175,6 +175,10 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+def _blob_urls(settings: Settings) -> list[str]:
+    return [settings.blob_url] if settings.blob_url else []
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     pool, settings = app[POOL], app[SETTINGS]
     http = aiohttp.ClientSession()
@@ -187,6 +191,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         delivery_worker(pool, settings, app[KEYS]),
         mail_worker(pool, settings, app[KEYS], app[CATALOGUE]),
     ]
+    if any(url.startswith("s3:") for url in _blob_urls(settings)):  # many objects per hour
+        jobs.append(compaction.compaction_worker(pool, app[BLOBS]))
     app[BACKGROUND] = [asyncio.create_task(job) for job in jobs]
     yield
     for task in app[BACKGROUND]:

@@ -89,6 +89,56 @@ async def test_deleting_a_prefix_removes_only_it_and_repeats_harmlessly(store: B
     assert len(await store.list("recordings/rec_b")) == 1
 
 
+async def pieces_of(data: bytes, size: int, fail_after: int | None = None) -> AsyncIterator[bytes]:
+    for n, start in enumerate(range(0, len(data), size)):
+        if fail_after is not None and n == fail_after:
+            raise Unavailable("the source went away")
+        yield data[start : start + size]
+
+
+async def test_a_streamed_put_is_one_blob_multipart_past_eight_mebibytes(store: BlobStore) -> None:
+    """Compaction writes a long recording's whole without holding it (multipart on S3)."""
+    big = bytes(range(256)) * (20 * 4096)  # 20 MiB: three multipart pieces on S3
+    small = b"tiny"
+
+    size = await store.put_stream("recordings/rec_a/audio-whole", pieces_of(big, 1 << 20))
+    await store.put_stream("recordings/rec_b/audio-whole", pieces_of(small, 2))
+
+    assert size == len(big)
+    got = await store.read_ranges(
+        [
+            BlobRange("recordings/rec_a/audio-whole", 0, len(big)),
+            BlobRange("recordings/rec_b/audio-whole", 0, 4),
+        ]
+    )
+    assert got == [big, small]
+
+
+async def test_a_streamed_put_that_fails_leaves_nothing(store: BlobStore) -> None:
+    data = b"x" * (17 * 1024 * 1024)
+    with pytest.raises(Unavailable):
+        await store.put_stream("recordings/rec_a/audio-whole", pieces_of(data, 1 << 20, 12))
+
+    assert await store.list("recordings") == []
+    if isinstance(store, S3BlobStore):  # no orphaned multipart upload keeps paying for space
+        uploads = await store.client.list_multipart_uploads(Bucket=store.location.bucket)
+        assert uploads.get("Uploads", []) == []
+
+
+async def test_deleting_keys_removes_exactly_those(store: BlobStore) -> None:
+    for n in range(3):
+        await store.put(f"recordings/rec_a/audio-{n:016d}", b"a")
+
+    gone = await store.delete_keys(
+        ["recordings/rec_a/audio-0000000000000000", "recordings/rec_a/audio-0000000000000002"]
+    )
+
+    assert [i.key for i in await store.list("recordings/rec_a")] == [
+        "recordings/rec_a/audio-0000000000000001"
+    ]
+    assert gone == 2
+
+
 async def test_keys_are_checked_before_any_request(store: BlobStore) -> None:
     with pytest.raises(ValueError, match="not a blob key"):
         await store.put("../etc/passwd", b"x")

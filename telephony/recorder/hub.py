@@ -82,6 +82,8 @@ class MediaHub:
     # Set once what the spool held at start-up has reached the blob store: until then the
     # node is not ready (/readyz), whatever else answers.
     recovered: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the node shuts down: a socket closing then is handed over, not the call's end.
+    leaving: bool = False
 
     def __post_init__(self) -> None:
         self.sink = ChunkSink(self.writer_pool or self.pool, self.spool, self.blobs)

@@ -154,8 +154,13 @@ async def start_writing(
         if rec.status not in LIVE:
             return None
         previous = await recordings.held_by(tx.conn, recording_id)
-        if previous is not None and previous != node_id and await nodes.is_gone(tx.conn, previous):
-            await _continue_after_node_loss(tx, rec, previous, node_id, now, stored_end)
+        if previous is not None and previous != node_id:
+            if await nodes.is_gone(tx.conn, previous):
+                await _continue_after_node_loss(tx, rec, previous, node_id, now, stored_end)
+            else:
+                # Another node let the stream go (a shutdown: it sealed and shipped what it
+                # had); whatever it could not ship stays behind, so go on from the store's end.
+                await chunks.trim_past(tx.conn, recording_id, await stored_end(recording_id))
         state = await recordings.writer_state(tx.conn, recording_id)
         data_key = await keys.recording_key(
             tx.conn, account_id, recording_id, state.wrapped_key, now

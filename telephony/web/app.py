@@ -112,6 +112,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     portal.setup(app)
+    media_ws.setup(app)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_database)

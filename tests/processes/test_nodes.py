@@ -349,3 +349,45 @@ async def test_a_killed_node_s_calls_continue_on_another_node_or_end_interrupted
     assert len(wav) > len(moved_audio)  # the WAV through HAProxy: header and PCM
     assert again == [moved_audio, dead_audio]  # the restarted node changed nothing
     assert spooled == []
+
+
+async def test_a_node_shut_down_for_a_deploy_hands_its_calls_over_losing_nothing(
+    database_url: str, s3_server: S3Server, tmp_path: Path, pool: asyncpg.Pool
+) -> None:
+    """SIGTERM (a rolling deploy): the node seals and ships what it holds before it lets the
+    stream go, so the recording goes on elsewhere with every frame kept."""
+    blob_url = await s3_server.new_bucket()
+    before, after = 150, 100
+    async with (
+        three_nodes(database_url, blob_url, tmp_path, TELEPHONY_SPOOL_PART_S=PART_S) as nodes,
+        aiohttp.ClientSession() as http,
+    ):
+        base, leaving = nodes.url, nodes.named("node-a")
+        api = await customer(http, base)
+        call = await consented_call(api, base)
+        ws = await open_stream(http, leaving.url, call["media"]["token"])
+        rec = await api.call("POST", f"{base}/v1/calls/{call['id']}/recordings", {}, 201)
+        await eventually(lambda: node_of(pool, rec["id"]))
+        for n in range(before):
+            await send_frame(ws, n, numbered_frame(n))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # the engine's last frames are in before the deploy starts
+        await leaving.stop()
+        assert leaving.process is not None
+        exit_code = leaving.process.returncode  # 0: it handed over, it was not killed
+        ws = await reconnect(http, base, call["media"]["token"], pool, rec["id"])
+        for n in range(before, before + after):
+            await send_frame(ws, n, numbered_frame(n))
+            await asyncio.sleep(0.02)
+        await ws.close()
+
+        async def completed() -> dict[str, Any] | None:
+            got: dict[str, Any] = await api.call("GET", f"{base}/v1/recordings/{rec['id']}")
+            return got if got["status"] == "completed" else None
+
+        done = await eventually(completed, timeout_s=20)
+        audio = await raw_audio(blob_url, nodes.master_key, pool, rec["id"])
+
+    assert exit_code == 0
+    assert frame_numbers(audio) == list(range(before + after))  # nothing lost, in order
+    assert done["segments"][-1]["ended_by"] == "stream_ended"

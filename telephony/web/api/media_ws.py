@@ -51,6 +51,8 @@ START_S = 5.0  # an authenticated stream must say what it sends this fast
 SILENCE_S = 30.0  # a stream that sends nothing for this long is gone
 WATCH_EVERY_S = 1.0
 POLICY = aiohttp.WSCloseCode.POLICY_VIOLATION  # 1008
+# Every open media socket of this node, so a shutdown can hand them over (`hand_over`).
+SOCKETS = web.AppKey("media_sockets", set[web.WebSocketResponse])
 # A peer whose host died without a FIN or RST is found by TCP keepalive: probes
 # after KEEPALIVE_IDLE_S without a segment, KEEPALIVE_PROBES unanswered ones close it.
 KEEPALIVE_IDLE_S = 10
@@ -74,6 +76,29 @@ class Liveness:
     closing_reason: str | None = None
 
 
+async def hand_over(app: web.Application) -> None:
+    """A shutdown (a deploy): close every media socket with 1001 Going Away, after sealing
+    and shipping what it brought, without ending its recording, so the engine's reconnect
+    through the load balancer picks the call up on another node. Without this, aiohttp
+    would wait for the sockets and the process would be killed with its spool unshipped."""
+    app[HUB].leaving = True
+    sockets = app[SOCKETS].copy()
+    await asyncio.gather(
+        *(
+            ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"node shutting down")
+            for ws in sockets
+        ),
+        return_exceptions=True,
+    )
+    if sockets:
+        log.info("media sockets handed over", extra={"sockets": len(sockets)})
+
+
+def setup(app: web.Application) -> None:
+    app[SOCKETS] = set()
+    app.on_shutdown.append(hand_over)
+
+
 async def media(request: web.Request) -> web.StreamResponse:
     dialect = request.match_info["dialect"]
     if dialect not in DIALECTS:
@@ -83,6 +108,7 @@ async def media(request: web.Request) -> web.StreamResponse:
     # of the ingest CPU. TCP keepalive (tune_media_socket) finds dead peers for free.
     ws = web.WebSocketResponse(protocols=parser.subprotocols, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     tune_media_socket(sock)
     app = request.app
@@ -117,9 +143,12 @@ async def media(request: web.Request) -> web.StreamResponse:
                 await watchdog
         if stream is not None:
             app[METRICS].media_frames.inc(stream.frames % METRIC_EVERY)
-            await asyncio.shield(hub.detach(stream, final=True))
+            # A socket closed by `hand_over` is no end of the call: the engine reconnects
+            # to another node, which continues the recording.
+            await asyncio.shield(hub.detach(stream, final=not hub.leaving))
         if not ws.closed:
             await ws.close()
+        request.app[SOCKETS].discard(ws)
     log.info(
         "media stream closed",
         extra={

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -264,7 +263,9 @@ class S3BlobStore:
             if code == "InvalidRange":
                 raise IntegrityFailure("a blob is shorter than its rows say") from None
             raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
-        except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+        except (NotFound, IntegrityFailure, Unavailable):
+            raise
+        except Exception as exc:  # botocore's, or the body's transport failing mid-way
             raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
         if got != length:
             raise IntegrityFailure("a blob is shorter than its rows say")

@@ -104,6 +104,7 @@ class RecordingRecord:
     started_at: datetime
     ended_at: datetime | None
     size_bytes: int
+    blob_region: str  # the region whose blob store keeps its audio
 
 
 async def sessions_of(conn: Conn, user_id: str, limit: int) -> list[SessionRecord]:
@@ -215,7 +216,8 @@ async def recordings_of(
 ) -> list[RecordingRecord]:
     """Recording metadata (never audio, never keys); `started_by` narrows to one principal."""
     rows = await conn.fetch(
-        """SELECT id, call_id, status, channels, started_at, ended_at, size_bytes FROM recordings
+        """SELECT id, call_id, status, channels, started_at, ended_at, size_bytes, blob_region
+           FROM recordings
            WHERE account_id = $1 AND ($2::text IS NULL OR started_by_id = $2)
            ORDER BY started_at, id LIMIT $3""",
         account_id,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from storage.blobs.stores import check_blob_url
+from storage.blobs.stores import check_blob_url, store_identity
 from storage.keys.hierarchy import MasterKeys, decode_master_key, load_or_create_dev_key
 from storage.keys.passwords import Argon2Params
 
@@ -90,6 +92,86 @@ def _blob_url(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
+# A data region's name: eu-central, us-east-1.
+REGION_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+_FIELD = re.compile(r"^[a-z_]{1,32}$")  # a field name fit to be named in an error
+
+
+@dataclass(frozen=True)
+class Region:
+    """A data region of TELEPHONY_REGIONS: where its recordings' blobs live."""
+
+    name: str
+    blob_url: str = dataclasses.field(repr=False)
+    # Checked, not used: every region's rows are in the one database (README "Data regions").
+    database_url: str | None = dataclasses.field(default=None, repr=False)
+
+
+def _no_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    names = [name for name, _ in pairs]
+    for name in names:
+        if names.count(name) > 1:
+            shown = name if re.match(REGION_PATTERN, name) or _FIELD.match(name) else "a name"
+            raise SettingsError(f"TELEPHONY_REGIONS names {shown} twice")
+    return dict(pairs)
+
+
+def _regions(env: Mapping[str, str], name: str, default_region: str) -> tuple[Region, ...]:
+    """TELEPHONY_REGIONS, a JSON object: {"eu-central": {"blob_url": "s3://…"}, "us-east":
+    {"blob_url": "file:///…", "database_url": "postgresql://…"}}. Errors name the region
+    and the field, never a URL (configuration: hosts, buckets, folders)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return ()
+    shape = f'{name} is a JSON object: {{"eu-central": {{"blob_url": "s3://…"}}, …}}'
+    try:
+        data = json.loads(raw, object_pairs_hook=_no_repeats)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{shape}; not JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(data, dict) or not data:
+        raise SettingsError(shape)
+    if (env.get("TELEPHONY_BLOB_URL") or "").strip():
+        raise SettingsError(
+            f"set TELEPHONY_BLOB_URL or {name}, not both: with regions, each names its own"
+        )
+    found: list[Region] = []
+    stores: set[tuple[str, ...]] = set()
+    for region, spec in data.items():
+        if not re.match(REGION_PATTERN, region):
+            raise SettingsError(
+                f"{name}: a region's name is lower-case letters, digits and '-', from a letter"
+                " (eu-central)"
+            )
+        where = f"{name}: region {region}"
+        if not isinstance(spec, dict):
+            raise SettingsError(f'{where} is an object: {{"blob_url": "s3://…"}}')
+        unknown = sorted(set(spec) - {"blob_url", "database_url"})
+        if unknown:
+            shown = unknown[0] if _FIELD.match(unknown[0]) else "a field"
+            raise SettingsError(f"{where} has {shown}, which is neither blob_url nor database_url")
+        blob_url = spec.get("blob_url")
+        if not isinstance(blob_url, str) or not blob_url.strip():
+            raise SettingsError(f"{where} names no blob_url")
+        try:
+            check_blob_url(blob_url.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{where}: blob_url: {exc}") from None
+        identity = store_identity(blob_url.strip())
+        if identity in stores:
+            raise SettingsError(f"{where}: its blob_url is another region's store")
+        stores.add(identity)
+        database_url = spec.get("database_url")
+        if database_url is not None and (
+            not isinstance(database_url, str)
+            or urlsplit(database_url.strip()).scheme not in ("postgresql", "postgres")
+        ):
+            raise SettingsError(f"{where}: database_url is a postgresql:// URL")
+        found.append(Region(region, blob_url.strip(), database_url and database_url.strip()))
+    if default_region not in {r.name for r in found}:
+        raise SettingsError(f"{name} has no region named by TELEPHONY_DATA_REGION (the default)")
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None  # None: the embedded cluster under data_dir
@@ -150,6 +232,10 @@ class Settings:
     # Where recordings' sealed parts go: file:///folder or s3://bucket/prefix?endpoint=…
     # None: the filesystem store under data_dir/blobs. S3 credentials: AWS_* variables.
     blob_url: str | None = None
+    # TELEPHONY_REGIONS: each data region's blob store (README "Data regions"). Empty: one
+    # region, data_region, stored at blob_url. With regions, blob_url is the default
+    # region's store, where keys of no recording (backups/…) go.
+    regions: tuple[Region, ...] = ()
     # S7: a new recording is refused (503 storage-low), and /readyz says not ready, while
     # the blob store's or the spool's filesystem has less free space than this.
     storage_reserve_mb: int = 256
@@ -163,12 +249,14 @@ class Settings:
             iterations=_int(env, "TELEPHONY_ARGON2_ITERATIONS", default.argon2.iterations, 1),
             lanes=_int(env, "TELEPHONY_ARGON2_LANES", default.argon2.lanes, 1),
         )
+        data_region = env.get("TELEPHONY_DATA_REGION") or default.data_region
+        regions = _regions(env, "TELEPHONY_REGIONS", data_region)
         return cls(
             database_url=env.get("TELEPHONY_DATABASE_URL") or None,
             data_dir=Path(env.get("TELEPHONY_DATA_DIR") or default.data_dir),
             host=env.get("TELEPHONY_HOST") or default.host,
             port=_int(env, "TELEPHONY_PORT", default.port, 0),
-            data_region=env.get("TELEPHONY_DATA_REGION") or default.data_region,
+            data_region=data_region,
             argon2=argon2,
             session_ttl_s=_int(env, "TELEPHONY_SESSION_TTL_S", default.session_ttl_s, 60),
             log_retention_days=_int(
@@ -208,12 +296,23 @@ class Settings:
             smtp_ca_file=env.get("TELEPHONY_SMTP_CA_FILE") or None,
             mail_from=env.get("TELEPHONY_MAIL_FROM") or default.mail_from,
             staff_grant_s=_int(env, "TELEPHONY_STAFF_GRANT_S", default.staff_grant_s, 60),
-            blob_url=_blob_url(env, "TELEPHONY_BLOB_URL"),
+            blob_url=next((r.blob_url for r in regions if r.name == data_region), None)
+            if regions
+            else _blob_url(env, "TELEPHONY_BLOB_URL"),
+            regions=regions,
             storage_reserve_mb=_int(
                 env, "TELEPHONY_STORAGE_RESERVE_MB", default.storage_reserve_mb, 0
             ),
             spool_part_s=_int(env, "TELEPHONY_SPOOL_PART_S", int(default.spool_part_s), 1),
         )
+
+    def region_names(self) -> tuple[str, ...]:
+        """The regions an account may choose: the configured ones, or the one."""
+        return tuple(r.name for r in self.regions) or (self.data_region,)
+
+    def region_blob_urls(self) -> dict[str, str] | None:
+        """Name → blob URL of each configured region; None with one region (blob_url)."""
+        return {r.name: r.blob_url for r in self.regions} or None
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

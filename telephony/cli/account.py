@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from storage.blobs.regions import bind_database
 from storage.blobs.stores import open_blob_store
 from storage.keys.hierarchy import MasterKeyError
 from storage.keys.providers import ServiceKeys
@@ -46,9 +47,15 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
     out = Path(args.out)
     if await asyncio.to_thread(out.exists):
         raise CliError(f"{out} exists; choose a new file")
-    blobs = await open_blob_store(settings.blob_url, settings.data_dir / "blobs")
+    blobs = await open_blob_store(
+        settings.blob_url,
+        settings.data_dir / "blobs",
+        regions=settings.region_blob_urls(),
+        default_region=settings.data_region,
+    )
     try:
         async with migrated_pool(settings) as pool:
+            bind_database(blobs, pool)  # each recording's audio from its region's store
             result = await export.export_account(
                 pool,
                 blobs,

@@ -9,7 +9,7 @@ travel in an export by accident.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,15 +82,23 @@ _RESOURCES = [
 
 
 async def export_subject(
-    pool: asyncpg.Pool, principal: CustomerPrincipal, *, region: str, now: datetime
+    pool: asyncpg.Pool,
+    principal: CustomerPrincipal,
+    *,
+    region: str,
+    now: datetime,
+    stores: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """D1: every personal datum held about the user, by resource, with where it is stored.
 
     Owners hold the account (A1), so their copy has the account's calls,
     counterparts' numbers and recordings; a member's has the calls and
-    recordings they started. Audio is listed by size only, never included.
+    recordings they started. Audio is listed by size only, never included,
+    each recording with its own region and that region's store (`stores`:
+    region → where, without credentials). `region`: the database's.
     Read in one snapshot; the export itself is audited.
     """
+    stores = stores or {}
     account_id, uid, limit = principal.account_id, principal.id, EXPORT_ROW_LIMIT + 1
     scope = None if principal.is_owner else uid
     async with (
@@ -122,15 +130,21 @@ async def export_subject(
         for name, table, description in _RESOURCES
     ]
     audio = [
-        {"recording_id": r.id, "size_bytes": r.size_bytes}
+        {
+            "recording_id": r.id,
+            "size_bytes": r.size_bytes,
+            "region": r.blob_region,
+            "store": stores.get(r.blob_region),  # None: a region this service no longer has
+        }
         for r in rows["recordings"]
         if r.status != "deleted"
     ]
     location = {
-        "region": region,
+        "region": account.data_region,  # where new recordings go; each names its own
         "store": "blob store",
         "table": None,
         "object": "recordings/<recording_id>/audio-<offset>",
+        "stores": {r["region"]: r["store"] for r in audio},
     }
     resources.append(
         _resource(
@@ -157,7 +171,7 @@ async def export_subject(
             "role": user.role,
             "account_id": user.account_id,
         },
-        "data_region": region,
+        "data_region": account.data_region,
         "resources": resources,
     }
 

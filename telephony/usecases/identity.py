@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from storage import accounts, credentials, securitylog, staff_access, throttles
+from storage import accounts, credentials, regions, securitylog, staff_access, throttles
 from storage.db import Conn
 from storage.ids import new_id, new_token, token_hash
 from storage.keys.passwords import PasswordHasher
@@ -368,9 +368,14 @@ async def get_account(pool: asyncpg.Pool, principal: CustomerPrincipal) -> accou
 async def update_account(
     pool: asyncpg.Pool, principal: CustomerPrincipal, changes: Mapping[str, object], now: datetime
 ) -> accounts.Account:
-    """The owner's changes; restriction goes through its one use case (D2)."""
-    others = {k: v for k, v in changes.items() if k != "processing_restricted"}
+    """The owner's changes; restriction goes through its one use case (D2). A new data
+    region (one of the service's: the caller checked) applies to recordings started from
+    now on; those before stay in their region's store."""
+    own_cases = ("processing_restricted", "data_region")
+    others = {k: v for k, v in changes.items() if k not in own_cases}
     async with transaction(pool) as tx:
+        if "data_region" in changes:
+            await _change_region(tx, principal, str(changes["data_region"]), now)
         if others:
             await accounts.update_account(tx.conn, principal.account_id, others)
             await notify_admin_change(
@@ -391,6 +396,21 @@ async def update_account(
                 now,
             )
         return await accounts.get_account(tx.conn, principal.account_id)
+
+
+async def _change_region(tx: Tx, principal: CustomerPrincipal, region: str, now: datetime) -> None:
+    before = await regions.change_data_region(tx.conn, principal.account_id, region)
+    if before is None:
+        return  # the region it has: nothing changes, nothing to report
+    await notify_admin_change(
+        tx,
+        "account.data_region_changed",
+        now=now,
+        actor=principal.actor,
+        account_id=principal.account_id,
+        subject={"type": "account", "id": principal.account_id},
+        changes={"from": before, "to": region, "applies_to": "new recordings"},
+    )
 
 
 # -- members -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -18,6 +19,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from storage.blobs.regions import bind_database
 from storage.blobs.spool import Spool
 from storage.blobs.stores import open_blob_store
 from storage.db import create_pool
@@ -66,6 +68,8 @@ from telephony.web.middleware import observe, security_headers
 from telephony.web.openapi import build as build_openapi
 from telephony.web.routes import Route
 
+log = logging.getLogger(__name__)
+
 ACCESS_QUEUE_BOUND = 10_000
 START_RECOVERY_S = 5.0  # start-up waits this long for the spool to ship, then serves unready
 
@@ -107,7 +111,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
     app[KEYS] = ServiceKeys(master_keys(settings))
     routes = all_routes()
-    app[OPENAPI] = build_openapi(routes)
+    app[OPENAPI] = build_openapi(routes, choices={"data-regions": settings.region_names()})
     app[ROUTE_INDEX] = {route.handler: route for route in routes}
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
@@ -128,7 +132,17 @@ async def _threads(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[CATALOGUE] = await asyncio.to_thread(Catalogue.load)  # reads and compiles the .po
     app[HASHER] = PasswordHasher(settings.argon2)
-    app[BLOBS] = await open_blob_store(settings.blob_url, settings.data_dir / "blobs")
+    app[BLOBS] = await open_blob_store(
+        settings.blob_url,
+        settings.data_dir / "blobs",
+        regions=settings.region_blob_urls(),
+        default_region=settings.data_region,
+    )
+    if any(r.database_url for r in settings.regions):
+        log.warning(
+            "TELEPHONY_REGIONS names databases; every region's rows stay in the one database",
+            extra={"regions": [r.name for r in settings.regions if r.database_url]},
+        )
     app[SPOOL] = Spool(settings.data_dir / "spool" / node_folder(node_id_of(settings)))
     yield
     app[HASHER].close()
@@ -141,6 +155,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     assert settings.database_url is not None
     app[POOL] = await create_pool(settings.database_url)
     app[WRITER_POOL] = await create_pool(settings.database_url, max_size=4)
+    bind_database(app[BLOBS], app[POOL])  # each recording's region (data residency)
     yield
     await access_log.flush_access_log(app[POOL], app[ACCESS_QUEUE])
     await app[WRITER_POOL].close()
@@ -177,7 +192,7 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
 
 
 def _blob_urls(settings: Settings) -> list[str]:
-    return [settings.blob_url] if settings.blob_url else []
+    return [u for u in (settings.blob_url, *(r.blob_url for r in settings.regions)) if u]
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

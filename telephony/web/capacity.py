@@ -9,9 +9,11 @@ calls to a node with room, while recordings already running go on.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from aiohttp import web
 
+from storage.blobs.regions import RegionalBlobStore
 from telephony.domain.errors import StorageLow, Unavailable
 from telephony.web.appkeys import BLOBS, SETTINGS, SPOOL
 
@@ -19,10 +21,24 @@ PROBE_TIMEOUT_S = 2.0
 MIB = 1024 * 1024
 
 
+class Probed(Protocol):
+    async def probe(self) -> int: ...
+
+
+def _stores(app: web.Application) -> list[tuple[str, Probed]]:
+    """The blob store ("blob store"; with regions, "blob store <region>" each), the spool."""
+    store = app[BLOBS]
+    blobs: list[tuple[str, Probed]] = [("blob store", store)]
+    if isinstance(store, RegionalBlobStore):
+        blobs = [(f"blob store {name}", r.store) for name, r in store.regions.items()]
+    return [*blobs, ("spool", app[SPOOL])]
+
+
 async def free_space(app: web.Application) -> dict[str, int]:
-    """{"blob store": bytes, "spool": bytes}; Unavailable when one does not answer."""
+    """{"blob store": bytes, "spool": bytes}, a blob store per region when there are
+    regions; Unavailable when one does not answer."""
     found: dict[str, int] = {}
-    for name, store in (("blob store", app[BLOBS]), ("spool", app[SPOOL])):
+    for name, store in _stores(app):
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 found[name] = await store.probe()

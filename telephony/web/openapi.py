@@ -9,7 +9,7 @@ bad body, an unknown id). `make test` runs a fuzzer against it to keep it so.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from telephony.web.inputs import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
@@ -91,7 +91,29 @@ def statuses(route: Route) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-def build(routes: Iterable[Route], version: str = "1.0.0") -> dict[str, Any]:
+CHOICES = "x-choices"  # a field whose values this deployment configures (data regions)
+
+
+def _configured(schema: Any, choices: Mapping[str, Sequence[str]]) -> Any:
+    """`{"x-choices": NAME, …}` anywhere in `schema` becomes the enum of choices[NAME]: the
+    values this deployment accepts, so the document promises no value it refuses."""
+    if isinstance(schema, dict):
+        if CHOICES in schema:
+            return {"type": "string", "enum": list(choices[schema[CHOICES]])}
+        return {k: _configured(v, choices) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_configured(v, choices) for v in schema]
+    return schema
+
+
+def build(
+    routes: Iterable[Route],
+    version: str = "1.0.0",
+    *,
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """The document; `choices` names the configured values of `x-choices` fields
+    (`{"data-regions": ("eu-central", …)}`)."""
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Problem": _PROBLEM}
     for route in routes:
@@ -139,7 +161,10 @@ def build(routes: Iterable[Route], version: str = "1.0.0") -> dict[str, Any]:
         if params:
             operation["parameters"] = params
         if route.body is not None:
-            schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            schema = _configured(
+                route.body.model_json_schema(ref_template="#/components/schemas/{model}"),
+                choices or {},
+            )
             for name, sub in schema.pop("$defs", {}).items():
                 schemas[name] = sub
             schemas[route.body.__name__] = schema

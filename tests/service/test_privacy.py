@@ -154,7 +154,10 @@ async def test_export_holds_profile_logins_consents_and_where_they_are_stored(
     assert numbers == [party["number"]]
     audio = resource(export, "recording_audio")
     assert audio["storage_location"]["store"] == "blob store"
-    assert set(audio["personal_data"][0]) == {"recording_id", "size_bytes"}
+    # Audio by size, with the region and store each recording's audio is in: no content.
+    assert set(audio["personal_data"][0]) == {"recording_id", "size_bytes", "region", "store"}
+    assert audio["personal_data"][0]["region"] == REGION
+    assert audio["personal_data"][0]["store"] == "file:blobs"
     for r in export["resources"]:
         assert r["storage_location"]["region"] == REGION
         assert r["truncated"] is False

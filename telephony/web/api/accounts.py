@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from aiohttp import web
-from pydantic import BeforeValidator, Field, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 from storage import accounts, credentials
 from telephony.delivery.ssrf import check_webhook_url
 from telephony.domain.errors import InvalidInput
 from telephony.domain.formats import EMAIL_PATTERN, FREE_TEXT
 from telephony.domain.roles import CustomerRole, Scope
+from telephony.settings import REGION_PATTERN, Settings
 from telephony.usecases import identity, password_resets
 from telephony.web.appkeys import HASHER, KEYS, POOL, SETTINGS
 from telephony.web.auth import (
@@ -40,6 +41,7 @@ from telephony.web.inputs import (
     trimmed,
     whole,
 )
+from telephony.web.openapi import CHOICES
 from telephony.web.routes import ANYONE, OWNER, USER, Route
 
 Name = Annotated[str, trimmed(200)]
@@ -59,6 +61,25 @@ WEBHOOK_URL_PATTERN = rf"^https?://[A-Za-z0-9.-]{{1,253}}(:{_PORT})?(/[!-~]*)?$"
 WebhookUrl = Annotated[
     str, StringConstraints(min_length=10, max_length=2000, pattern=WEBHOOK_URL_PATTERN)
 ]
+
+# A data region: the shape here; which regions this deployment has, check_region (and the
+# document lists exactly those, openapi.CHOICES).
+DataRegion = Annotated[
+    str,
+    StringConstraints(pattern=REGION_PATTERN),
+    WithJsonSchema({"type": "string", CHOICES: "data-regions"}),
+]
+
+
+def check_region(settings: Settings, changes: dict[str, Any]) -> None:
+    """422 validation-failed unless a changed data_region is one this service has."""
+    region = changes.get("data_region")
+    names = settings.region_names()
+    if region is not None and region not in names:
+        message = f"not a data region of this service; one of: {', '.join(names)}"
+        raise InvalidInput(
+            f"data_region: {message}", errors=[{"field": "data_region", "message": message}]
+        )
 
 
 def _now() -> datetime:
@@ -238,6 +259,8 @@ class AccountPatch(Patch):
     recording_retention_days: RetentionDays | None = None
     processing_restricted: bool | None = None
     webhook_url: WebhookUrl | None = None
+    # Where recordings started from now on are kept; earlier ones stay where they are.
+    data_region: DataRegion | None = None
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -250,6 +273,7 @@ async def patch_account(request: web.Request) -> web.Response:
     principal = await require_owner(request)
     body = await read_body(request, AccountPatch)
     changes = body.changes()
+    check_region(request.app[SETTINGS], changes)
     if changes.get("webhook_url") is not None:
         # SSRF guard at registration; delivery checks again (telephony/delivery/webhooks.py).
         await check_webhook_url(
@@ -498,7 +522,11 @@ ROUTES = [
         "Change the account",
         OWNER,
         AccountPatch,
-        {200: "account", 422: "validation-failed (webhook_url not a public http(s) address)"},
+        {
+            200: "account",
+            422: "validation-failed (webhook_url not a public http(s) address, data_region"
+            " not a region of this service)",
+        },
         "accounts",
     ),
     Route(

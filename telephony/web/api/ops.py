@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from storage import db
+from storage.blobs.regions import RegionalBlobStore
 from storage.blobs.s3 import UNLIMITED, RequestStats
 from telephony.domain.errors import StorageLow, Unavailable
 from telephony.web.appkeys import BLOBS, HUB, METRICS, OPENAPI, POOL, REGISTRY, SPOOL
@@ -113,27 +114,46 @@ ROUTES = [
 
 
 class ObjectStoreCollector(Collector):
-    """object_store_* counters from the S3 store's own tallies, read at each scrape (S7)."""
+    """object_store_* counters from the S3 store's own tallies, read at each scrape (S7);
+    with data regions, one series per region's object store (label `region`)."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
         store = self.app.get(BLOBS)
-        stats: RequestStats | None = getattr(store, "stats", None)
-        if stats is None:
+        if store is None:
             return
-        families = (
-            ("object_store_requests", "Requests to the object store by operation", stats.requests),
-            ("object_store_errors", "Failed requests to the object store", stats.errors),
+        tallies: list[tuple[list[str], RequestStats]] = []
+        if isinstance(store, RegionalBlobStore):
+            for name, region in sorted(store.regions.items()):
+                stats: RequestStats | None = getattr(region.store, "stats", None)
+                if stats is not None:
+                    tallies.append(([name], stats))
+            labels = ["op", "region"]
+        else:
+            stats = getattr(store, "stats", None)
+            if stats is not None:
+                tallies.append(([], stats))
+            labels = ["op"]
+        if not tallies:
+            return
+        families: tuple[tuple[str, str, Callable[[RequestStats], Mapping[str, float]]], ...] = (
+            (
+                "object_store_requests",
+                "Requests to the object store by operation",
+                lambda s: s.requests,
+            ),
+            ("object_store_errors", "Failed requests to the object store", lambda s: s.errors),
             (
                 "object_store_request_seconds",
                 "Seconds spent in requests to the object store",
-                stats.seconds,
+                lambda s: s.seconds,
             ),
         )
-        for name, documentation, values in families:
-            family = CounterMetricFamily(name, documentation, labels=["op"])
-            for op, value in sorted(values.items()):
-                family.add_metric([op], value)
+        for name, documentation, tally in families:
+            family = CounterMetricFamily(name, documentation, labels=labels)
+            for region_label, stats in tallies:
+                for op, value in sorted(tally(stats).items()):
+                    family.add_metric([op, *region_label], value)
             yield family

@@ -35,6 +35,7 @@ from telephony.web.inputs import (
     read_query,
     trimmed,
 )
+from telephony.web.residency import store_descriptions
 from telephony.web.routes import USER, Handler, Route
 
 DETAILS_MAX_CHARS = 2000  # the migration's CHECK says the same
@@ -94,7 +95,11 @@ def _by_receipt(r: PrivacyRequest) -> str:
 async def export_me(request: web.Request) -> web.Response:
     principal = await require_customer_user(request)
     document = await access_copy.export_subject(
-        request.app[POOL], principal, region=request.app[SETTINGS].data_region, now=_now()
+        request.app[POOL],
+        principal,
+        region=request.app[SETTINGS].data_region,  # the one database's
+        stores=store_descriptions(request.app),
+        now=_now(),
     )
     return web.json_response(
         document, headers={"Content-Disposition": 'attachment; filename="personal-data.json"'}

@@ -20,13 +20,20 @@ from telephony.domain.privacy import RequestKind, is_overdue
 from telephony.domain.roles import CustomerPrincipal, CustomerRole, Scope
 from telephony.i18n import N_
 from telephony.usecases import access_copy, audit_trail, identity, privacy, webhooks
-from telephony.web.api.accounts import AccountPatch, ApiKeyCreate, UserCreate, UserPatch
+from telephony.web.api.accounts import (
+    AccountPatch,
+    ApiKeyCreate,
+    UserCreate,
+    UserPatch,
+    check_region,
+)
 from telephony.web.api.privacy import PrivacyRequestCreate
 from telephony.web.appkeys import KEYS, POOL, SETTINGS
 from telephony.web.inputs import path_id
 from telephony.web.portal.forms import checked, errors_of, posted, validate
 from telephony.web.portal.render import page
 from telephony.web.portal.session import require_customer
+from telephony.web.residency import store_descriptions
 
 LIST_LIMIT = 200
 
@@ -152,6 +159,7 @@ async def _settings_page(
         "message": None,
         "account": None,
         "deliveries": [],
+        "regions": request.app[SETTINGS].region_names(),
     }
     if principal.is_owner:
         context["account"] = await identity.get_account(pool, principal)
@@ -178,8 +186,11 @@ async def save_account(request: web.Request) -> web.Response:
         "processing_restricted": checked(fields, "processing_restricted"),
         "webhook_url": webhook or None,
     }
+    if "data_region" in fields:  # offered only when the service has more than one
+        data["data_region"] = fields["data_region"]
     try:
         changes = validate(AccountPatch, data).changes()
+        check_region(request.app[SETTINGS], changes)
         if changes.get("webhook_url") is not None:
             await check_webhook_url(
                 changes["webhook_url"], allow_private=request.app[SETTINGS].webhook_allow_private
@@ -270,7 +281,11 @@ async def export(request: web.Request) -> web.Response:
     """D1: the machine-readable copy, as the API's GET /v1/me/export (audited there)."""
     principal = await require_customer(request)
     document = await access_copy.export_subject(
-        request.app[POOL], principal, region=request.app[SETTINGS].data_region, now=_now()
+        request.app[POOL],
+        principal,
+        region=request.app[SETTINGS].data_region,  # the one database's
+        stores=store_descriptions(request.app),
+        now=_now(),
     )
     return web.json_response(
         document,

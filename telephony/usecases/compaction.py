@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 SETTLE_S = 60.0  # a recording's last parts have this long to arrive after it ended
 PARTS_KEPT_S = 3600.0  # downloads that listed the parts before may read them this long
 INTERVAL_S = 60.0
-BATCH = 20
+BATCH = 100
+AT_ONCE = 4  # recordings copied at once: the store's requests, not this node's CPU, bound it
+PASS_BUDGET_S = 45.0  # a pass stops taking new work after this (the interval is a minute)
 PARTS_PER_READ = 16  # parts fetched at once while copying
 
 
@@ -48,12 +51,23 @@ class CompactionResult:
 
 
 async def compaction_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) -> CompactionResult:
-    """Compact what is due and drop the parts of what was compacted long enough ago."""
-    async with pool.acquire() as conn:
-        due = await recordings.due_for_compaction(conn, now - timedelta(seconds=SETTLE_S), BATCH)
-    compacted = 0
-    for recording_id in due:
-        compacted += await compact(pool, blobs, recording_id, now)
+    """Compact what is due, AT_ONCE recordings at a time until none is left or the pass has
+    run PASS_BUDGET_S, then drop the parts of what was compacted long enough ago."""
+    started = time.monotonic()
+    compacted, waiting = 0, set[str]()
+    while time.monotonic() - started < PASS_BUDGET_S:
+        async with pool.acquire() as conn:
+            due = await recordings.due_for_compaction(
+                conn, now - timedelta(seconds=SETTLE_S), BATCH + len(waiting)
+            )
+        due = [r for r in due if r not in waiting]  # parts still arriving: next pass
+        if not due:
+            break
+        for start in range(0, len(due), AT_ONCE):
+            group = due[start : start + AT_ONCE]
+            done = await asyncio.gather(*(compact(pool, blobs, r, now) for r in group))
+            compacted += sum(done)
+            waiting.update(r for r, ok in zip(group, done, strict=True) if not ok)
     async with pool.acquire() as conn:
         old = await recordings.parts_due_for_dropping(
             conn, now - timedelta(seconds=PARTS_KEPT_S), BATCH

@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/control.py
 	$(BIN)/python bench/portal.py
+	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/nodes.py
 
 # The one catalogue (telephony/i18n.py): extract every marked string, merge it into the

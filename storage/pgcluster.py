@@ -31,6 +31,14 @@ SUPERUSER = "telephony"
 DATABASE = "telephony"
 PORT = 5432  # only names the socket file; the cluster listens on no TCP port
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; PostgreSQL appends "/.s.PGSQL.5432"
+# WAL archiving for backups (S8, storage/backups.py): a file of ours in the data directory,
+# rewritten at each start and included from postgresql.conf, so the command follows the
+# configuration (the backup location) and a cluster restored elsewhere archives to its own.
+ARCHIVE_CONF = "telephony-archive.conf"
+_INCLUDE_ARCHIVE = f"include_if_exists = '{ARCHIVE_CONF}'"
+# A segment is archived at least this often when anything was written: the granularity of
+# a point-in-time restore, and the most a lost machine can take along with it.
+ARCHIVE_TIMEOUT_S = 60
 
 
 class ClusterError(RuntimeError):
@@ -76,13 +84,23 @@ def _run_as() -> pwd.struct_passwd | None:
 
 @dataclass(frozen=True)
 class LocalCluster:
-    """A cluster in `root` (data in root/data, socket in root/run or a short /tmp path)."""
+    """A cluster in `root` (data in root/data, socket in root/run or a short /tmp path).
+
+    `archive_command` turns WAL archiving on (archive_mode, archive_timeout); the cluster's
+    user must be able to write `archive_dirs`, local folders the command writes into, and
+    to reach `archive_reads`, the program and modules the command runs.
+    """
 
     root: Path
+    archive_command: str | None = None
+    archive_dirs: tuple[Path, ...] = ()
+    archive_reads: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         # The tools run with cwd "/" (the database user may not read ours): absolute paths only.
         object.__setattr__(self, "root", Path(self.root).absolute())
+        folders = tuple(Path(d).absolute() for d in self.archive_dirs)
+        object.__setattr__(self, "archive_dirs", folders)
 
     @property
     def data_dir(self) -> Path:
@@ -114,8 +132,11 @@ class LocalCluster:
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(bindir)
             self._prepare_dirs()
+            changed = self._configure_archive()
             if self._postmaster_alive():
                 log.info("reusing running PostgreSQL cluster", extra={"dir": str(self.root)})
+                if changed:  # a new command or location; archive_mode itself needs a restart
+                    self._pg(bindir, "pg_ctl", "reload", "-D", str(self.data_dir))
                 return False
             self._remove_stale_pid()
             self._start(bindir)
@@ -131,6 +152,17 @@ class LocalCluster:
 
     def is_running(self) -> bool:
         return self._postmaster_alive()
+
+    def give(self, path: Path) -> None:
+        """Hand `path` (a folder or file, and everything under it) to the cluster's user, and
+        let that user reach it: what a restore extracts, what restore_command reads."""
+        user = _run_as()
+        if user is None:
+            return
+        self._grant_traverse(path, user)
+        targets = [path, *path.rglob("*")] if path.is_dir() else [path]
+        for target in targets:
+            os.chown(target, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
     # -- internals -------------------------------------------------------
 
@@ -177,6 +209,45 @@ class LocalCluster:
                 if d.stat().st_uid != user.pw_uid:
                     os.chown(d, user.pw_uid, user.pw_gid)
             d.chmod(0o700)
+
+    def _configure_archive(self) -> bool:
+        """Write the archive settings (or remove them); True when they changed."""
+        conf = self.data_dir / ARCHIVE_CONF
+        if self.archive_command is None:
+            if not conf.exists():
+                return False
+            conf.unlink()
+            return True
+        user = _run_as()
+        for path in self.archive_reads:
+            if user:
+                self._grant_traverse(path, user)
+        for folder in self.archive_dirs:  # the folder only: what it holds is the user's own
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if user:
+                self._grant_traverse(folder, user)
+                os.chown(folder, user.pw_uid, user.pw_gid)
+        main = self.data_dir / "postgresql.conf"
+        if _INCLUDE_ARCHIVE not in main.read_text(encoding="utf-8").splitlines():
+            with open(main, "a", encoding="utf-8") as fh:
+                fh.write(
+                    f"\n# WAL archiving for backups, written by telephony\n{_INCLUDE_ARCHIVE}\n"
+                )
+        quoted = self.archive_command.replace("'", "''")
+        text = (
+            "# Written by telephony at each start (storage/pgcluster.py): WAL archiving for\n"
+            "# backups (storage/backups.py). Edits are overwritten.\n"
+            "archive_mode = on\n"
+            f"archive_command = '{quoted}'\n"
+            f"archive_timeout = {ARCHIVE_TIMEOUT_S}\n"
+        )
+        if conf.exists() and conf.read_text(encoding="utf-8") == text:
+            return False
+        conf.write_text(text, encoding="utf-8")
+        if user:
+            os.chown(conf, user.pw_uid, user.pw_gid)
+        conf.chmod(0o600)
+        return True
 
     def _initdb(self, bindir: Path) -> None:
         log.info("creating PostgreSQL cluster", extra={"dir": str(self.root)})

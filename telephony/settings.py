@@ -239,6 +239,10 @@ class Settings:
     # S7: a new recording is refused (503 storage-low), and /readyz says not ready, while
     # the blob store's or the spool's filesystem has less free space than this.
     storage_reserve_mb: int = 256
+    # S8: backups older than this are removed, with the WAL and blob copies only they
+    # needed ("deleted from backups when they expire"); `serve` makes one this often.
+    backup_retention_days: int = 30
+    backup_interval_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -302,6 +306,12 @@ class Settings:
             regions=regions,
             storage_reserve_mb=_int(
                 env, "TELEPHONY_STORAGE_RESERVE_MB", default.storage_reserve_mb, 0
+            ),
+            backup_retention_days=_int(
+                env, "TELEPHONY_BACKUP_RETENTION_DAYS", default.backup_retention_days, 1
+            ),
+            backup_interval_s=_int(
+                env, "TELEPHONY_BACKUP_INTERVAL_S", default.backup_interval_s, 60
             ),
             spool_part_s=_int(env, "TELEPHONY_SPOOL_PART_S", int(default.spool_part_s), 1),
         )

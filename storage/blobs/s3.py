@@ -153,6 +153,23 @@ class S3BlobStore:
         except (ClientError, BotoCoreError) as exc:
             raise Unavailable(f"the object store refused a write: {_reason(exc)}") from None
 
+    async def copy_to(self, key: str, target: S3BlobStore, target_key: str) -> None:
+        """A server-side copy into `target`, a store in the same bucket (backups, S8): no
+        bytes pass through this process. NotFound when the object is gone."""
+        try:
+            async with self.stats.timing("copy"):
+                await self.client.copy_object(
+                    Bucket=target.location.bucket,
+                    Key=target._object(target_key),
+                    CopySource={"Bucket": self.location.bucket, "Key": self._object(key)},
+                )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound("no such blob") from None
+            raise Unavailable(f"the object store failed a copy: {_reason(exc)}") from None
+        except BotoCoreError as exc:
+            raise Unavailable(f"the object store failed a copy: {_reason(exc)}") from None
+
     async def put_stream(self, key: str, pieces: AsyncIterable[bytes]) -> int:
         """One PUT when it all fits in one piece, else a multipart upload of MULTIPART_BYTES
         pieces (S3's minimum is 5 MiB), aborted on any failure so no partial object or

@@ -10,8 +10,9 @@ import asyncpg
 
 from storage.db import create_pool, ensure_database
 from storage.migrate import apply_pending
-from storage.pgcluster import ClusterError, LocalCluster
+from storage.pgcluster import ClusterError
 from telephony.settings import Settings
+from telephony.usecases.backups import embedded_cluster
 
 
 class CliError(Exception):
@@ -24,12 +25,13 @@ async def database(settings: Settings, *, own_cluster: bool = False) -> AsyncIte
 
     The embedded cluster is started when not running. It is stopped on exit
     when this call started it, or always with `own_cluster` (the server owns
-    it, including one a killed server left running).
+    it, including one a killed server left running). It archives its WAL to the backup
+    location (S8, storage/backups.py).
     """
     if settings.database_url is not None:
         yield settings
         return
-    cluster = LocalCluster(settings.data_dir / "postgres")
+    cluster = embedded_cluster(settings.data_dir, settings.blob_url)
     try:
         started = await asyncio.to_thread(cluster.ensure_running)
         await ensure_database(cluster.dsn())

@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 
 from storage import accounts, privacy, throttles
+from storage.backups import DeletionJournal, JournalKind
 from storage.ids import new_id
 from storage.keys.providers import KeyProvider
 from telephony.delivery.mail import Recipient
@@ -155,9 +156,14 @@ async def complete_request(
     request_id: str,
     resolution: str,
     now: datetime,
+    *,
+    journal: DeletionJournal,
 ) -> privacy.PrivacyRequest:
-    """Execute the request (see the module docstring) and close it, in one transaction."""
-    return await _move(pool, keys, staff, request_id, RequestStatus.COMPLETED, resolution, now)
+    """Execute the request (see the module docstring) and close it, in one transaction; an
+    erasure is journalled beside the backups first (S8: a restore re-applies it)."""
+    return await _move(
+        pool, keys, staff, request_id, RequestStatus.COMPLETED, resolution, now, journal
+    )
 
 
 async def _move(
@@ -168,6 +174,7 @@ async def _move(
     target: RequestStatus,
     resolution: str | None,
     now: datetime,
+    journal: DeletionJournal | None = None,
 ) -> privacy.PrivacyRequest:
     """One state change under the request's row lock, audited and notified (S4).
 
@@ -183,7 +190,8 @@ async def _move(
         changes: dict[str, Any] = {"kind": request.kind.value, "status": target.value}
         if target is RequestStatus.COMPLETED:
             if request.kind is RequestKind.ERASURE:
-                changes["effect"] = await _erase_member(tx, staff, request, now)
+                assert journal is not None  # complete_request always passes it
+                changes["effect"] = await _erase_member(tx, staff, request, now, journal)
             elif request.kind is RequestKind.RESTRICTION:
                 changes["effect"] = await _restrict(tx, staff, request, now)
             else:
@@ -247,6 +255,7 @@ async def _erase_member(
     staff: StaffPrincipal,
     request: privacy.PrivacyRequest,
     now: datetime,
+    journal: DeletionJournal,
 ) -> str:
     """D2 erasure of a member; the row lock keeps a concurrent promotion from slipping by."""
     user = await privacy.lock_user(tx.conn, request.user_id, request.account_id)
@@ -254,16 +263,10 @@ async def _erase_member(
         raise ErasureRequiresTermination(
             "the user is now an owner: hand ownership to another user first, or end the service"
         )
-    email = user.email if user is not None else None  # already deleted: scrub by id alone
-    await privacy.scrub_security_log(tx.conn, request.user_id, email)
-    await privacy.scrub_access_log(tx.conn, request.user_id)
-    await privacy.delete_api_keys_created_by(tx.conn, request.account_id, request.user_id)
-    await privacy.delete_stored_replies(tx.conn, request.user_id, email)
-    await privacy.clear_request_details(tx.conn, request.user_id)
-    if email is not None:
-        await throttles.forget_email(tx.conn, email)
-    if user is not None:
-        await accounts.delete_user(tx.conn, user.id)  # sessions go with it (ON DELETE CASCADE)
+    await journal.record(
+        JournalKind.USER_ERASED, at=now, account_id=request.account_id, user_id=request.user_id
+    )
+    await _remove_member_data(tx, request.account_id, request.user_id, user)
     await notify_admin_change(
         tx,
         "user.erased",
@@ -274,6 +277,28 @@ async def _erase_member(
         changes={"privacy_request_id": request.id},
     )
     return "user_erased"
+
+
+async def remove_member_data(tx: Tx, account_id: str, user_id: str) -> bool:
+    """An erasure again, as a restore re-applies it (S8): whether the user was still there."""
+    user = await privacy.lock_user(tx.conn, user_id, account_id)
+    await _remove_member_data(tx, account_id, user_id, user)
+    return user is not None
+
+
+async def _remove_member_data(
+    tx: Tx, account_id: str, user_id: str, user: privacy.Subject | None
+) -> None:
+    email = user.email if user is not None else None  # already deleted: scrub by id alone
+    await privacy.scrub_security_log(tx.conn, user_id, email)
+    await privacy.scrub_access_log(tx.conn, user_id)
+    await privacy.delete_api_keys_created_by(tx.conn, account_id, user_id)
+    await privacy.delete_stored_replies(tx.conn, user_id, email)
+    await privacy.clear_request_details(tx.conn, user_id)
+    if email is not None:
+        await throttles.forget_email(tx.conn, email)
+    if user is not None:
+        await accounts.delete_user(tx.conn, user.id)  # sessions go with it (ON DELETE CASCADE)
 
 
 async def _restrict(

@@ -27,6 +27,7 @@ from storage import (
     terminations,
     throttles,
 )
+from storage.backups import DeletionJournal, JournalKind
 from storage.blobs.names import recording_prefix
 from storage.blobs.protocol import BlobStore
 from storage.securitylog import PurgeResult
@@ -52,9 +53,12 @@ async def delete_recording(
     account_id: str | None,
     actor: Actor,
     now: datetime,
+    journal: DeletionJournal,
     reason: str = "customer",
 ) -> bool:
-    """Destroy a finished recording; False when it was already deleted (idempotent)."""
+    """Destroy a finished recording; False when it was already deleted (idempotent). The
+    deletion is journalled beside the backups before it commits (S8: a restore re-applies
+    it)."""
     async with transaction(pool) as tx:
         target = await recordings.find_for_deletion(tx.conn, recording_id, account_id)
         if target is None:
@@ -63,6 +67,12 @@ async def delete_recording(
             return False
         if target.status not in FINISHED:
             raise RecordingInProgress("stop the recording before deleting it")
+        await journal.record(
+            JournalKind.RECORDING_DELETED,
+            at=now,
+            account_id=target.account_id,
+            recording_id=recording_id,
+        )
         await recordings.shred(tx.conn, recording_id, now)
         subject = {"call_id": target.call_id, "recording_id": recording_id}
         tx.audit(target.account_id, actor, "recording.deleted", subject, now, reason=reason)
@@ -93,7 +103,9 @@ class RetentionResult:
     accounts_erased: int
 
 
-async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) -> RetentionResult:
+async def retention_pass(
+    pool: asyncpg.Pool, blobs: BlobStore, now: datetime, journal: DeletionJournal
+) -> RetentionResult:
     """Delete what retention or a terminated account's grace period says must go, finish
     blob removals a crash interrupted, and remove account data five years on (D4)."""
     deleted = 0
@@ -108,6 +120,7 @@ async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) ->
                 account_id=None,
                 actor=Actor.system("retention"),
                 now=now,
+                journal=journal,
                 reason="retention",
             )
         if len(due) < _BATCH:
@@ -122,6 +135,7 @@ async def retention_pass(pool: asyncpg.Pool, blobs: BlobStore, now: datetime) ->
         due_accounts = await terminations.due_for_removal(reader, cutoff, _BATCH)
     for account_id in due_accounts:
         async with transaction(pool) as tx:
+            await journal.record(JournalKind.PERSONAL_DATA_REMOVED, at=now, account_id=account_id)
             await terminations.remove_personal_data(tx.conn, account_id, now)
             tx.audit(
                 account_id,
@@ -144,6 +158,8 @@ async def retention_worker(
     blobs: BlobStore,
     interval_s: float,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    journal: DeletionJournal,
 ) -> None:
     """Run a pass at start-up and every `interval_s` on whichever node holds the job's lock
     (the others skip their turn); a failed pass is retried next time."""
@@ -151,7 +167,7 @@ async def retention_worker(
         try:
             async with leases.only_one(pool, "retention") as mine:
                 if mine:
-                    await retention_pass(pool, blobs, clock())
+                    await retention_pass(pool, blobs, clock(), journal)
         except (OSError, asyncpg.PostgresError):
             log.exception("retention pass failed")
         await asyncio.sleep(interval_s)

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from storage.backups import DeletionJournal
 from storage.blobs.regions import bind_database
 from storage.blobs.spool import Spool
 from storage.blobs.stores import open_blob_store
@@ -32,7 +33,7 @@ from telephony.i18n import Catalogue
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub, default_node_id, node_folder
 from telephony.settings import Settings, master_keys
-from telephony.usecases import compaction, media_lifecycle, retention
+from telephony.usecases import backups, compaction, media_lifecycle, retention
 from telephony.web import access_log, portal
 from telephony.web.api import (
     accounts,
@@ -49,10 +50,13 @@ from telephony.web.api import (
 from telephony.web.appkeys import (
     ACCESS_QUEUE,
     BACKGROUND,
+    BACKUP_STATUS,
+    BACKUPS,
     BLOBS,
     CATALOGUE,
     HASHER,
     HUB,
+    JOURNAL,
     KEYS,
     METRICS,
     OPENAPI,
@@ -108,6 +112,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app[REGISTRY] = registry
     app[METRICS] = Metrics.create(registry)
     registry.register(ops.ObjectStoreCollector(app))
+    registry.register(ops.BackupCollector(app))
     app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
     app[KEYS] = ServiceKeys(master_keys(settings))
     routes = all_routes()
@@ -119,6 +124,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     media_ws.setup(app)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_threads)
+    app.cleanup_ctx.append(_backups)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_media)
     if run_workers:
@@ -148,6 +154,15 @@ async def _threads(app: web.Application) -> AsyncIterator[None]:
     app[HASHER].close()
     await app[BLOBS].close()
     app[SPOOL].close()
+
+
+async def _backups(app: web.Application) -> AsyncIterator[None]:
+    """The backup location (S8), and the deletion journal beside the backups."""
+    app[BACKUPS] = await backups.open_location(app[SETTINGS])
+    app[JOURNAL] = DeletionJournal(app[BACKUPS].store)
+    app[BACKUP_STATUS] = backups.BackupStatus()
+    yield
+    await app[BACKUPS].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -202,7 +217,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         access_log.access_log_writer(pool, app[ACCESS_QUEUE]),
         notification_worker(pool, http, settings, app[METRICS]),
         retention.purge_worker(pool, settings),
-        retention.retention_worker(pool, app[BLOBS], settings.retention_interval_s),
+        retention.retention_worker(
+            pool, app[BLOBS], settings.retention_interval_s, journal=app[JOURNAL]
+        ),
+        backups.backup_worker(pool, app[BLOBS], app[BACKUPS], settings, app[BACKUP_STATUS]),
         media_lifecycle.lost_node_worker(pool, app[HUB].stored_end),
         delivery_worker(pool, settings, app[KEYS]),
         mail_worker(pool, settings, app[KEYS], app[CATALOGUE]),

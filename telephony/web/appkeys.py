@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from storage.backups import BackupLocation, DeletionJournal
 from storage.blobs.protocol import BlobStore
 from storage.blobs.spool import Spool
 from storage.keys.passwords import PasswordHasher
@@ -19,6 +20,7 @@ from telephony.i18n import Catalogue
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub
 from telephony.settings import Settings
+from telephony.usecases.backups import BackupStatus
 from telephony.web.routes import Route
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -32,6 +34,9 @@ KEYS: web.AppKey[KeyProvider] = web.AppKey("keys")
 BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs")
 SPOOL = web.AppKey("spool", Spool)
 HUB = web.AppKey("hub", MediaHub)
+BACKUPS = web.AppKey("backups", BackupLocation)  # where backups and the journal live (S8)
+JOURNAL = web.AppKey("journal", DeletionJournal)  # deletions a restore re-applies
+BACKUP_STATUS = web.AppKey("backup_status", BackupStatus)  # the last good backup, for /metrics
 HASHER = web.AppKey("hasher", PasswordHasher)  # Argon2id on a thread of its own
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 CATALOGUE = web.AppKey("catalogue", Catalogue)  # the en/pl messages of pages and mail

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from storage import audit, recordings
 from telephony.settings import Settings
 from telephony.usecases import retention
-from telephony.web.appkeys import BLOBS
+from telephony.web.appkeys import BLOBS, JOURNAL
 from tests.conftest import Customer, consented_call, login
 from tests.support.cli import FAST, run
 from tests.support.recordings import download, expected, record, recording_folder
@@ -50,7 +50,7 @@ async def test_retention_deletes_recordings_older_than_the_account_setting(
     await backdate(pool, old, now - timedelta(days=8))
     await backdate(pool, recent, now - timedelta(days=6))
 
-    result = await retention.retention_pass(pool, client.app[BLOBS], now)
+    result = await retention.retention_pass(pool, client.app[BLOBS], now, client.app[JOURNAL])
 
     assert result.recordings_deleted == 1
     assert await status_of(pool, old) == "deleted"
@@ -69,7 +69,7 @@ async def test_without_a_retention_setting_recordings_are_kept(
     now = datetime.now(UTC)
     await backdate(pool, kept, now - timedelta(days=3650))
 
-    result = await retention.retention_pass(pool, client.app[BLOBS], now)
+    result = await retention.retention_pass(pool, client.app[BLOBS], now, client.app[JOURNAL])
 
     assert result.recordings_deleted == 0
     assert await status_of(pool, kept) == "completed"
@@ -84,7 +84,7 @@ async def test_the_pass_finishes_blob_removal_a_crash_interrupted(
         await recordings.shred(conn, recording_id, now)  # committed; the process "dies" here
     assert await asyncio.to_thread(recording_folder(settings, recording_id).exists)
 
-    result = await retention.retention_pass(pool, client.app[BLOBS], now)
+    result = await retention.retention_pass(pool, client.app[BLOBS], now, client.app[JOURNAL])
 
     assert result.blobs_removed == 1
     assert not await asyncio.to_thread(recording_folder(settings, recording_id).exists)
@@ -150,12 +150,14 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
     assert secret.status == 201
     now = datetime.now(UTC)
     await retention.terminate_account(pool, owner.account_id, now, grace_days=30)
-    blobs = client.app[BLOBS]
+    blobs, journal = client.app[BLOBS], client.app[JOURNAL]
 
-    during = await retention.retention_pass(pool, blobs, now + timedelta(days=29))
-    after = await retention.retention_pass(pool, blobs, now + timedelta(days=31))
-    four_years = await retention.retention_pass(pool, blobs, now + timedelta(days=4 * 365))
-    five_years = await retention.retention_pass(pool, blobs, now + timedelta(days=5 * 365 + 3))
+    during = await retention.retention_pass(pool, blobs, now + timedelta(days=29), journal)
+    after = await retention.retention_pass(pool, blobs, now + timedelta(days=31), journal)
+    four_years = await retention.retention_pass(pool, blobs, now + timedelta(days=4 * 365), journal)
+    five_years = await retention.retention_pass(
+        pool, blobs, now + timedelta(days=5 * 365 + 3), journal
+    )
 
     assert during.recordings_deleted == 0
     assert after.recordings_deleted == 1

@@ -9,14 +9,23 @@ from collections.abc import Callable, Iterator, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from storage import db
 from storage.blobs.regions import RegionalBlobStore
 from storage.blobs.s3 import UNLIMITED, RequestStats
 from telephony.domain.errors import StorageLow, Unavailable
-from telephony.web.appkeys import BLOBS, HUB, METRICS, OPENAPI, POOL, REGISTRY, SPOOL
+from telephony.web.appkeys import (
+    BACKUP_STATUS,
+    BLOBS,
+    HUB,
+    METRICS,
+    OPENAPI,
+    POOL,
+    REGISTRY,
+    SPOOL,
+)
 from telephony.web.capacity import free_space, require_room
 from telephony.web.routes import ANYONE, Route
 
@@ -157,3 +166,24 @@ class ObjectStoreCollector(Collector):
                 for op, value in sorted(tally(stats).items()):
                     family.add_metric([op, *region_label], value)
             yield family
+
+
+class BackupCollector(Collector):
+    """backup_last_success_age_seconds (S7, S8): the newest good backup's age, as the daily
+    job last saw the backup location; +Inf while it has seen none. Absent where the job
+    does not run (an external database's backups are its operator's)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.app.get(BACKUP_STATUS)
+        if status is None or not status.watching:
+            return
+        last = status.last_success_at
+        age = time.time() - last.timestamp() if last is not None else float("inf")
+        yield GaugeMetricFamily(
+            "backup_last_success_age_seconds",
+            "Seconds since the newest good backup (database and blob copies) ended",
+            value=max(age, 0.0),
+        )

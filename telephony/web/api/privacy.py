@@ -13,12 +13,11 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 
-from storage.keys.providers import KeyProvider
 from storage.privacy import PrivacyRequest
 from telephony.domain.privacy import RequestKind, is_overdue
 from telephony.domain.roles import StaffPrincipal, StaffRole
 from telephony.usecases import access_copy, privacy
-from telephony.web.appkeys import KEYS, POOL, SETTINGS
+from telephony.web.appkeys import JOURNAL, KEYS, POOL, SETTINGS
 from telephony.web.auth import require_customer_user, require_staff
 from telephony.web.inputs import (
     KEYSET_PAGING,
@@ -174,7 +173,7 @@ async def support_start_privacy_request(request: web.Request) -> web.Response:
     return web.json_response(render_for_support(found, now))
 
 
-Close = Callable[[Any, KeyProvider, StaffPrincipal, str, str, datetime], Awaitable[PrivacyRequest]]
+Close = Callable[[web.Application, StaffPrincipal, str, str, datetime], Awaitable[PrivacyRequest]]
 
 
 def _close(use_case: Close, name: str) -> Handler:
@@ -185,17 +184,30 @@ def _close(use_case: Close, name: str) -> Handler:
         request_id = path_id(request)
         body = await read_body(request, PrivacyResolution)
         now = _now()
-        found = await use_case(
-            request.app[POOL], request.app[KEYS], staff, request_id, body.resolution, now
-        )
+        found = await use_case(request.app, staff, request_id, body.resolution, now)
         return web.json_response(render_for_support(found, now))
 
     handler.__name__ = name
     return handler
 
 
-support_complete_privacy_request = _close(privacy.complete_request, "support_complete")
-support_reject_privacy_request = _close(privacy.reject_request, "support_reject")
+async def _complete(
+    app: web.Application, staff: StaffPrincipal, request_id: str, resolution: str, now: datetime
+) -> PrivacyRequest:
+    """An erasure is journalled beside the backups (S8), so the journal goes along."""
+    return await privacy.complete_request(
+        app[POOL], app[KEYS], staff, request_id, resolution, now, journal=app[JOURNAL]
+    )
+
+
+async def _reject(
+    app: web.Application, staff: StaffPrincipal, request_id: str, resolution: str, now: datetime
+) -> PrivacyRequest:
+    return await privacy.reject_request(app[POOL], app[KEYS], staff, request_id, resolution, now)
+
+
+support_complete_privacy_request = _close(_complete, "support_complete")
+support_reject_privacy_request = _close(_reject, "support_reject")
 
 
 ROUTES = [

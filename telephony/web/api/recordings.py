@@ -16,7 +16,7 @@ from telephony.domain.roles import CustomerPrincipal, Scope
 from telephony.media.containers import CONTAINERS
 from telephony.media.wav import OUTPUT_ENCODINGS
 from telephony.usecases import playback, recording_control, retention
-from telephony.web.appkeys import BLOBS, KEYS, POOL
+from telephony.web.appkeys import BLOBS, JOURNAL, KEYS, POOL
 from telephony.web.auth import client_of, require_scope
 from telephony.web.capacity import require_room
 from telephony.web.filters import RECORDING_FILTERS, recording_filter
@@ -309,6 +309,7 @@ async def delete_recording(request: web.Request) -> web.Response:
         account_id=principal.account_id,
         actor=principal.actor,
         now=datetime.now(UTC),
+        journal=request.app[JOURNAL],
     )
     return web.Response(status=204)
 

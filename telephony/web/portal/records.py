@@ -23,7 +23,7 @@ from telephony.i18n import N_
 from telephony.media.containers import CONTAINERS
 from telephony.usecases import calls, recording_control, retention
 from telephony.web.api.recordings import duration_ms, send_audio
-from telephony.web.appkeys import BLOBS, POOL
+from telephony.web.appkeys import BLOBS, JOURNAL, POOL
 from telephony.web.filters import CALL_FILTERS, RECORDING_FILTERS, call_filter, recording_filter
 from telephony.web.inputs import (
     KEYSET_PAGING,
@@ -247,6 +247,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
         account_id=principal.account_id,
         actor=principal.actor,
         now=_now(),
+        journal=request.app[JOURNAL],
     )
     raise web.HTTPSeeOther(f"/calls/{rec.call_id}?deleted={recording_id}")
 

@@ -21,7 +21,7 @@ from telephony.domain.roles import StaffPrincipal, StaffRole
 from telephony.usecases import identity, privacy, staff_access, support
 from telephony.web.api.privacy import PrivacyResolution
 from telephony.web.api.support import mask_number
-from telephony.web.appkeys import KEYS, POOL, SETTINGS
+from telephony.web.appkeys import JOURNAL, KEYS, POOL, SETTINGS
 from telephony.web.auth import client_of
 from telephony.web.inputs import ID_PATTERN, path_id
 from telephony.web.portal.forms import errors_of, posted, validate
@@ -96,8 +96,13 @@ async def move_request(request: web.Request) -> web.StreamResponse:
         await privacy.start_request(pool, keys, staff, request_id, now)
     else:
         body = validate(PrivacyResolution, {"resolution": fields.get("resolution", "")})
-        close = privacy.complete_request if action == "complete" else privacy.reject_request
-        await close(pool, keys, staff, request_id, body.resolution, now)
+        if action == "complete":
+            journal = request.app[JOURNAL]
+            await privacy.complete_request(
+                pool, keys, staff, request_id, body.resolution, now, journal=journal
+            )
+        else:
+            await privacy.reject_request(pool, keys, staff, request_id, body.resolution, now)
     raise web.HTTPSeeOther("/support/privacy-requests")
 
 

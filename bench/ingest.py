@@ -232,6 +232,28 @@ async def open_legs(
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
+async def explain_missing(conn: asyncpg.Connection, legs: list[Leg]) -> None:
+    """Where frames went when a run stored fewer than it sent: each short recording's state,
+    gaps and rows, so a loss is a finding, not a number."""
+    rows = await conn.fetch(
+        """SELECT r.id, r.status, r.stop_reason, r.gaps,
+                  (SELECT count(*) FROM recording_segments s WHERE s.recording_id = r.id) AS segs,
+                  coalesce((SELECT sum(samples) FROM recording_chunks c
+                            WHERE c.recording_id = r.id), 0) AS samples
+           FROM recordings r WHERE r.id = ANY($1)""",
+        [leg.recording_id for leg in legs],
+    )
+    sent = {leg.recording_id: leg.sent for leg in legs}
+    short = [r for r in rows if r["samples"] // len(FRAME) < sent[r["id"]]]
+    print(f"      {len(short)} of {len(rows)} recordings short:", flush=True)
+    for r in short[:5]:
+        print(
+            f"        {r['id']} {r['status']} ({r['stop_reason']}), {r['segs']} segment(s), "
+            f"stored {r['samples'] // len(FRAME)} of {sent[r['id']]} frames, gaps {r['gaps']}",
+            flush=True,
+        )
+
+
 async def stored_frames(dsn: str, legs: list[Leg], wait_s: float = 30.0) -> int:
     """Frames stored once every leg's recording is finalized (or `wait_s` has passed):
     a busy server may still be sealing the last chunks when the sockets close."""
@@ -249,6 +271,8 @@ async def stored_frames(dsn: str, legs: list[Leg], wait_s: float = 30.0) -> int:
             "SELECT coalesce(sum(samples), 0) FROM recording_chunks WHERE recording_id = ANY($1)",
             ids,
         )
+        if samples < sum(leg.sent for leg in legs) * len(FRAME):
+            await explain_missing(conn, legs)
     finally:
         await conn.close()
     return int(samples) // len(FRAME)
@@ -389,6 +413,12 @@ async def main() -> None:
         " moto S3 server on 127.0.0.1 started here, with a fresh bucket",
     )
     parser.add_argument(
+        "--without-compaction",
+        action="store_true",
+        help="with an S3 store, the server does not compact finished recordings meanwhile"
+        " (TELEPHONY_COMPACTION_INTERVAL_S=0): splits that deferred cost from ingest's",
+    )
+    parser.add_argument(
         "--without-recording",
         action="store_true",
         help="legs stream but record nothing: splits the recorder's cost from ingest's",
@@ -405,6 +435,8 @@ async def main() -> None:
         moto, args.blob_url = await start_moto(data)
     if args.blob_url:
         server.env.update(TELEPHONY_BLOB_URL=args.blob_url, **MOTO_CREDENTIALS)
+    if args.without_compaction:
+        server.env["TELEPHONY_COMPACTION_INTERVAL_S"] = "0"
     store = "the object store" if args.blob_url else "files"
     print(
         f"ingest benchmark on {os.cpu_count()} cores, server loop: {args.loop}, blobs: {store}",

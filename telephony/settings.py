@@ -194,6 +194,9 @@ class Settings:
     purge_interval_s: int = 24 * 3600
     # Recording retention, blob removal and D4: how often the retention pass runs.
     retention_interval_s: int = 3600
+    # How often this node compacts finished recordings in an object store; 0: never (leave
+    # it to other nodes, e.g. to keep media nodes for media).
+    compaction_interval_s: int = 60
     termination_grace_days: int = 30  # after termination, recordings stay this long for export
     staff_webhook_url: str | None = None
     staff_webhook_timeout_s: float = 10.0
@@ -268,6 +271,9 @@ class Settings:
             ),
             retention_interval_s=_int(
                 env, "TELEPHONY_RETENTION_INTERVAL_S", default.retention_interval_s, 10
+            ),
+            compaction_interval_s=_int(
+                env, "TELEPHONY_COMPACTION_INTERVAL_S", default.compaction_interval_s, 0
             ),
             termination_grace_days=_int(
                 env, "TELEPHONY_TERMINATION_GRACE_DAYS", default.termination_grace_days, 0

@@ -225,8 +225,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         delivery_worker(pool, settings, app[KEYS]),
         mail_worker(pool, settings, app[KEYS], app[CATALOGUE]),
     ]
-    if any(url.startswith("s3:") for url in _blob_urls(settings)):  # many objects per hour
-        jobs.append(compaction.compaction_worker(pool, app[BLOBS]))
+    if settings.compaction_interval_s and any(u.startswith("s3:") for u in _blob_urls(settings)):
+        # Object stores only: there an hour of parts is hundreds of requests to read.
+        jobs.append(compaction.compaction_worker(pool, app[BLOBS], settings.compaction_interval_s))
     app[BACKGROUND] = [asyncio.create_task(job) for job in jobs]
     yield
     for task in app[BACKGROUND]:

@@ -27,6 +27,10 @@ Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 DATABASE_GONE: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.InterfaceError,
+    # A connection the server dropped mid-error, handed out again before its socket's
+    # end arrived ("cannot switch to state 12; another operation (2) is in progress"):
+    # seen once in tests/processes/test_database_restart.py.
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.OperatorInterventionError,

@@ -110,6 +110,14 @@ class S3BlobStore:
             read_timeout=30,
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=64,
+            # Our parameters are built here, never from input: botocore's walk of each
+            # request's shape is pure cost. Every chunk carries its own AES-GCM tag, read
+            # back and checked, so the CRC32 botocore would add to each PUT guards nothing a
+            # download does not check anyway. Together about a sixth of a PUT's CPU
+            # (about 2.8 -> 2.4 ms of CPU per 80 kB PUT against moto).
+            parameter_validation=False,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         client = await stack.enter_async_context(
             session.create_client(

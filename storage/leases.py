@@ -11,11 +11,26 @@ Row-level work (webhook deliveries, mail) is claimed row by row instead
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
+
+from telephony.domain.errors import NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+# What a periodic pass may meet and live through: the database or a store gone for a while.
+PASS_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    NotFound,
+    Unavailable,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 _NAMESPACE = b"telephony-job:"
 
@@ -42,3 +57,18 @@ async def only_one(pool: asyncpg.Pool, job: str) -> AsyncIterator[bool]:
         finally:
             if held:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def every(
+    pool: asyncpg.Pool, job: str, interval_s: float, run: Callable[[], Awaitable[object]]
+) -> None:
+    """Run `run` now and every `interval_s`, on whichever node holds `job` (the others skip
+    their turn); a failed pass is logged and tried again next time. Never returns."""
+    while True:
+        try:
+            async with only_one(pool, job) as mine:
+                if mine:
+                    await run()
+        except PASS_FAILURES:
+            log.exception("a periodic pass failed; it runs again next time", extra={"job": job})
+        await asyncio.sleep(interval_s)

@@ -248,15 +248,8 @@ class S3BlobStore:
                     )
                     async with answer["Body"] as body:
                         data = await body.read()
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in ("NoSuchKey", "404", "NotFound"):
-                    raise NotFound("no such blob") from None
-                if code == "InvalidRange":
-                    raise IntegrityFailure("a blob is shorter than its rows say") from None
-                raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
-            except BotoCoreError as exc:
-                raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
+            except (ClientError, BotoCoreError) as exc:
+                raise _read_failure(exc) from None
         if len(data) != wanted.length:
             raise IntegrityFailure("a blob is shorter than its rows say")
         return bytes(data)
@@ -281,17 +274,10 @@ class S3BlobStore:
                         break
                     got += len(piece)
                     yield bytes(piece)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound("no such blob") from None
-            if code == "InvalidRange":
-                raise IntegrityFailure("a blob is shorter than its rows say") from None
-            raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
         except (NotFound, IntegrityFailure, Unavailable):
             raise
         except Exception as exc:  # botocore's, or the body's transport failing mid-way
-            raise Unavailable(f"the object store failed a read: {_reason(exc)}") from None
+            raise _read_failure(exc) from None
         if got != length:
             raise IntegrityFailure("a blob is shorter than its rows say")
 
@@ -341,6 +327,17 @@ class S3BlobStore:
                 first: Any = answer["Errors"][0]
                 raise Unavailable(f"the object store kept {first.get('Key')}: {first.get('Code')}")
         return len(gone)
+
+
+def _read_failure(exc: Exception) -> Exception:
+    """What a failed read means to callers: a missing object is NotFound, a range past its
+    end an IntegrityFailure (the rows promised more), anything else the store's outage."""
+    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return NotFound("no such blob")
+    if code == "InvalidRange":
+        return IntegrityFailure("a blob is shorter than its rows say")
+    return Unavailable(f"the object store failed a read: {_reason(exc)}")
 
 
 def _reason(exc: Exception) -> str:

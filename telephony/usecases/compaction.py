@@ -30,7 +30,6 @@ from storage import chunks, leases, recordings
 from storage.blobs.audio import StoredAudio, stored_audio
 from storage.blobs.names import recording_prefix, whole_audio
 from storage.blobs.protocol import BlobRange, BlobStore
-from telephony.domain.errors import NotFound, Unavailable
 from telephony.usecases.trail import transaction
 
 log = logging.getLogger(__name__)
@@ -130,11 +129,6 @@ async def compaction_worker(
     pool: asyncpg.Pool, blobs: BlobStore, interval_s: float = INTERVAL_S
 ) -> None:
     """A pass every `interval_s`, on one node at a time (storage/leases.py)."""
-    while True:
-        try:
-            async with leases.only_one(pool, "compaction") as mine:
-                if mine:
-                    await compaction_pass(pool, blobs, datetime.now(UTC))
-        except (OSError, NotFound, Unavailable, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.warning("compaction pass failed; retried", exc_info=True)
-        await asyncio.sleep(interval_s)
+    await leases.every(
+        pool, "compaction", interval_s, lambda: compaction_pass(pool, blobs, datetime.now(UTC))
+    )

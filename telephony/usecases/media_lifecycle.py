@@ -7,7 +7,6 @@ a customer's. The media node's actor is the system, named by its node id.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from storage.ids import token_hash
 from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor
 from telephony.domain.consent import can_resume
-from telephony.domain.errors import IntegrityFailure, StreamRefused, Unavailable
+from telephony.domain.errors import IntegrityFailure, StreamRefused
 from telephony.domain.recordings import LIVE, EndReason, RecordingStatus
 from telephony.domain.tracks import Track
 from telephony.usecases import recording_states
@@ -292,14 +291,9 @@ async def lost_node_worker(
     pool: asyncpg.Pool, stored_end: StoredEnd, interval_s: float = SWEEP_INTERVAL_S
 ) -> None:
     """`sweep_lost_nodes` every few seconds, on one node at a time (storage/leases.py)."""
-    while True:
-        try:
-            async with leases.only_one(pool, "lost-media-nodes") as mine:
-                if mine:
-                    await sweep_lost_nodes(pool, stored_end, utc_now())
-        except (OSError, Unavailable, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.warning("lost-node sweep failed; retried", exc_info=True)
-        await asyncio.sleep(interval_s)
+    await leases.every(
+        pool, "lost-media-nodes", interval_s, lambda: sweep_lost_nodes(pool, stored_end, utc_now())
+    )
 
 
 async def segments_of(pool: asyncpg.Pool, recording_id: str) -> list[recordings.Segment]:

@@ -9,7 +9,6 @@ between, the retention worker finishes the job (`blobs_deleted_at`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,16 +160,10 @@ async def retention_worker(
     *,
     journal: DeletionJournal,
 ) -> None:
-    """Run a pass at start-up and every `interval_s` on whichever node holds the job's lock
-    (the others skip their turn); a failed pass is retried next time."""
-    while True:
-        try:
-            async with leases.only_one(pool, "retention") as mine:
-                if mine:
-                    await retention_pass(pool, blobs, clock(), journal)
-        except (OSError, asyncpg.PostgresError):
-            log.exception("retention pass failed")
-        await asyncio.sleep(interval_s)
+    """A pass at start-up and every `interval_s`, on one node at a time."""
+    await leases.every(
+        pool, "retention", interval_s, lambda: retention_pass(pool, blobs, clock(), journal)
+    )
 
 
 # -- termination --------------------------------------------------------------------
@@ -239,11 +232,9 @@ async def purge_logs(pool: asyncpg.Pool, settings: Settings, now: datetime) -> P
 
 async def purge_worker(pool: asyncpg.Pool, settings: Settings) -> None:
     """Daily purge; the first pass runs at start-up so a long-stopped node catches up."""
-    while True:
-        try:
-            async with leases.only_one(pool, "log-purge") as mine:
-                if mine:
-                    await purge_logs(pool, settings, datetime.now(UTC))
-        except (OSError, asyncpg.PostgresError):
-            log.exception("log retention purge failed")
-        await asyncio.sleep(settings.purge_interval_s)
+    await leases.every(
+        pool,
+        "log-purge",
+        settings.purge_interval_s,
+        lambda: purge_logs(pool, settings, datetime.now(UTC)),
+    )

@@ -28,9 +28,9 @@ from telephony.web.app import create_app
 from telephony.web.appkeys import SPOOL
 from tests.conftest import Customer, ServiceServer, consented_call, new_customer
 from tests.support.mail import MAILBOX
-from tests.support.media import JsonPeer, connect, frames_received, writer_of
+from tests.support.media import JsonPeer, frames_received, writer_of
 from tests.support.pacing import ticks
-from tests.support.recordings import expected, frame, status_is, stored_audio
+from tests.support.recordings import expected, frame, mono_recording, status_is, stored_audio
 from tests.support.waiting import eventually
 
 MIB = 1024 * 1024
@@ -120,15 +120,8 @@ class Leg:
 
 
 async def recorded_leg(client: TestClient, owner: Customer) -> Leg:
-    call = await consented_call(client, owner)
-    peer = await connect(client, call)
-    await peer.start(tracks=("inbound",))
-    resp = await client.post(
-        f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
-    )
-    assert resp.status == 201, await resp.text()
-    await eventually(lambda: writer_of(client, call["id"]) is not None)
-    return Leg(client, call, peer, (await resp.json())["id"])
+    call, peer, recording_id = await mono_recording(client, owner)
+    return Leg(client, call, peer, recording_id)
 
 
 async def sealed_before_fill(leg: Leg) -> int:

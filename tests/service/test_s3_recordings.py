@@ -14,12 +14,20 @@ from storage.blobs.names import recording_prefix
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from telephony.web.appkeys import BLOBS, SPOOL
-from tests.conftest import Customer, ServiceServer, consented_call, new_customer
+from tests.conftest import Customer, ServiceServer, new_customer
 from tests.support.mail import MAILBOX
-from tests.support.media import JsonPeer, connect, frames_received, writer_of
+from tests.support.media import frames_received
 from tests.support.pacing import ticks
 from tests.support.proxy import CuttableProxy
-from tests.support.recordings import download, expected, frame, record, status_is, stored_audio
+from tests.support.recordings import (
+    download,
+    expected,
+    frame,
+    mono_recording,
+    record,
+    status_is,
+    stored_audio,
+)
 from tests.support.s3 import S3Server
 from tests.support.waiting import eventually
 
@@ -70,19 +78,6 @@ async def proxied(s3_server: S3Server) -> AsyncIterator[tuple[CuttableProxy, str
     url = (await s3_server.new_bucket("telephony")).replace(s3_server.endpoint, proxy.endpoint)
     yield proxy, url
     await proxy.close()
-
-
-async def mono_recording(client: TestClient, owner: Customer) -> tuple[dict, JsonPeer, str]:
-    """A consented call whose engine streams one track, recording: (call, peer, recording)."""
-    call = await consented_call(client, owner)
-    peer = await connect(client, call)
-    await peer.start(tracks=("inbound",))
-    resp = await client.post(
-        f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
-    )
-    assert resp.status == 201, await resp.text()
-    await eventually(lambda: writer_of(client, call["id"]) is not None)
-    return call, peer, (await resp.json())["id"]
 
 
 async def test_an_object_store_gone_for_twenty_seconds_loses_nothing(

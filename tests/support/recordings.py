@@ -13,7 +13,7 @@ from telephony.settings import Settings
 from telephony.usecases.playback import iter_audio
 from telephony.web.appkeys import BLOBS, KEYS, POOL
 from tests.conftest import Customer, consented_call
-from tests.support.media import connect, writer_of
+from tests.support.media import JsonPeer, connect, writer_of
 from tests.support.waiting import eventually
 
 FRAMES = 200  # per track: 4 s, several 16 KiB chunks
@@ -90,3 +90,16 @@ async def stored_audio(client: TestClient, recording_id: str) -> bytes:
 def recording_folder(settings: Settings, recording_id: str) -> Path:
     """Where the blob store keeps the recording's parts."""
     return settings.data_dir / "blobs" / "recordings" / recording_id
+
+
+async def mono_recording(client: TestClient, owner: Customer) -> tuple[dict, JsonPeer, str]:
+    """A consented call whose engine streams one track, recording: (call, peer, recording)."""
+    call = await consented_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start(tracks=("inbound",))
+    resp = await client.post(
+        f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
+    )
+    assert resp.status == 201, await resp.text()
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    return call, peer, (await resp.json())["id"]

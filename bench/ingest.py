@@ -413,6 +413,11 @@ async def main() -> None:
         " moto S3 server on 127.0.0.1 started here, with a fresh bucket",
     )
     parser.add_argument(
+        "--part-seconds",
+        type=int,
+        help="the server's TELEPHONY_SPOOL_PART_S (how often a part ships; default the server's)",
+    )
+    parser.add_argument(
         "--without-compaction",
         action="store_true",
         help="with an S3 store, the server does not compact finished recordings meanwhile"
@@ -435,6 +440,8 @@ async def main() -> None:
         moto, args.blob_url = await start_moto(data)
     if args.blob_url:
         server.env.update(TELEPHONY_BLOB_URL=args.blob_url, **MOTO_CREDENTIALS)
+    if args.part_seconds:
+        server.env["TELEPHONY_SPOOL_PART_S"] = str(args.part_seconds)
     if args.without_compaction:
         server.env["TELEPHONY_COMPACTION_INTERVAL_S"] = "0"
     store = "the object store" if args.blob_url else "files"

@@ -37,6 +37,7 @@ from storage.backups.database import (
     live_recording_ids,
     personal_data_held,
     recordings_with_audio,
+    replayed_until,
     server_facts,
     switch_wal,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "prune_wal",
     "read_whole",
     "recordings_with_audio",
+    "replayed_until",
     "segment_name",
     "segment_position",
     "server_facts",

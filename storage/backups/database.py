@@ -71,6 +71,12 @@ async def in_recovery(conn: Conn) -> bool:
     return bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
 
 
+async def replayed_until(conn: Conn) -> datetime | None:
+    """When the last transaction a recovery replayed committed (what a restore reached)."""
+    at: datetime | None = await conn.fetchval("SELECT pg_last_xact_replay_timestamp()")
+    return at
+
+
 async def recordings_with_audio(conn: Conn) -> set[str]:
     """Recordings with sealed chunks, so with objects in the blob store."""
     rows = await conn.fetch("SELECT DISTINCT recording_id FROM recording_chunks")

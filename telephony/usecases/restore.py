@@ -152,9 +152,7 @@ async def restore(
             try:
                 async with pool.acquire() as conn:
                     await apply_pending(conn)
-                    result.recovered_to = await conn.fetchval(
-                        "SELECT pg_last_xact_replay_timestamp()"
-                    )
+                    result.recovered_to = await backups.replayed_until(conn)
                 result.journal_applied = await reapply_journal(pool, journal, clock())
                 await _restore_blobs(pool, settings, location, to, target_blob_url, journal, result)
             finally:

@@ -171,7 +171,9 @@ async def test_calls_and_media_land_on_every_node_and_workers_run_once(
 
             await eventually(all_delivered, timeout_s=60)
             await eventually(all_mailed, timeout_s=60)
-            await asyncio.sleep(3)  # a duplicate, were one coming, has had its chance
+            # Every event and mail closed as delivered: no node can claim one again, so the
+            # counts below are final (a duplicate would have to come before this).
+            await eventually(lambda: nothing_open(pool), timeout_s=30)
     finally:
         await relay.close()
 
@@ -198,6 +200,16 @@ async def test_calls_and_media_land_on_every_node_and_workers_run_once(
         if '"msg": "staff notification"' in line
     ]
     assert logged and sorted(logged) == sorted(set(logged))
+
+
+async def nothing_open(pool: asyncpg.Pool) -> bool:
+    async with pool.acquire() as conn:
+        return not await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM webhook_events WHERE skipped_at IS NULL
+                                 AND delivered_at IS NULL AND given_up_at IS NULL)
+                   OR EXISTS (SELECT 1 FROM mail_messages
+                               WHERE delivered_at IS NULL AND given_up_at IS NULL)"""
+        )
 
 
 async def expected_events(pool: asyncpg.Pool, api: Api, base: str) -> set[str]:
@@ -234,15 +246,17 @@ async def reconnect(
     async def moved() -> bool:
         return await node_of(pool, recording_id) not in (None, "node-a")
 
-    for _ in range(40):
+    async def dial() -> aiohttp.ClientWebSocketResponse | None:
         with contextlib.suppress(aiohttp.ClientError):
             ws = await open_stream(http, base, token)
             with contextlib.suppress(AssertionError):
                 await eventually(moved, timeout_s=2)
                 return ws
             await ws.close()
-        await asyncio.sleep(0.25)  # an engine's back-off
-    raise AssertionError("no node took the stream over")
+        return None
+
+    # An engine's back-off between dials: a quarter of a second.
+    return await eventually(dial, timeout_s=30, interval_s=0.25)
 
 
 async def raw_audio(blob_url: str, key: bytes, pool: asyncpg.Pool, recording_id: str) -> bytes:

@@ -42,6 +42,11 @@ class ProtectedRequestHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
+        if self._upgraded:
+            # A WebSocket's frames, fifty a second a leg: no head is awaited any more, and
+            # the checks below were a twentieth of the ingest CPU (py-spy, bench/ingest.py).
+            RequestHandler.data_received(self, data)
+            return
         # A head is awaited when the handler waits for a message and none is queued.
         awaiting_head = not self._upgraded and not self._messages and not self._request_in_progress
         super().data_received(data)

@@ -10,6 +10,7 @@ loop turn, or while the previous batch was in flight, are flushed together.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -27,6 +28,12 @@ class Batcher(Generic[T, R]):
         self._max_items = max_items
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._flushing_since: float | None = None  # monotonic start of the batch in flight
+
+    def waited_s(self) -> float:
+        """How long the batch in flight has been out (0 when none is): a stall's witness."""
+        since = self._flushing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def submit(self, item: T) -> R:
         """The item's result once its batch is flushed; raises what the item raised."""
@@ -43,12 +50,15 @@ class Batcher(Generic[T, R]):
             while self._waiting:
                 batch = self._waiting[: self._max_items]
                 del self._waiting[: self._max_items]
+                self._flushing_since = time.monotonic()
                 try:
                     results: Sequence[R | BaseException] = await self._flush(
                         [item for item, _ in batch]
                     )
                 except Exception as exc:  # every caller of the batch gets it
                     results = [exc] * len(batch)
+                finally:
+                    self._flushing_since = None
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():  # its caller was cancelled
                         continue

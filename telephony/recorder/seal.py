@@ -57,6 +57,14 @@ class ChunkSink:
         """Append a sealed record to a spooled part; the offset it starts at in that part."""
         return await self._appends.submit((part, record))
 
+    def stalls(self) -> dict[str, float]:
+        """Seconds the seal turn's database batch and spool batch have been out: when a
+        writer's queue overflows, this says which of the two held every writer up."""
+        return {
+            "database_wait_s": round(self._rows.waited_s(), 1),
+            "spool_wait_s": round(self._appends.waited_s(), 1),
+        }
+
     async def ship(self, part: Part, *, limit: int | None = None) -> None:
         """Move a whole part from the spool to the blob store (put, then remove).
 

@@ -211,7 +211,7 @@ class RecordingWriter:
                 self._overflow_since = time.monotonic()
                 log.error(
                     "recording queue full: dropping audio",
-                    extra={"recording_id": self.recording_id},
+                    extra={"recording_id": self.recording_id, **self.sink.stalls()},
                 )
 
     # -- control -------------------------------------------------------------------

@@ -91,3 +91,21 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     assert await kept == 4
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_a_stalled_flush_says_how_long_it_has_been_out_and_none_says_zero() -> None:
+    """What a queue-full log names: which batch held the writers up, and for how long."""
+    sink = Recorder()
+    sink.release.clear()
+    batcher = Batcher(sink.flush)
+    assert batcher.waited_s() == 0.0
+
+    pending = asyncio.ensure_future(batcher.submit(1))
+    await eventually(lambda: sink.batches == [[1]])
+    await asyncio.sleep(0.2)
+    stalled = batcher.waited_s()
+    sink.release.set()
+    assert await pending == 2
+
+    assert 0.2 <= stalled < 5.0
+    assert batcher.waited_s() == 0.0

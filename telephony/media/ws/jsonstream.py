@@ -60,6 +60,10 @@ SNAKE = Spelling(
 )
 
 
+# Every spelling of a known track, to its name: one lookup for each of 50 frames a second.
+_TRACK_NAMES = {t: t for t in KNOWN_TRACKS} | {f"{t}_track": t for t in KNOWN_TRACKS}
+
+
 def _invalid(reason: str) -> ProtocolViolation:
     return ProtocolViolation(1007, reason)
 
@@ -206,7 +210,10 @@ class JsonStreamParser:
             return []
         timestamp = media.get("timestamp")
         chunk = media.get("chunk")
-        track = _known_track(media.get("track", "inbound"))
+        raw_track = media.get("track", "inbound")
+        track = _TRACK_NAMES.get(raw_track) if isinstance(raw_track, str) else None
+        if track is None:
+            track = _known_track(raw_track)  # raises, saying why
         if track not in self.tracks:
             raise _invalid(f"media of track {track}, which start did not declare")
         samples = None

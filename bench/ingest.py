@@ -219,7 +219,8 @@ async def open_legs(
                 )
             )
             if not record:
-                return Leg(ws, None)
+                opened.append(Leg(ws, None))
+                return opened[-1]
             async with http.post(
                 f"{base}/v1/calls/{call['id']}/recordings",
                 headers=headers,
@@ -227,9 +228,26 @@ async def open_legs(
             ) as resp:
                 rec = await resp.json()
                 assert resp.status == 201, rec
-            return Leg(ws, rec["id"])
+            opened.append(Leg(ws, rec["id"]))
+            return opened[-1]
 
-    return list(await asyncio.gather(*(one(i) for i in range(n))))
+    opened: list[Leg] = []
+    keeping = asyncio.create_task(keep_alive(opened))
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+    finally:
+        keeping.cancel()
+
+
+async def keep_alive(legs: list[Leg]) -> None:
+    """The legs opened first wait, silent, for the rest (a thousand take a while), and the
+    server ends a stream quiet for 30 s as vanished: each says it is there meanwhile with
+    a `mark`, which is not audio."""
+    while True:
+        await asyncio.sleep(5.0)
+        for leg in list(legs):
+            if not leg.ws.closed:
+                await leg.ws.send_str('{"event":"mark","mark":{"name":"setup"}}')
 
 
 async def explain_missing(conn: asyncpg.Connection, legs: list[Leg]) -> None:
@@ -498,7 +516,42 @@ async def main() -> None:
         server.cluster.stop()
         if moto is not None:
             terminate(moto, timeout_s=10)
+        report_server_log(data / "server.log")
         shutil.rmtree(data, ignore_errors=True)
+
+
+def report_server_log(path: Path) -> None:
+    """What the server warned of during the run, counted by message, with one example's
+    fields: a lost frame or a closed leg has its cause there. The whole log is kept
+    beside the data folder when there is anything to read in it."""
+    counts: dict[tuple[str, str], int] = {}
+    examples: dict[tuple[str, str], dict[str, object]] = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = {"level": "output", "msg": line[:120]}
+        if not isinstance(entry, dict) or entry.get("level") in ("info", "debug"):
+            continue
+        key = (str(entry.get("level")), str(entry.get("msg")))
+        counts[key] = counts.get(key, 0) + 1
+        examples.setdefault(key, entry)
+    if not counts:
+        return
+    kept = path.parent.with_name(path.parent.name + "-server.log")
+    shutil.copyfile(path, kept)
+    print(f"\nthe server's warnings (its log: {kept}):")
+    for (level, msg), count in sorted(counts.items(), key=lambda item: -item[1]):
+        extra = {
+            k: v
+            for k, v in examples[(level, msg)].items()
+            if k not in ("ts", "level", "logger", "msg", "request_id", "exc_info")
+        }
+        print(f"  {count:>6} x {level}: {msg[:100]} {json.dumps(extra)[:200] if extra else ''}")
 
 
 MOTO_CREDENTIALS = {

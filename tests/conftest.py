@@ -28,7 +28,7 @@ from telephony.web.server import ServiceRunner
 from tests.support.mail import MAILBOX
 
 # The S3-protocol server (moto) for the blob store's tests, started only when one asks.
-pytest_plugins = ["tests.support.s3"]
+pytest_plugins = ["tests.support.s3", "tests.support.hangs"]
 
 # Cheap Argon2 for speed; test_passwords.py checks the production defaults separately.
 FAST_ARGON2 = Argon2Params(memory_kib=8192, iterations=1, lanes=1)

@@ -1,0 +1,313 @@
+"""The SIP listener's transaction layer (RFC 3261 §17.2 and §18; SIP.md 1, 2.3 and 9).
+
+UDP and TCP on one address. What arrives is parsed (message.py), then:
+- a retransmission of a request already answered gets the same answer again,
+  never a second handling (§17.2.3: the key is the top Via's branch, its
+  sent-by and the method, ACK and CANCEL matching their INVITE);
+- a final non-2xx answer to an INVITE is resent over UDP on Timer G until its
+  ACK, for at most Timer H (§17.2.1);
+- what needs no session is answered here: OPTIONS (the SBC's liveness ping),
+  an unknown `Require` (420), methods a recorder does not serve (405, 501),
+  in-dialog requests for no dialog (481);
+- an INVITE goes to the `Sessions` the listener was given, which answers it.
+
+Garbage and unsolicited responses are dropped unanswered and counted
+(`drops`, for /metrics): answering them would reflect traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from telephony.media.sip.message import (
+    BadMessage,
+    Garbage,
+    Request,
+    Response,
+    StreamFramer,
+    is_keepalive,
+    parse_datagram,
+    serialize,
+)
+from telephony.media.sip.replies import new_tag, reply, reply_address, top_via
+
+log = logging.getLogger(__name__)
+
+T1_S, T2_S, T4_S = 0.5, 4.0, 5.0
+TIMER_H_S = 64 * T1_S  # an unacknowledged final answer to an INVITE is given up
+TIMER_J_S = 64 * T1_S  # a non-INVITE answer is kept for retransmissions this long (UDP)
+MAX_DATAGRAM = 65535
+TCP_IDLE_S = 300.0  # a connection quiet this long is closed
+TCP_HEAD_S = 10.0  # a message started must be whole this fast (slow headers: SIP.md 9)
+
+SUPPORTED = ("siprec", "timer", "100rel")  # 100rel: met by sending no provisional but 100
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+ACCEPT = "application/sdp, multipart/mixed"
+NOT_ALLOWED = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"})
+IN_DIALOG = frozenset({"BYE", "UPDATE", "INFO", "PRACK"})
+
+Send = Callable[[bytes], None]
+
+
+class Sessions:
+    """What the listener hands an INVITE to: the session layer answers it. This base
+    answers every INVITE 480, for a listener with no sessions behind it (tests, a node
+    that records no SIP)."""
+
+    async def invite(self, request: Request, source: tuple[str, int]) -> Response:
+        return reply(request, 480, "Temporarily Unavailable", source=source, to_tag=new_tag())
+
+    def has_dialog(self, request: Request) -> bool:
+        return False
+
+
+@dataclass
+class _Answered:
+    """A server transaction's last answer, resent to retransmissions until `until`."""
+
+    wire: bytes
+    until: float
+    acked: asyncio.Event | None = None  # an INVITE's non-2xx: its ACK stops Timer G
+
+
+def _key(request: Request) -> tuple[str, str, str] | None:
+    """A server transaction's key (§17.2.3); ACK and CANCEL share their INVITE's branch."""
+    via = top_via(request)
+    if via is None or not via.branch:
+        return None
+    method = "INVITE" if request.method == "ACK" else request.method
+    return via.branch, f"{via.host}:{via.port or 5060}", method
+
+
+class SipListener:
+    """UDP and TCP on `host`:`port` (0 picks one; `port` then says which)."""
+
+    def __init__(self, host: str, port: int, sessions: Sessions | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.sessions = sessions or Sessions()
+        self.drops: Counter[str] = Counter()
+        self._answered: dict[tuple[str, str, str], _Answered] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tcp = await asyncio.start_server(self._connection, self.host, self.port)
+        self.port = self._tcp.sockets[0].getsockname()[1]
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self), local_addr=(self.host, self.port)
+        )
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- transports --------------------------------------------------------------------
+
+    def datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        if is_keepalive(data):
+            return
+        try:
+            message = parse_datagram(data)
+        except Garbage:
+            self.drops["garbage"] += 1
+            return
+        except BadMessage as exc:
+            parsed = exc.parsed
+            self._refuse(exc, source, lambda wire: self._send_udp(wire, parsed, source))
+            return
+        if isinstance(message, Response):
+            self.drops["unsolicited_response"] += 1
+            return
+
+        def send(wire: bytes) -> None:
+            self._send_udp(wire, message, source)
+
+        self._spawn(self._request(message, source, send, reliable=False))
+
+    def _send_udp(self, wire: bytes, request: Request | None, source: tuple[str, int]) -> None:
+        if self._udp is not None and not self._udp.is_closing():
+            self._udp.sendto(wire, reply_address(request, source) if request else source)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = (str(peer[0]), int(peer[1]))
+        framer = StreamFramer()
+        try:
+            while True:
+                async with asyncio.timeout(TCP_IDLE_S if not framer.buffer else TCP_HEAD_S):
+                    data = await reader.read(MAX_DATAGRAM)
+                if not data:
+                    return
+                pings = framer.pings
+                for item in framer.feed(data):
+                    if isinstance(item, Garbage):
+                        self.drops["garbage"] += 1
+                        return
+                    if isinstance(item, BadMessage):
+                        self._refuse(item, source, writer.write)
+                        await writer.drain()
+                        return  # the stream can no longer be framed
+                    if isinstance(item, Response):
+                        self.drops["unsolicited_response"] += 1
+                        continue
+                    await self._request(item, source, writer.write, reliable=True)
+                if framer.pings > pings:
+                    writer.write(b"\r\n" * (framer.pings - pings))  # RFC 5626 pong
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _refuse(self, exc: BadMessage, source: tuple[str, int], send: Send) -> None:
+        """A BadMessage answered where its Via routes the answer, else dropped."""
+        request = exc.parsed
+        if request is None or top_via(request) is None or request.method == "ACK":
+            self.drops["malformed"] += 1
+            return
+        self.drops["refused"] += 1
+        send(
+            serialize(
+                reply(
+                    request,
+                    exc.status,
+                    "Bad Request" if exc.status == 400 else "Message Too Large",
+                    source=source,
+                    to_tag=new_tag(),
+                    headers=(("warning", f'399 recorder "{exc.reason[:120]}"'),),
+                )
+            )
+        )
+
+    async def _request(
+        self, request: Request, source: tuple[str, int], send: Send, *, reliable: bool
+    ) -> None:
+        key = _key(request)
+        now = time.monotonic()
+        self._expire(now)
+        answered = self._answered.get(key) if key else None
+        if request.method == "ACK":
+            if answered is not None and answered.acked is not None:
+                answered.acked.set()  # the ACK of our non-2xx: Timer G stops
+            return  # an ACK is never answered; a 2xx's ACK belongs to its dialog
+        if answered is not None:
+            send(answered.wire)  # a retransmission: the same answer, no second handling
+            return
+        if request.method == "INVITE":
+            # §17.2.1: a 100 at once, so the client stops resending the INVITE.
+            send(serialize(reply(request, 100, "Trying", source=source)))
+        response = await self._answer(request, source)
+        wire = serialize(response)
+        send(wire)
+        if key is None:
+            return
+        if request.method == "INVITE" and response.status >= 300:
+            entry = _Answered(wire, now + TIMER_H_S, asyncio.Event())
+            self._answered[key] = entry
+            if not reliable:
+                self._spawn(self._timer_g(entry, send))
+        elif not reliable:
+            self._answered[key] = _Answered(wire, now + TIMER_J_S)
+
+    async def _answer(self, request: Request, source: tuple[str, int]) -> Response:
+        method = request.method
+        unsupported = _unsupported(request)
+        if unsupported and method not in ("CANCEL", "ACK"):
+            return reply(
+                request,
+                420,
+                "Bad Extension",
+                source=source,
+                to_tag=new_tag(),
+                headers=(("unsupported", ", ".join(unsupported)),),
+            )
+        if method == "OPTIONS":
+            return reply(
+                request,
+                200,
+                "OK",
+                source=source,
+                to_tag=new_tag(),
+                headers=_capabilities(),
+            )
+        if method == "INVITE":
+            return await self.sessions.invite(request, source)
+        if method in NOT_ALLOWED:
+            return reply(
+                request,
+                405,
+                "Method Not Allowed",
+                source=source,
+                to_tag=new_tag(),
+                headers=(("allow", ALLOW),),
+            )
+        if (method in IN_DIALOG or method == "CANCEL") and not self.sessions.has_dialog(request):
+            return reply(
+                request, 481, "Call/Transaction Does Not Exist", source=source, to_tag=new_tag()
+            )
+        if method in IN_DIALOG or method == "CANCEL":
+            return reply(request, 200, "OK", source=source, to_tag=new_tag())
+        return reply(request, 501, "Not Implemented", source=source, to_tag=new_tag())
+
+    async def _timer_g(self, entry: _Answered, send: Send) -> None:
+        """Resend a final non-2xx to an INVITE (T1, doubling, capped at T2) until its ACK."""
+        interval = T1_S
+        assert entry.acked is not None
+        while time.monotonic() < entry.until:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await entry.acked.wait()
+                    return
+            send(entry.wire)
+            interval = min(interval * 2, T2_S)
+
+    def _expire(self, now: float) -> None:
+        if len(self._answered) < 1024 and int(now) % 5:
+            return  # pruned every few seconds, or at once past a thousand
+        for key in [k for k, a in self._answered.items() if a.until < now]:
+            del self._answered[key]
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _unsupported(request: Request) -> list[str]:
+    tags = [t.strip().lower() for t in request.headers.get_all("require") if t.strip()]
+    return [t for t in tags if t not in SUPPORTED]
+
+
+def _capabilities() -> tuple[tuple[str, str], ...]:
+    return (("allow", ALLOW), ("accept", ACCEPT), ("supported", ", ".join(SUPPORTED)))
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, listener: SipListener) -> None:
+        self.listener = listener
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.listener.datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP unreachable for an answer we sent: the peer is gone; nothing to do.
+        self.listener.drops["send_failed"] += 1

@@ -1,0 +1,311 @@
+"""One received RTP stream (RFC 3550, RFC 4733; SIP.md 5 and 6): datagrams in, audio out.
+
+What arrives on an answered stream's port is checked, ordered and placed here;
+what comes out is audio at a sample position of the recording's clock, and
+digits, the same shapes the WebSocket dialects give the recorder:
+- a datagram that is not RTP of this stream (too big, not version 2, RTCP on
+  the RTP port, a payload type the answer did not name, comfort noise) is
+  dropped and counted (`drops`, for /metrics);
+- the first source to send two in-sequence packets of one SSRC is latched
+  (RFC 3550 A.1 probation); other sources are dropped, so nobody who finds the
+  port can speak into a consented recording;
+- sequence numbers extend across their 16-bit wrap; duplicates and packets
+  later than the jitter window are dropped; a jump resynchronises after two
+  in-sequence packets;
+- a stream, and each new SSRC, is anchored at its first packet's arrival (no
+  earlier than what was already placed); positions follow the RTP timestamp
+  from there, compared as signed 32-bit numbers, so its wrap does no harm;
+- the held packets go out in sequence order once they are `playout` old.
+Gaps are left to the recorder's timeline, which fills them with silence.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+HEADER = struct.Struct("!BBHII")
+MAX_DATAGRAM = 1500  # G.711 at 120 ms is 960 bytes of payload
+COMFORT_NOISE_PT = 13
+MAX_DROPOUT = 3000  # RFC 3550 A.1
+MAX_MISORDER = 100
+PROBATION = 2  # in-sequence packets before a source (or a resync) is believed
+DISCONTINUITY_S = 30.0  # a timestamp jump past this re-anchors on arrival
+RELATCH_SILENCE_S = 2.0  # a latched address quiet this long may be replaced by another
+SSRC_QUIET_S = 0.1  # a new SSRC from the latched address takes over once the old is quiet
+RATE_PER_S = 300.0  # three times 10 ms packets: more is a flood, dropped before parsing
+BURST = 100.0
+DTMF = "0123456789*#ABCD"
+
+
+@dataclass(frozen=True)
+class Placed:
+    position: int  # in samples of the recording's clock
+    payload: bytes  # codec bytes as received
+
+
+@dataclass(frozen=True)
+class Digit:
+    digit: str
+    position: int  # where the event started, in samples
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class Packet:
+    marker: bool
+    pt: int
+    seq: int
+    ts: int
+    ssrc: int
+    payload: bytes
+
+
+class Dropped(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse(data: bytes) -> Packet:
+    """An RTP packet's fields, CSRCs, extension and padding skipped; Dropped otherwise."""
+    if len(data) > MAX_DATAGRAM:
+        raise Dropped("too_large")
+    if len(data) < HEADER.size:
+        raise Dropped("short")
+    first, second, seq, ts, ssrc = HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        raise Dropped("not_rtp")
+    if 192 <= second <= 223:
+        raise Dropped("rtcp")  # RTCP multiplexed on the RTP port (RFC 5761)
+    start = HEADER.size + 4 * (first & 0x0F)
+    if first & 0x10:  # an extension: 16-bit profile, 16-bit length in words
+        if len(data) < start + 4:
+            raise Dropped("short")
+        start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
+    end = len(data)
+    if first & 0x20:
+        padding = data[-1]
+        if padding == 0 or start + padding > end:
+            raise Dropped("bad_padding")
+        end -= padding
+    if start > end:
+        raise Dropped("short")
+    return Packet(bool(second & 0x80), second & 0x7F, seq, ts, ssrc, bytes(data[start:end]))
+
+
+def signed32(delta: int) -> int:
+    """A timestamp difference, modulo 2**32, as the signed number it means."""
+    return ((delta + 2**31) % 2**32) - 2**31
+
+
+@dataclass
+class _Source:
+    """What is known of the current SSRC: its sequence state and anchor."""
+
+    ssrc: int
+    address: tuple[str, int]
+    highest: int  # extended sequence number
+    anchor_ts: int
+    anchor_position: int
+    bad_seq: int | None = None
+    last_ts: int = 0
+
+
+@dataclass
+class RtpStream:
+    """One answered `m=` line's packets, for a codec of `clock_hz` samples a second."""
+
+    audio_pt: int
+    event_pt: int | None = None
+    expected_ip: str | None = None  # the offer's c=: only it may send, on any port
+    clock_hz: int = 8000
+    playout_s: float = 0.08
+    drops: Counter[str] = field(default_factory=Counter)
+    _source: _Source | None = None
+    _latched_at: float = 0.0  # arrival time of the latched source's last packet
+    _probation: list[tuple[Packet, tuple[str, int], float]] = field(default_factory=list)
+    _held: list[tuple[int, float, Packet]] = field(default_factory=list)  # heap by ext. seq
+    _released: int = -1  # the extended sequence number last sent out
+    _placed_end: int = 0  # the sample after the last placed audio
+    _told: dict[tuple[int, int], None] = field(default_factory=dict)  # (ssrc, ts) of digits told
+    _pending: tuple[tuple[int, int], int, int, int] | None = None  # (key, event, position, units)
+    _tokens: float = BURST
+    _tokens_at: float = 0.0
+
+    def receive(self, data: bytes, source: tuple[str, int], now: float) -> list[Placed | Digit]:
+        """One datagram from `source` at `now` (seconds on the recording clock)."""
+        if not self._admit(now):
+            self.drops["rate"] += 1
+            return []
+        try:
+            packet = parse(data)
+        except Dropped as dropped:
+            self.drops[dropped.reason] += 1
+            return []
+        if self.expected_ip is not None and source[0] != self.expected_ip:
+            self.drops["wrong_source"] += 1
+            return []
+        if packet.pt == COMFORT_NOISE_PT:
+            self.drops["comfort_noise"] += 1  # a silence starts: the next audio fills it
+            return []
+        if packet.pt not in (self.audio_pt, self.event_pt):
+            self.drops["unknown_pt"] += 1
+            return []
+        out: list[Placed | Digit] = []
+        current = self._source
+        if current is None or packet.ssrc != current.ssrc or source != current.address:
+            quiet = now - self._latched_at
+            wait = SSRC_QUIET_S if current and source == current.address else RELATCH_SILENCE_S
+            if current is not None and quiet < wait:
+                # Another sender while the latched one talks (an injection), or a second
+                # SSRC interleaved with the first (the first is kept): neither is recorded.
+                self.drops["other_source"] += 1
+                return []
+            out += self._on_probation(packet, source, now)
+        else:
+            self._latched_at = now
+            out += self._sequenced(packet, now)
+        return out + self.release(now)
+
+    @property
+    def backlog(self) -> int:
+        """Packets held (the jitter window and probation): a few, whatever arrives."""
+        return len(self._held) + len(self._probation)
+
+    def release(self, now: float, *, everything: bool = False) -> list[Placed | Digit]:
+        """The held packets that are `playout` old (all of them at the end), in order."""
+        out: list[Placed | Digit] = []
+        while self._held and (everything or now - self._held[0][1] >= self.playout_s):
+            ext, _, packet = heapq.heappop(self._held)
+            if ext <= self._released:
+                self.drops["duplicate"] += 1
+                continue
+            self._released = ext
+            out += self._place(packet)
+        return out
+
+    # -- sources and sequence numbers ------------------------------------------------------
+
+    def _on_probation(
+        self, packet: Packet, source: tuple[str, int], now: float
+    ) -> list[Placed | Digit]:
+        waiting = [p for p in self._probation if p[0].ssrc == packet.ssrc and p[1] == source]
+        if waiting and (packet.seq - waiting[-1][0].seq) % 65536 == 1:
+            waiting.append((packet, source, now))
+            if len(waiting) >= PROBATION:
+                out = self.release(now, everything=True)  # the old SSRC's last packets first
+                self._latch(waiting, now)
+                for held, _, at in waiting:
+                    self._hold(held, at)
+                return out
+            self._probation = waiting
+            return []
+        self._probation = [(packet, source, now)]
+        return []
+
+    def _latch(self, packets: list[tuple[Packet, tuple[str, int], float]], now: float) -> None:
+        first, address, arrived = packets[0]
+        position = max(round(arrived * self.clock_hz), self._placed_end)
+        self._source = _Source(first.ssrc, address, first.seq - 1, first.ts, position)
+        self._released = self._source.highest
+        self._probation = []
+        self._latched_at = now
+
+    def _sequenced(self, packet: Packet, now: float) -> list[Placed | Digit]:
+        source = self._source
+        assert source is not None
+        delta = (packet.seq - source.highest) % 65536
+        if delta == 0:
+            self.drops["duplicate"] += 1
+            return []
+        if delta <= MAX_DROPOUT:
+            ext = source.highest + delta
+            source.highest = ext
+        elif delta >= 65536 - MAX_MISORDER:
+            ext = source.highest - (65536 - delta)  # late, within the misorder window
+            if ext <= self._released:
+                self.drops["late"] += 1
+                return []
+        elif source.bad_seq is not None and packet.seq == source.bad_seq:
+            # The packet after a jump followed it (A.1's bad_seq): the sender renumbered.
+            # What is held goes out first; then numbering and anchor start again here.
+            out = self.release(now, everything=True)
+            self._latch([(packet, source.address, now)], now)
+            self._hold(packet, now)
+            return out
+        else:
+            source.bad_seq = (packet.seq + 1) % 65536
+            self.drops["sequence_jump"] += 1
+            return []
+        heapq.heappush(self._held, (ext, now, packet))
+        return []
+
+    def _hold(self, packet: Packet, now: float) -> None:
+        """Hold a packet of a just-latched source (its numbering starts at the first)."""
+        source = self._source
+        assert source is not None
+        ext = source.highest + (packet.seq - source.highest) % 65536
+        source.highest = max(source.highest, ext)
+        heapq.heappush(self._held, (ext, now, packet))
+
+    # -- placement -------------------------------------------------------------------------
+
+    def _place(self, packet: Packet) -> list[Placed | Digit]:
+        source = self._source
+        assert source is not None
+        position = source.anchor_position + signed32(packet.ts - source.anchor_ts)
+        if packet.pt == self.event_pt:
+            return self._event(packet, position)
+        limit = round(DISCONTINUITY_S * self.clock_hz)
+        if position < self._placed_end - limit or position > self._placed_end + limit:
+            # A discontinuity (a restarted sender, a huge jump): re-anchor where we are.
+            source.anchor_ts, source.anchor_position = packet.ts, self._placed_end
+            position = self._placed_end
+        if position < self._placed_end:
+            self.drops["behind"] += 1  # would overwrite what is placed
+            return []
+        if not packet.payload:
+            return []
+        self._placed_end = position + len(packet.payload)  # G.711: a byte a sample
+        return [Placed(position, packet.payload)]
+
+    def _event(self, packet: Packet, position: int) -> list[Placed | Digit]:
+        """RFC 4733: one digit per (SSRC, timestamp), told when its end packet comes, or
+        when another event starts without it (the ends were lost); repeats are ignored."""
+        if len(packet.payload) < 4:
+            self.drops["bad_event"] += 1
+            return []
+        key = (packet.ssrc, packet.ts)
+        if key in self._told:
+            return []  # the end, sent three times
+        event, ended = packet.payload[0], bool(packet.payload[1] & 0x80)
+        units = int.from_bytes(packet.payload[2:4], "big")
+        out: list[Placed | Digit] = []
+        if self._pending is not None and self._pending[0] != key:
+            out += self._tell(*self._pending)
+        self._pending = None
+        if ended:
+            out += self._tell(key, event, position, units)
+        else:
+            self._pending = (key, event, position, units)
+        return out
+
+    def _tell(self, key: tuple[int, int], event: int, position: int, units: int) -> list[Digit]:
+        self._told[key] = None
+        if len(self._told) > 64:
+            del self._told[next(iter(self._told))]
+        if event >= len(DTMF):
+            return []  # flash (16) and other codes are not digits
+        return [Digit(DTMF[event], position, units * 1000 // self.clock_hz)]
+
+    def _admit(self, now: float) -> bool:
+        """A token bucket: past RATE_PER_S the port is flooded and packets go unread."""
+        self._tokens = min(BURST, self._tokens + (now - self._tokens_at) * RATE_PER_S)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

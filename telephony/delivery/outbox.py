@@ -159,8 +159,13 @@ class Outbox(Generic[Item]):
                         task = asyncio.create_task(self._drain(head, None))
                         running.add(task)
                         task.add_done_callback(finished)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally
+                    # when the task is cancelled in the same turn as `wake` is set (a drain
+                    # finishing at shutdown), and this loop then ran on, holding up the
+                    # app's cleanup for ever (the rare test hangs: tests/support/hangs.py).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), poll_s)
+                        async with asyncio.timeout(poll_s):
+                            await wake.wait()
             finally:
                 for task in running:
                     task.cancel()

@@ -195,7 +195,8 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
     recovery = asyncio.create_task(hub.recover_until_done(), name="media-recovery")
     with contextlib.suppress(TimeoutError):
         # Usually done at once; a store that does not answer is retried in the background.
-        await asyncio.wait_for(asyncio.shield(recovery), START_RECOVERY_S)
+        async with asyncio.timeout(START_RECOVERY_S):  # not wait_for: see Outbox.run
+            await asyncio.shield(recovery)
     listener = asyncio.create_task(hub.run_listener(), name="media-control-listener")
     yield
     recovery.cancel()

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from telephony.media.sip.message import Response, StreamFramer, parse_datagram
-from telephony.media.sip.uas import SipListener
+from telephony.media.sip.message import Request, Response, StreamFramer, parse_datagram
+from telephony.media.sip.replies import new_tag, reply
+from telephony.media.sip.uas import Sessions, SipListener
 from tests.support.waiting import eventually
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "support" / "sipp"
@@ -261,6 +262,37 @@ async def test_a_retransmitted_invite_is_answered_again_not_handled_again(peer: 
 
     assert again.status == 480 and again.headers.get("to") == final.headers.get("to")
     await peer.send(peer.request("ACK"))
+
+
+class SlowSessions(Sessions):
+    """The listener's extension point answering late, as a database-backed one may: what
+    the listener does with copies of an INVITE that arrive meanwhile."""
+
+    def __init__(self) -> None:
+        self.invites = 0
+
+    async def invite(self, request: Request, source: tuple[str, int]) -> Response:
+        self.invites += 1
+        await asyncio.sleep(0.6)
+        return reply(request, 486, "Busy Here", source=source, to_tag=new_tag())
+
+
+async def test_copies_of_an_invite_being_handled_get_the_100_and_no_second_handling() -> None:
+    sessions = SlowSessions()
+    sip = SipListener("127.0.0.1", 0, sessions)
+    await sip.start()
+    peer = Peer(sip.port)
+    try:
+        await peer.send(peer.request("INVITE"))
+        await peer.send(peer.request("INVITE"))  # resent at T1, while the first is handled
+        statuses = [(await peer.receive()).status for _ in range(3)]
+        await peer.send(peer.request("ACK"))
+    finally:
+        peer.sock.close()
+        await sip.close()
+
+    assert statuses == [100, 100, 486]
+    assert sessions.invites == 1
 
 
 # -- raw TCP ---------------------------------------------------------------------------------

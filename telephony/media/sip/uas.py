@@ -94,6 +94,7 @@ class SipListener:
         self.sessions = sessions or Sessions()
         self.drops: Counter[str] = Counter()
         self._answered: dict[tuple[str, str, str], _Answered] = {}
+        self._pruned_at = 0.0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,6 +166,8 @@ class SipListener:
                     if isinstance(item, Response):
                         self.drops["unsolicited_response"] += 1
                         continue
+                    # In order, one at a time. When sessions answer INVITEs with database
+                    # work, a CANCEL must not wait behind its INVITE: that layer spawns.
                     await self._request(item, source, writer.write, reliable=True)
                 if framer.pings > pings:
                     writer.write(b"\r\n" * (framer.pings - pings))  # RFC 5626 pong
@@ -210,11 +213,17 @@ class SipListener:
                 answered.acked.set()  # the ACK of our non-2xx: Timer G stops
             return  # an ACK is never answered; a 2xx's ACK belongs to its dialog
         if answered is not None:
-            send(answered.wire)  # a retransmission: the same answer, no second handling
+            if answered.wire:
+                send(answered.wire)  # a retransmission: the same answer, no second handling
             return
+        provisional = b""
         if request.method == "INVITE":
             # §17.2.1: a 100 at once, so the client stops resending the INVITE.
-            send(serialize(reply(request, 100, "Trying", source=source)))
+            provisional = serialize(reply(request, 100, "Trying", source=source))
+            send(provisional)
+        if key is not None:
+            # Taken while it is handled: a copy arriving meanwhile gets the 100 (or nothing).
+            self._answered[key] = _Answered(provisional, now + TIMER_H_S)
         response = await self._answer(request, source)
         wire = serialize(response)
         send(wire)
@@ -227,6 +236,8 @@ class SipListener:
                 self._spawn(self._timer_g(entry, send))
         elif not reliable:
             self._answered[key] = _Answered(wire, now + TIMER_J_S)
+        else:
+            del self._answered[key]  # TCP retransmits nothing: the transaction ends here
 
     async def _answer(self, request: Request, source: tuple[str, int]) -> Response:
         method = request.method
@@ -281,8 +292,10 @@ class SipListener:
             interval = min(interval * 2, T2_S)
 
     def _expire(self, now: float) -> None:
-        if len(self._answered) < 1024 and int(now) % 5:
-            return  # pruned every few seconds, or at once past a thousand
+        """Forget transactions past their timers: every few seconds, or at once past 1,024."""
+        if len(self._answered) < 1024 and now - self._pruned_at < 5.0:
+            return
+        self._pruned_at = now
         for key in [k for k, a in self._answered.items() if a.until < now]:
             del self._answered[key]
 

@@ -10,6 +10,7 @@ rare hang in CI names its await the first time it happens.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import sys
@@ -48,15 +49,28 @@ def _dump_tasks(name: str) -> None:
 
 
 def _awaits(coro: object) -> Iterator[str]:
-    """A task's chain of awaits, outermost first (Task.print_stack shows only the first)."""
+    """A task's chain of awaits, outermost first (Task.print_stack shows only the first).
+    An async generator's step (a cleanup context's teardown) is followed into the
+    generator, which only the garbage collector's referents lead to."""
     for _ in range(50):
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if type(coro).__name__ == "async_generator_asend":
+            inner = [r for r in gc.get_referents(coro) if hasattr(r, "ag_frame")]
+            coro = inner[0] if inner else coro
+        frame = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "gi_frame", None)
+            or getattr(coro, "ag_frame", None)
+        )
         if frame is None:
             if coro is not None:
                 yield f"awaiting {coro!r:.200}"
             return
         yield f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -85,6 +86,7 @@ async def test_marker_audio_outside_the_window_touches_no_disk(
 ) -> None:
     """R2: before consent, during a pause and after a revocation, audio is dropped in memory."""
     caplog.set_level(logging.DEBUG)
+    started = time.time() - 1.0  # file times are coarse: a second's margin
     call = await new_call(client, owner)
     party = call["counterparts"][0]["id"]
     peer = await connect(client, call)
@@ -113,7 +115,8 @@ async def test_marker_audio_outside_the_window_touches_no_disk(
     assert MARKER[:16] not in audio
     assert await asyncio.to_thread(read_tree, settings.data_dir), "the recording wrote blobs"
     assert await asyncio.to_thread(files_containing, settings.data_dir, MARKER[:16]) == []
-    assert await asyncio.to_thread(files_containing, Path(tempfile.gettempdir()), MARKER[:16]) == []
+    temporary = Path(tempfile.gettempdir())
+    assert await asyncio.to_thread(files_containing, temporary, MARKER[:16], since=started) == []
     dump = await asyncio.to_thread(_pg_dump, database_url)
     assert MARKER[:16] not in dump
     encoded = base64.b64encode(MARKER)[:20]
@@ -127,12 +130,16 @@ def read_tree(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
 
 
-def files_containing(root: Path, needle: bytes) -> list[Path]:
-    """Every readable regular file under root (not following links) holding `needle`."""
+def files_containing(root: Path, needle: bytes, *, since: float = 0.0) -> list[Path]:
+    """Every readable regular file under root (not following links) holding `needle`,
+    among those written at `since` (seconds since the epoch) or later: what this test
+    wrote, without reading every older file of a shared temporary folder."""
     found = []
     for path in root.rglob("*"):
         try:
-            if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+            if not path.is_file() or path.is_symlink() or path.stat().st_mtime < since:
+                continue
+            if needle in path.read_bytes():
                 found.append(path)
         except OSError:
             continue

@@ -170,11 +170,6 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
     return head, rest
 
 
-def parse_head(head: bytes) -> Request | Response:
-    """The start line and headers (no body): the stream framer reads the length from it."""
-    return _parse_head(head)
-
-
 def _parse_head(head: bytes) -> Request | Response:
     text = head.decode("utf-8", errors="replace")
     lines = text.replace("\r\n", "\n").split("\n")

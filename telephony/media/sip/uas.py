@@ -35,7 +35,7 @@ from telephony.media.sip.message import (
     parse_datagram,
     serialize,
 )
-from telephony.media.sip.replies import new_tag, reply, reply_address, top_via
+from telephony.media.sip.replies import DEFAULT_PORT, new_tag, reply, reply_address, top_via
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ SUPPORTED = ("siprec", "timer", "100rel")  # 100rel: met by sending no provision
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
 ACCEPT = "application/sdp, multipart/mixed"
 NOT_ALLOWED = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"})
-IN_DIALOG = frozenset({"BYE", "UPDATE", "INFO", "PRACK"})
+DIALOG_BOUND = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "CANCEL"})  # 481 without one
+CAPABILITIES = (("allow", ALLOW), ("accept", ACCEPT), ("supported", ", ".join(SUPPORTED)))
 
 Send = Callable[[bytes], None]
 
@@ -82,7 +83,7 @@ def _key(request: Request) -> tuple[str, str, str] | None:
     if via is None or not via.branch:
         return None
     method = "INVITE" if request.method == "ACK" else request.method
-    return via.branch, f"{via.host}:{via.port or 5060}", method
+    return via.branch, f"{via.host}:{via.port or DEFAULT_PORT}", method
 
 
 class SipListener:
@@ -240,44 +241,24 @@ class SipListener:
             del self._answered[key]  # TCP retransmits nothing: the transaction ends here
 
     async def _answer(self, request: Request, source: tuple[str, int]) -> Response:
+        def answer(status: int, reason: str, *headers: tuple[str, str]) -> Response:
+            return reply(request, status, reason, source=source, to_tag=new_tag(), headers=headers)
+
         method = request.method
         unsupported = _unsupported(request)
         if unsupported and method not in ("CANCEL", "ACK"):
-            return reply(
-                request,
-                420,
-                "Bad Extension",
-                source=source,
-                to_tag=new_tag(),
-                headers=(("unsupported", ", ".join(unsupported)),),
-            )
+            return answer(420, "Bad Extension", ("unsupported", ", ".join(unsupported)))
         if method == "OPTIONS":
-            return reply(
-                request,
-                200,
-                "OK",
-                source=source,
-                to_tag=new_tag(),
-                headers=_capabilities(),
-            )
+            return answer(200, "OK", *CAPABILITIES)
         if method == "INVITE":
             return await self.sessions.invite(request, source)
         if method in NOT_ALLOWED:
-            return reply(
-                request,
-                405,
-                "Method Not Allowed",
-                source=source,
-                to_tag=new_tag(),
-                headers=(("allow", ALLOW),),
-            )
-        if (method in IN_DIALOG or method == "CANCEL") and not self.sessions.has_dialog(request):
-            return reply(
-                request, 481, "Call/Transaction Does Not Exist", source=source, to_tag=new_tag()
-            )
-        if method in IN_DIALOG or method == "CANCEL":
-            return reply(request, 200, "OK", source=source, to_tag=new_tag())
-        return reply(request, 501, "Not Implemented", source=source, to_tag=new_tag())
+            return answer(405, "Method Not Allowed", ("allow", ALLOW))
+        if method in DIALOG_BOUND:
+            if not self.sessions.has_dialog(request):
+                return answer(481, "Call/Transaction Does Not Exist")
+            return answer(200, "OK")
+        return answer(501, "Not Implemented")
 
     async def _timer_g(self, entry: _Answered, send: Send) -> None:
         """Resend a final non-2xx to an INVITE (T1, doubling, capped at T2) until its ACK."""
@@ -308,10 +289,6 @@ class SipListener:
 def _unsupported(request: Request) -> list[str]:
     tags = [t.strip().lower() for t in request.headers.get_all("require") if t.strip()]
     return [t for t in tags if t not in SUPPORTED]
-
-
-def _capabilities() -> tuple[tuple[str, str], ...]:
-    return (("allow", ALLOW), ("accept", ACCEPT), ("supported", ", ".join(SUPPORTED)))
 
 
 class _Datagrams(asyncio.DatagramProtocol):

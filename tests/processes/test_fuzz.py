@@ -167,6 +167,9 @@ def fuzz(base: str, token: str, caller: str, report: Path) -> subprocess.Complet
     )
 
 
+# Its run scales with the machine's speed (89-104 s on the shared 2 cores, once past 120 s):
+# the suite-wide 120 s is a hang detector, and this one test does more than hang-long work.
+@pytest.mark.timeout(240)
 async def test_the_fuzzer_finds_no_server_error_and_no_drift_from_the_schema(
     server: Server, pool: asyncpg.Pool, tmp_path: Path, mailbox: MailDrop
 ) -> None:

@@ -90,6 +90,7 @@ class OurServer:
             "TELEPHONY_ARGON2_MEMORY_KIB": "8192",
             "TELEPHONY_ARGON2_ITERATIONS": "1",
             "TELEPHONY_ARGON2_LANES": "1",
+            "TELEPHONY_SIP_LISTEN": "127.0.0.1:0",  # benchmarks may run beside make run
         }
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -92,6 +92,45 @@ def _blob_url(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
+def _sip_listen(env: Mapping[str, str], name: str, default: str) -> tuple[str, int] | None:
+    """`host:port` or `[v6]:port`; `off`: no SIP listener on this node."""
+    raw = (env.get(name) or default).strip()
+    if raw.lower() == "off":
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"{name} must be host:port, [v6-address]:port or off")
+    return host, int(port)
+
+
+def _sip_advertise(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an IP address (SDP's c= names one)") from None
+    if address.is_unspecified:
+        raise SettingsError(f"{name} must be an address peers can send to, not {raw}")
+    return raw
+
+
+def _port_range(env: Mapping[str, str], name: str, default: tuple[int, int]) -> tuple[int, int]:
+    """`FIRST-LAST`, holding at least one even port and the odd one above it (RTP, RTCP)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    first, sep, last = raw.partition("-")
+    if not (sep and first.isascii() and first.isdigit() and last.isascii() and last.isdigit()):
+        raise SettingsError(f"{name} must be FIRST-LAST, as in 20000-20999")
+    low, high = int(first), int(last)
+    if not 1024 <= low < high <= 65535 or low + low % 2 + 1 > high:
+        raise SettingsError(f"{name} must hold an even port and its odd neighbour in 1024-65535")
+    return low, high
+
+
 # A data region's name: eu-central, us-east-1.
 REGION_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 _FIELD = re.compile(r"^[a-z_]{1,32}$")  # a field name fit to be named in an error
@@ -246,6 +285,12 @@ class Settings:
     # needed ("deleted from backups when they expire"); `serve` makes one this often.
     backup_retention_days: int = 30
     backup_interval_s: int = 24 * 3600
+    # SIP and SIPREC ingest (SIP.md): UDP and TCP on one address, None ("off"): none here.
+    sip_listen: tuple[str, int] | None = ("127.0.0.1", 5060)
+    rtp_ports: tuple[int, int] = (20000, 20999)  # even RTP port, RTCP on the odd one above
+    # The address SDP answers and Contact name (behind NAT, the public one); default: the
+    # listen address, which must then not be a wildcard.
+    sip_advertise: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -320,7 +365,26 @@ class Settings:
                 env, "TELEPHONY_BACKUP_INTERVAL_S", default.backup_interval_s, 60
             ),
             spool_part_s=_int(env, "TELEPHONY_SPOOL_PART_S", int(default.spool_part_s), 1),
+            sip_listen=_sip_listen(env, "TELEPHONY_SIP_LISTEN", "127.0.0.1:5060"),
+            rtp_ports=_port_range(env, "TELEPHONY_RTP_PORTS", default.rtp_ports),
+            sip_advertise=_sip_advertise(env, "TELEPHONY_SIP_ADVERTISE"),
         )
+
+    def __post_init__(self) -> None:
+        if self.sip_listen and self.sip_advertise is None:
+            with_wildcard = self.sip_listen[0] in ("0.0.0.0", "::")  # noqa: S104
+            if with_wildcard:
+                raise SettingsError(
+                    "TELEPHONY_SIP_LISTEN on every address needs TELEPHONY_SIP_ADVERTISE: "
+                    "SDP must name one address peers send RTP to"
+                )
+
+    @property
+    def sip_address(self) -> str | None:
+        """What SDP and Contact name: sip_advertise, else the listen host (not a wildcard)."""
+        if self.sip_listen is None:
+            return None
+        return self.sip_advertise or self.sip_listen[0]
 
     def region_names(self) -> tuple[str, ...]:
         """The regions an account may choose: the configured ones, or the one."""

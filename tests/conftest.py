@@ -105,6 +105,7 @@ def settings(database_url: str, tmp_path: Path, mailbox: MailDrop) -> Settings:
         access_log_to_db=False,
         master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
         node_id="test-node",
+        sip_listen=("127.0.0.1", 0),  # each app its own SIP port: the media block names it
     )
 
 

@@ -217,3 +217,9 @@ class StreamRefused(Forbidden):
 
     code = "forbidden"
     title = "The media stream is refused"
+
+    def __init__(self, detail: str, *, taken: bool = False) -> None:
+        super().__init__(detail)
+        # The call exists and streams already (SIP answers 403); else the token finds no
+        # call that may stream (404, one answer for unknown, expired and ended: SIP.md 1).
+        self.taken = taken

@@ -39,6 +39,9 @@ class Audio(NamedTuple):
     timestamp_ms: int | None  # since stream start; None: right after this track's previous audio
     sequence: int | None
     samples: int | None = None  # a packet codec's packet length, from its header; None: L16/G.711
+    # RTP's placement, in samples since the stream began: exact where a millisecond is not
+    # (a re-anchored SSRC lands on any sample). Set, it wins over `timestamp_ms`.
+    position: int | None = None
 
 
 @dataclass(frozen=True)

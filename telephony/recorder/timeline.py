@@ -54,11 +54,15 @@ class Window:
         return self.start <= at and (self.end is None or at < self.end)
 
 
-def by_window(frames: list[Frame], windows: Sequence[Window]) -> tuple[dict[int, list[Frame]], int]:
-    """Frames grouped by the window they arrived in, and how many arrived in none."""
-    if frames and windows:
-        # Frames are in arrival order: when the first and the last arrived inside the
-        # latest window, all did (the usual case, checked in two comparisons).
+def by_window(
+    frames: list[Frame], windows: Sequence[Window], *, ordered: bool = True
+) -> tuple[dict[int, list[Frame]], int]:
+    """Frames grouped by the window they arrived in, and how many arrived in none.
+    `ordered`: the frames are in arrival order (RTP's, released from a jitter window in
+    sequence order, may not be; nor a stream's across a wall-clock step back)."""
+    if frames and windows and ordered:
+        # In arrival order, when the first and the last arrived inside the latest
+        # window, all did (the usual case, checked in two comparisons).
         last = windows[-1]
         if last.contains(frames[0].arrival) and last.contains(frames[-1].arrival):
             return {len(windows) - 1: frames}, 0

@@ -172,6 +172,8 @@ class RecordingWriter:
         self._shipping: asyncio.Task[bool] | None = None
         self._ship_warned_at = 0.0  # monotonic time of the last "move failed" warning
         self._held: _Held | None = None  # the record the spool's disk had no room for
+        self._latest_arrival = datetime.min.replace(tzinfo=UTC)
+        self._in_order = True  # every frame offered arrived no earlier than the one before
 
     # -- the media socket's side: never blocks ------------------------------------
 
@@ -190,7 +192,9 @@ class RecordingWriter:
         channel = self._channel_of.get(audio.track)
         if channel is None:
             return  # a track the recording does not store
-        if audio.timestamp_ms is not None:
+        if audio.position is not None:
+            position = audio.position
+        elif audio.timestamp_ms is not None:
             position = audio.timestamp_ms * self._rate // 1000
         else:
             position = self._next_pos[channel]
@@ -203,6 +207,10 @@ class RecordingWriter:
         if self._closed or not windows or windows[-1].end is not None:
             self.stats.frames_dropped_window += 1
             return
+        if arrival >= self._latest_arrival:
+            self._latest_arrival = arrival
+        else:
+            self._in_order = False  # by_window then checks every frame, from now on
         if len(self._inbox) < self.queue_bound:
             self._inbox.append(Frame(channel, position, audio.payload, arrival, samples))
         else:
@@ -351,7 +359,7 @@ class RecordingWriter:
             self._drop_pending()
             return
         pending, self._pending = self._pending, []
-        groups, dropped = by_window(pending, self.windows)
+        groups, dropped = by_window(pending, self.windows, ordered=self._in_order)
         self.stats.frames_dropped_window += dropped
         unstored = len(pending) - dropped
         try:
@@ -451,7 +459,7 @@ class RecordingWriter:
         # segments, keep only the frames inside them, and try once more.
         segments = await media_lifecycle.segments_of(self.sink.pool, self.recording_id)
         self.windows = [Window(s.started_at, s.ended_at) for s in segments]
-        groups, dropped = by_window(frames, self.windows)
+        groups, dropped = by_window(frames, self.windows, ordered=self._in_order)
         self.stats.frames_dropped_window += dropped
         for index, kept in sorted(groups.items()):
             self.timeline.enter(index)

@@ -18,6 +18,7 @@ from storage import calls, chunks, leases, media_streams, nodes, recordings
 from storage.ids import token_hash
 from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor
+from telephony.domain.calls import Direction
 from telephony.domain.consent import can_resume
 from telephony.domain.errors import IntegrityFailure, StreamRefused
 from telephony.domain.recordings import LIVE, EndReason, RecordingStatus
@@ -43,6 +44,9 @@ class Attached:
 
     call_id: str
     account_id: str
+    # The call's direction: a SIP stream without metadata puts its first m= line on the
+    # caller's side (SIP.md 4.3), the customer's on an outbound call.
+    outbound: bool = False
 
 
 async def attach_stream(
@@ -66,10 +70,10 @@ async def attach_stream(
             # A reconnect whose old socket died with its node may take the stream over.
             holder = await media_streams.holder(tx.conn, call.id)
             if holder is None or holder == node_id or not await nodes.is_gone(tx.conn, holder):
-                raise StreamRefused("a media stream of this call is already live")
+                raise StreamRefused("a media stream of this call is already live", taken=True)
             await media_streams.release(tx.conn, call.id, holder)
             if not await media_streams.claim(tx.conn, call.id, node_id, dialect, now):
-                raise StreamRefused("a media stream of this call is already live")
+                raise StreamRefused("a media stream of this call is already live", taken=True)
         tx.audit(
             call.account_id,
             node_actor(node_id),
@@ -78,7 +82,7 @@ async def attach_stream(
             now,
             dialect=dialect,
         )
-    return Attached(call.id, call.account_id)
+    return Attached(call.id, call.account_id, call.direction is Direction.OUTBOUND)
 
 
 async def detach_stream(

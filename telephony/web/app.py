@@ -30,8 +30,11 @@ from telephony.delivery.mail import mail_worker
 from telephony.delivery.staff import notification_worker
 from telephony.delivery.webhooks import delivery_worker
 from telephony.i18n import Catalogue
+from telephony.media.rtp.ports import PortPool
+from telephony.media.sip.uas import SipListener
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub, default_node_id, node_folder
+from telephony.recorder.sip_calls import SipCalls
 from telephony.settings import Settings, master_keys
 from telephony.usecases import backups, compaction, media_lifecycle, retention
 from telephony.web import access_log, portal
@@ -64,6 +67,7 @@ from telephony.web.appkeys import (
     REGISTRY,
     ROUTE_INDEX,
     SETTINGS,
+    SIP,
     SPOOL,
     WRITER_POOL,
 )
@@ -127,6 +131,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app.cleanup_ctx.append(_backups)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_media)
+    if settings.sip_listen is not None:
+        app.cleanup_ctx.append(_sip)
     if run_workers:
         app.cleanup_ctx.append(_background)
     return app
@@ -205,6 +211,33 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
     for task in (recovery, listener):
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _sip(app: web.Application) -> AsyncIterator[None]:
+    """The SIP listener (UDP and TCP) and its calls' RTP ports: ingest like a WebSocket's."""
+    settings = app[SETTINGS]
+    assert settings.sip_listen is not None and settings.sip_address is not None
+    host, port = settings.sip_listen
+    ports = PortPool(host, *settings.rtp_ports)
+    listener = SipListener(host, port)
+    await listener.start()  # a taken port fails the start, as the HTTP port's does
+    calls = SipCalls(
+        app[HUB],
+        ports,
+        advertise=settings.sip_address,
+        sip_port=listener.port,
+        metrics=app[METRICS],
+    )
+    listener.sessions = calls
+    calls.start()
+    app[SIP] = listener
+    log.info(
+        "SIP listening",
+        extra={"address": f"{host}:{listener.port}", "rtp_ports": ports.size},
+    )
+    yield
+    await calls.close()  # our BYEs leave through the listener's sockets
+    await listener.close()
 
 
 def _blob_urls(settings: Settings) -> list[str]:

@@ -17,6 +17,7 @@ from storage.keys.providers import KeyProvider
 from storage.securitylog import AccessEntry
 from telephony.domain.roles import Principal
 from telephony.i18n import Catalogue
+from telephony.media.sip.uas import SipListener
 from telephony.metrics import Metrics
 from telephony.recorder.hub import MediaHub
 from telephony.settings import Settings
@@ -34,6 +35,7 @@ KEYS: web.AppKey[KeyProvider] = web.AppKey("keys")
 BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs")
 SPOOL = web.AppKey("spool", Spool)
 HUB = web.AppKey("hub", MediaHub)
+SIP = web.AppKey("sip", SipListener)  # only where TELEPHONY_SIP_LISTEN is not off
 BACKUPS = web.AppKey("backups", BackupLocation)  # where backups and the journal live (S8)
 JOURNAL = web.AppKey("journal", DeletionJournal)  # deletions a restore re-applies
 BACKUP_STATUS = web.AppKey("backup_status", BackupStatus)  # the last good backup, for /metrics

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from telephony.media.sip import uas
 from telephony.media.sip.message import Request, Response, StreamFramer, parse_datagram
 from telephony.media.sip.replies import new_tag, reply
 from telephony.media.sip.uas import Sessions, SipListener
+from tests.support.sipp_peer import sipp
 from tests.support.waiting import eventually
-
-SCENARIOS = Path(__file__).resolve().parent.parent / "support" / "sipp"
-SIPP = shutil.which("sipp")
 
 
 @pytest.fixture
@@ -31,48 +29,6 @@ async def listener() -> AsyncIterator[SipListener]:
     await sip.start()
     yield sip
     await sip.close()
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def sipp(scenario: str, port: int, tmp_path: Path, *, transport: str = "u1") -> str:
-    """Run one call of a scenario kept with the tests; its output, after asserting it passed."""
-    assert SIPP is not None, "sipp: Debian's sip-tester, which make test installs"
-    process = await asyncio.create_subprocess_exec(
-        SIPP,
-        "-sf",
-        str(SCENARIOS / scenario),
-        "-m",
-        "1",
-        "-nostdin",
-        "-t",
-        transport,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(free_udp_port()),
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        "-trace_msg",
-        f"127.0.0.1:{port}",
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await process.communicate()
-    traces = await asyncio.to_thread(read_traces, tmp_path)
-    assert process.returncode == 0, out.decode(errors="replace")[-2000:] + traces[-3000:]
-    return traces
-
-
-def read_traces(folder: Path) -> str:
-    """sipp's -trace_msg files: every message it sent and received."""
-    return "\n".join(p.read_text(errors="replace") for p in folder.glob("*_messages.log"))
 
 
 class Peer:
@@ -131,14 +87,16 @@ async def peer(listener: SipListener) -> AsyncIterator[Peer]:
 async def test_sipp_pings_with_options_and_reads_siprec_in_supported(
     listener: SipListener, tmp_path: Path, transport: str
 ) -> None:
-    await sipp("options.xml", listener.port, tmp_path, transport=transport)
+    await sipp(listener.port, tmp_path, scenario="options.xml", transport=transport)
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
 async def test_sipp_gets_420_naming_the_unknown_extension_and_acks_it(
     listener: SipListener, tmp_path: Path, transport: str
 ) -> None:
-    traces = await sipp("require_unknown.xml", listener.port, tmp_path, transport=transport)
+    traces = await sipp(
+        listener.port, tmp_path, scenario="require_unknown.xml", transport=transport
+    )
 
     assert "SIP/2.0 420 Bad Extension" in traces
     lines = [line.strip() for line in traces.splitlines()]
@@ -273,10 +231,10 @@ class SlowSessions(Sessions):
         self.invites = 0
         self.answer = asyncio.Event()  # set by the test once the copies are in
 
-    async def invite(self, request: Request, source: tuple[str, int]) -> Response:
+    async def invite(self, request: Request, peer: uas.Peer) -> Response:
         self.invites += 1
         await self.answer.wait()
-        return reply(request, 486, "Busy Here", source=source, to_tag=new_tag())
+        return reply(request, 486, "Busy Here", source=peer.source, to_tag=new_tag())
 
 
 async def test_copies_of_an_invite_being_handled_get_the_100_and_no_second_handling() -> None:

@@ -40,7 +40,9 @@ class Server:
         with open(self.log_path, "ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "telephony", "serve", "--port", str(self.port)],
-                env=self.env,
+                # Each its own SIP port (the media block's sip_uri names it), unless a
+                # test chose one: several servers run at once, and 5060 is make run's.
+                env={"TELEPHONY_SIP_LISTEN": "127.0.0.1:0", **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -44,6 +44,7 @@ DTMF = "0123456789*#ABCD"
 class Placed:
     position: int  # in samples of the recording's clock
     payload: bytes  # codec bytes as received
+    arrival: float  # when it was received (the recording clock): the window judges that
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,11 @@ class RtpStream:
         return out + self.release(now)
 
     @property
+    def holding(self) -> bool:
+        """Packets wait in the jitter window: a later `release` will give them out."""
+        return bool(self._held)
+
+    @property
     def backlog(self) -> int:
         """Packets held (the jitter window and probation): a few, whatever arrives."""
         return len(self._held) + len(self._probation)
@@ -179,12 +185,12 @@ class RtpStream:
         """The held packets that are `playout` old (all of them at the end), in order."""
         out: list[Placed | Digit] = []
         while self._held and (everything or now - self._held[0][1] >= self.playout_s):
-            ext, _, packet = heapq.heappop(self._held)
+            ext, arrival, packet = heapq.heappop(self._held)
             if ext <= self._released:
                 self.drops["duplicate"] += 1
                 continue
             self._released = ext
-            out += self._place(packet)
+            out += self._place(packet, arrival)
         return out
 
     # -- sources and sequence numbers ------------------------------------------------------
@@ -253,7 +259,7 @@ class RtpStream:
 
     # -- placement -------------------------------------------------------------------------
 
-    def _place(self, packet: Packet) -> list[Placed | Digit]:
+    def _place(self, packet: Packet, arrival: float) -> list[Placed | Digit]:
         source = self._source
         assert source is not None
         position = source.anchor_position + signed32(packet.ts - source.anchor_ts)
@@ -270,7 +276,7 @@ class RtpStream:
         if not packet.payload:
             return []
         self._placed_end = position + len(packet.payload)  # G.711: a byte a sample
-        return [Placed(position, packet.payload)]
+        return [Placed(position, packet.payload, arrival)]
 
     def _event(self, packet: Packet, position: int) -> list[Placed | Digit]:
         """RFC 4733: one digit per (SSRC, timestamp), told when its end packet comes, or

@@ -12,6 +12,7 @@ import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from telephony.media.sip.message import Headers, Request, Response
 
@@ -94,6 +95,39 @@ def reply_address(request: Request, source: tuple[str, int]) -> tuple[str, int]:
     if via.has("rport"):
         return source
     return source[0], via.port or DEFAULT_PORT
+
+
+_TAG = re.compile(r";\s*tag\s*=\s*([^;\s,>]+)", re.IGNORECASE)
+_URI = re.compile(r"<([^>]*)>")
+
+
+def tag_of(value: str | None) -> str | None:
+    """A From or To header's `tag` parameter: outside the <...>, where a name-addr has one
+    (a URI parameter named tag is no dialog's tag)."""
+    if not value:
+        return None
+    params = value[value.rindex(">") + 1 :] if ">" in value else value
+    found = _TAG.search(params)
+    return found[1] if found else None
+
+
+def address_uri(value: str | None) -> str | None:
+    """The URI of a Contact, From or To value: inside <...>, else up to its parameters."""
+    if not value:
+        return None
+    found = _URI.search(value)
+    if found:
+        return found[1].strip() or None
+    return value.split(";", 1)[0].strip() or None
+
+
+def uri_user(uri: str) -> str | None:
+    """The %-decoded user part of a `sip:` or `sips:` URI (`sip:<user>@host`), else None."""
+    scheme, colon, rest = uri.partition(":")
+    if not colon or scheme.lower() not in ("sip", "sips") or "@" not in rest:
+        return None
+    user = rest.split("@", 1)[0].split(":", 1)[0]  # a password after ':' is no part of it
+    return unquote(user) or None
 
 
 def new_tag() -> str:

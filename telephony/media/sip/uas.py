@@ -9,7 +9,11 @@ UDP and TCP on one address. What arrives is parsed (message.py), then:
 - what needs no session is answered here: OPTIONS (the SBC's liveness ping),
   an unknown `Require` (420), methods a recorder does not serve (405, 501),
   in-dialog requests for no dialog (481);
-- an INVITE goes to the `Sessions` the listener was given, which answers it.
+- an INVITE, and a request within a dialog, go to the `Sessions` the
+  listener was given, which answers them;
+- the 2xx to an INVITE is resent (T1, doubling, capped at T2) until its ACK,
+  whatever the transport (§13.3.1.4: a hop beyond a proxy may be UDP); with
+  no ACK in Timer H the sessions hear of it and end the dialog.
 
 Garbage and unsolicited responses are dropped unanswered and counted
 (`drops`, for /metrics): answering them would reflect traffic.
@@ -56,15 +60,39 @@ CAPABILITIES = (("allow", ALLOW), ("accept", ACCEPT), ("supported", ", ".join(SU
 Send = Callable[[bytes], None]
 
 
+@dataclass(frozen=True)
+class Peer:
+    """Where a request came from, and the way back: a UDP answer goes to its reply
+    address (§18.2.2), a TCP one on its connection. A dialog's own requests (our BYE)
+    leave the same way."""
+
+    source: tuple[str, int]
+    send: Send
+    reliable: bool  # TCP
+
+
 class Sessions:
-    """What the listener hands an INVITE to: the session layer answers it. This base
-    answers every INVITE 480, for a listener with no sessions behind it (tests, a node
-    that records no SIP)."""
+    """What the listener hands INVITEs and in-dialog requests to: the session layer
+    answers them. This base answers every INVITE 480 and knows no dialog (481), for a
+    listener with no sessions behind it (tests, a node that records no SIP)."""
 
-    async def invite(self, request: Request, source: tuple[str, int]) -> Response:
-        return reply(request, 480, "Temporarily Unavailable", source=source, to_tag=new_tag())
+    async def invite(self, request: Request, peer: Peer) -> Response:
+        return reply(request, 480, "Temporarily Unavailable", source=peer.source, to_tag=new_tag())
 
-    def has_dialog(self, request: Request) -> bool:
+    async def in_dialog(self, request: Request, peer: Peer) -> Response:
+        """BYE, CANCEL, UPDATE, INFO, PRACK."""
+        return reply(
+            request, 481, "Call/Transaction Does Not Exist", source=peer.source, to_tag=new_tag()
+        )
+
+    def acknowledged(self, ack: Request) -> None:
+        """The ACK of a 2xx: the dialog is confirmed."""
+
+    async def unacknowledged(self, invite: Request) -> None:
+        """No ACK came for the 2xx to `invite` within Timer H: the dialog is to end."""
+
+    def response(self, response: Response) -> bool:
+        """A response to one of the sessions' own requests (a BYE); False: unsolicited."""
         return False
 
 
@@ -95,6 +123,8 @@ class SipListener:
         self.sessions = sessions or Sessions()
         self.drops: Counter[str] = Counter()
         self._answered: dict[tuple[str, str, str], _Answered] = {}
+        # 2xx answers to INVITEs resent until their ACK, by (Call-ID, CSeq number).
+        self._awaiting_ack: dict[tuple[str, int], asyncio.Event] = {}
         self._pruned_at = 0.0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -133,13 +163,14 @@ class SipListener:
             self._refuse(exc, source, lambda wire: self._send_udp(wire, parsed, source))
             return
         if isinstance(message, Response):
-            self.drops["unsolicited_response"] += 1
+            if not self.sessions.response(message):
+                self.drops["unsolicited_response"] += 1
             return
 
         def send(wire: bytes) -> None:
             self._send_udp(wire, message, source)
 
-        self._spawn(self._request(message, source, send, reliable=False))
+        self._spawn(self._request(message, Peer(source, send, reliable=False)))
 
     def _send_udp(self, wire: bytes, request: Request | None, source: tuple[str, int]) -> None:
         if self._udp is not None and not self._udp.is_closing():
@@ -165,11 +196,12 @@ class SipListener:
                         await writer.drain()
                         return  # the stream can no longer be framed
                     if isinstance(item, Response):
-                        self.drops["unsolicited_response"] += 1
+                        if not self.sessions.response(item):
+                            self.drops["unsolicited_response"] += 1
                         continue
-                    # In order, one at a time. When sessions answer INVITEs with database
-                    # work, a CANCEL must not wait behind its INVITE: that layer spawns.
-                    await self._request(item, source, writer.write, reliable=True)
+                    # In order, one at a time: a CANCEL waits behind its INVITE, whose
+                    # answer is a database round trip away; it then gets 200, no effect.
+                    await self._request(item, Peer(source, _tcp_send(writer), reliable=True))
                 if framer.pings > pings:
                     writer.write(b"\r\n" * (framer.pings - pings))  # RFC 5626 pong
                 await writer.drain()
@@ -202,9 +234,8 @@ class SipListener:
             )
         )
 
-    async def _request(
-        self, request: Request, source: tuple[str, int], send: Send, *, reliable: bool
-    ) -> None:
+    async def _request(self, request: Request, peer: Peer) -> None:
+        source, send, reliable = peer.source, peer.send, peer.reliable
         key = _key(request)
         now = time.monotonic()
         self._expire(now)
@@ -212,7 +243,14 @@ class SipListener:
         if request.method == "ACK":
             if answered is not None and answered.acked is not None:
                 answered.acked.set()  # the ACK of our non-2xx: Timer G stops
-            return  # an ACK is never answered; a 2xx's ACK belongs to its dialog
+                return
+            # A 2xx's ACK is a transaction of its own (a new branch): matched by its
+            # dialog's Call-ID and the INVITE's CSeq number; never answered.
+            waiting = self._awaiting_ack.pop((request.call_id, request.cseq[0]), None)
+            if waiting is not None:
+                waiting.set()
+                self.sessions.acknowledged(request)
+            return
         if answered is not None:
             if answered.wire:
                 send(answered.wire)  # a retransmission: the same answer, no second handling
@@ -225,9 +263,11 @@ class SipListener:
         if key is not None:
             # Taken while it is handled: a copy arriving meanwhile gets the 100 (or nothing).
             self._answered[key] = _Answered(provisional, now + TIMER_H_S)
-        response = await self._answer(request, source)
+        response = await self._answer(request, peer)
         wire = serialize(response)
         send(wire)
+        if request.method == "INVITE" and 200 <= response.status < 300:
+            self._spawn(self._until_acked(request, wire, send))
         if key is None:
             return
         if request.method == "INVITE" and response.status >= 300:
@@ -240,7 +280,9 @@ class SipListener:
         else:
             del self._answered[key]  # TCP retransmits nothing: the transaction ends here
 
-    async def _answer(self, request: Request, source: tuple[str, int]) -> Response:
+    async def _answer(self, request: Request, peer: Peer) -> Response:
+        source = peer.source
+
         def answer(status: int, reason: str, *headers: tuple[str, str]) -> Response:
             return reply(request, status, reason, source=source, to_tag=new_tag(), headers=headers)
 
@@ -251,14 +293,34 @@ class SipListener:
         if method == "OPTIONS":
             return answer(200, "OK", *CAPABILITIES)
         if method == "INVITE":
-            return await self.sessions.invite(request, source)
+            return await self.sessions.invite(request, peer)
         if method in NOT_ALLOWED:
             return answer(405, "Method Not Allowed", ("allow", ALLOW))
         if method in DIALOG_BOUND:
-            if not self.sessions.has_dialog(request):
-                return answer(481, "Call/Transaction Does Not Exist")
-            return answer(200, "OK")
+            return await self.sessions.in_dialog(request, peer)
         return answer(501, "Not Implemented")
+
+    async def _until_acked(self, invite: Request, wire: bytes, send: Send) -> None:
+        """Resend a 2xx to an INVITE (T1, doubling, capped at T2) until its ACK (§13.3.1.4);
+        none within Timer H: the sessions end the dialog."""
+        acked = asyncio.Event()
+        key = (invite.call_id, invite.cseq[0])
+        self._awaiting_ack[key] = acked
+        deadline = time.monotonic() + TIMER_H_S
+        interval = T1_S
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(interval, left)):
+                        await acked.wait()
+                        return
+                if time.monotonic() < deadline:
+                    send(wire)
+                interval = min(interval * 2, T2_S)
+        finally:
+            if self._awaiting_ack.get(key) is acked:
+                del self._awaiting_ack[key]
+        await self.sessions.unacknowledged(invite)
 
     async def _timer_g(self, entry: _Answered, send: Send) -> None:
         """Resend a final non-2xx to an INVITE (T1, doubling, capped at T2) until its ACK."""
@@ -284,6 +346,17 @@ class SipListener:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _tcp_send(writer: asyncio.StreamWriter) -> Send:
+    """Bytes out on a TCP connection, nothing once it has closed (an answer to a peer
+    that hung up has nowhere to go)."""
+
+    def send(wire: bytes) -> None:
+        if not writer.is_closing():
+            writer.write(wire)
+
+    return send
 
 
 def _unsupported(request: Request) -> list[str]:

@@ -12,9 +12,10 @@ from storage.consents import ConsentEvent
 from telephony.domain.calls import Direction
 from telephony.domain.consent import Decision, Method
 from telephony.domain.roles import Scope
+from telephony.settings import Settings
 from telephony.usecases import calls, consent
 from telephony.usecases.calls import CallView
-from telephony.web.appkeys import POOL, SETTINGS
+from telephony.web.appkeys import POOL, SETTINGS, SIP
 from telephony.web.auth import require_scope
 from telephony.web.filters import CALL_FILTERS, call_filter
 from telephony.web.inputs import (
@@ -104,7 +105,16 @@ def media_block(request: web.Request, token: str, expires_at: datetime) -> dict[
         base = f"{scheme}://{request.host}"
     else:
         base = base.replace("https://", "wss://").replace("http://", "ws://")
-    return {"url": f"{base}/v1/media/twilio", "token": token, "expires_at": iso(expires_at)}
+    block = {"url": f"{base}/v1/media/twilio", "token": token, "expires_at": iso(expires_at)}
+    if SIP in request.app:
+        block["sip_uri"] = sip_uri(request.app[SETTINGS], request.app[SIP].port, token)
+    return block
+
+
+def sip_uri(settings: Settings, port: int, token: str) -> str:
+    """Where an SBC or PBX sends this call's SIP session (API.md "SIP and SIPREC ingest")."""
+    host = settings.sip_address or ""
+    return f"sip:{token}@{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def create_call(request: web.Request) -> web.Response:

@@ -1,0 +1,562 @@
+"""SIP calls on this node: an INVITE becomes its call's media stream, the RTP its audio.
+
+The SIP counterpart of web/api/media_ws.py, below the listener's transaction
+layer (media/sip/uas.py). An INVITE names its call by the media token (the
+Request-URI user, or `X-Media-Token`); from there the path is the
+WebSocket's: `attach_stream` claims the call's one live stream, the hub
+opens the writer when a recording is live, each RTP packet is offered to it
+as `Audio`, and the writer keeps only what falls in a recorded window. Audio
+before the customer starts, or while a counterpart has not consented, is
+dropped in memory, whatever the transport (R1, R2).
+
+One dialog, one call:
+- each accepted `m=` line gets a port pair from the range (rtp/ports.py) and an
+  `RtpStream` (latching, ordering, placement); positions are samples since
+  the INVITE, shared by the dialog's streams so two one-way streams align;
+- a packet's arrival, not its release from the jitter window, is what the
+  writer's window judges: a packet that came before the start is never kept;
+- BYE ends the stream like a WebSocket `stop` (the recording completes);
+  30 s without RTP (not on hold), or no ACK for the 200, ends it with our BYE.
+
+The first `m=` line is the caller's (SIP.md 4.3, without SIPREC metadata):
+the counterparts' side on an inbound call, the customer's on an outbound one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from telephony.domain.errors import StreamRefused
+from telephony.domain.tracks import INBOUND, OUTBOUND
+from telephony.media.events import Audio, StreamStart
+from telephony.media.rtp.ports import Bound, PortPool
+from telephony.media.rtp.stream import Digit, Placed, RtpStream
+from telephony.media.sip import sdp
+from telephony.media.sip.message import Headers, Request, Response, serialize
+from telephony.media.sip.replies import (
+    address_uri,
+    new_tag,
+    parse_via,
+    reply,
+    tag_of,
+    uri_user,
+)
+from telephony.media.sip.uas import ALLOW, SUPPORTED, T1_S, T2_S, Peer, Sessions
+from telephony.metrics import Metrics
+from telephony.recorder.hub import LiveStream, MediaHub
+from telephony.usecases import media_lifecycle
+
+log = logging.getLogger(__name__)
+
+TOKEN = re.compile(r"[A-Za-z0-9_-]{8,128}")  # media tokens are URL-safe (SIP.md 1)
+SILENCE_S = 30.0  # an active stream quiet this long is gone: our BYE ends it
+WATCH_EVERY_S = 1.0
+RETRY_AFTER_S = 5  # a full node's 503: the SBC tries the next recorder meanwhile
+TIMER_F_S = 64 * T1_S  # our BYE is resent over UDP until answered, this long at most
+ENCODING = {"PCMA": "alaw", "PCMU": "mulaw"}
+CLOCK_HZ = 8000
+
+DialogKey = tuple[str, str, str]  # Call-ID, their tag, ours
+
+
+@dataclass(eq=False)
+class _Leg:
+    """One answered `m=` line: its sockets and its RTP state."""
+
+    bound: Bound | None = None
+    rtp: RtpStream | None = None
+    track: str = INBOUND.name
+    call: SipCall | None = None  # set once the dialog exists: packets before it are dropped
+
+    flush: asyncio.TimerHandle | None = None  # releases what the jitter window holds
+
+    def received(self, data: bytes, source: tuple[str, int]) -> None:
+        call, rtp = self.call, self.rtp
+        if call is None or rtp is None or call.ended:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time() - call.started
+        call.heard_at = now
+        out = rtp.receive(data, source, now)
+        if out:
+            call.deliver(self, out)
+        if self.flush is None and rtp.holding:
+            # The last packets before a pause (or a burst) go out once they are old enough,
+            # not when the next packet happens to come.
+            self.flush = loop.call_later(rtp.playout_s, self._release)
+
+    def _release(self) -> None:
+        self.flush = None
+        call, rtp = self.call, self.rtp
+        if call is None or rtp is None or call.ended:
+            return
+        loop = asyncio.get_running_loop()
+        out = rtp.release(loop.time() - call.started)
+        if out:
+            call.deliver(self, out)
+        if rtp.holding:
+            self.flush = loop.call_later(rtp.playout_s / 2, self._release)
+
+    def rtcp(self, data: bytes, source: tuple[str, int]) -> None:
+        """Bound so nothing else takes the port; never parsed as audio (SIP.md 5)."""
+
+
+@dataclass(eq=False)
+class SipCall:
+    key: DialogKey
+    invite: Request  # the dialog's INVITE: our BYE's addresses come from it
+    peer: Peer
+    live: LiveStream
+    legs: list[_Leg]
+    answer_body: bytes
+    offer_version: str | None
+    remote_cseq: int
+    started: float  # loop time of the recording clock's zero
+    wall_start: datetime
+    session_id: str = field(default_factory=lambda: str(secrets.randbelow(10**12)))
+    version: int = 1
+    heard_at: float = 0.0  # recording clock of the last datagram
+    on_hold: bool = False
+    ended: bool = False
+    local_cseq: int = 0
+
+    def deliver(self, leg: _Leg, out: Sequence[Placed | Digit]) -> None:
+        writer = self.live.writer
+        for item in out:
+            if not isinstance(item, Placed):
+                continue  # digits: the recorder keeps none, as from the WebSocket dialects
+            self.live.frames += 1
+            if writer is not None:
+                arrival = self.wall_start + timedelta(seconds=item.arrival)
+                audio = Audio(leg.track, item.payload, None, None, None, item.position)
+                writer.offer(audio, arrival)
+
+
+class SipCalls(Sessions):
+    """Every SIP dialog of this node, behind one listener."""
+
+    def __init__(
+        self,
+        hub: MediaHub,
+        ports: PortPool,
+        *,
+        advertise: str,
+        sip_port: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.hub = hub
+        self.ports = ports
+        self.advertise = advertise  # the address our SDP and Contact name
+        self.sip_port = sip_port
+        self.metrics = metrics
+        self.dialogs: dict[DialogKey, SipCall] = {}
+        self._inviting: dict[tuple[str, str], asyncio.Event] = {}  # set: CANCELled
+        self._byes: dict[str, asyncio.Event] = {}  # our BYEs by branch, until answered
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watch: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._watch = asyncio.create_task(self._watchdog(), name="sip-watchdog")
+
+    async def close(self) -> None:
+        """A shutdown: every dialog ends with our BYE; a deploy's streams stay recording
+        (the hub's `leaving`), as a WebSocket handed over does."""
+        if self._watch is not None:
+            self._watch.cancel()
+        await asyncio.gather(
+            *(self._end(c, bye="node shutting down") for c in list(self.dialogs.values())),
+            return_exceptions=True,
+        )
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the listener's extension points -------------------------------------------------
+
+    async def invite(self, request: Request, peer: Peer) -> Response:
+        if tag_of(request.headers.get("to")) is not None:
+            return self._reoffer(request, peer)
+        pending = (request.call_id, tag_of(request.headers.get("from")) or "")
+        cancelled = self._inviting[pending] = asyncio.Event()
+        try:
+            return await self._new(request, peer, cancelled)
+        finally:
+            del self._inviting[pending]
+
+    async def in_dialog(self, request: Request, peer: Peer) -> Response:
+        method = request.method
+        if method == "CANCEL":
+            return self._cancel(request, peer)
+        call = self.dialogs.get(_dialog_key(request))
+        if call is None:
+            return await super().in_dialog(request, peer)
+        number = request.cseq[0]
+        if number < call.remote_cseq:
+            return self._answer(request, peer, call, 500, "Server Internal Error")
+        call.remote_cseq = number
+        if method == "BYE":
+            self._spawn(self._end(call, bye=None))
+            return self._answer(request, peer, call, 200, "OK")
+        if method == "UPDATE" and request.body:
+            return self._reoffer(request, peer)
+        return self._answer(request, peer, call, 200, "OK")  # INFO, PRACK, an offerless UPDATE
+
+    def acknowledged(self, ack: Request) -> None:
+        pass  # the dialog was usable from our 200 on: RTP may come before the ACK
+
+    async def unacknowledged(self, invite: Request) -> None:
+        for call in list(self.dialogs.values()):
+            if call.invite is invite:
+                await self._end(call, bye="no ACK for the 200")
+
+    def response(self, response: Response) -> bool:
+        vias = response.headers.get_all("via")
+        via = parse_via(vias[0]) if vias else None
+        answered = self._byes.get(via.branch or "") if via else None
+        if answered is None:
+            return False
+        if response.status >= 200:
+            answered.set()
+        return True
+
+    # -- a new dialog --------------------------------------------------------------------
+
+    async def _new(self, request: Request, peer: Peer, cancelled: asyncio.Event) -> Response:
+        local_tag = new_tag()
+
+        def refuse(status: int, reason: str, *headers: tuple[str, str]) -> Response:
+            return reply(
+                request, status, reason, source=peer.source, to_tag=local_tag, headers=headers
+            )
+
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if not request.body:
+            return refuse(488, "Not Acceptable Here", _warning(399, "no SDP offer"))
+        if content_type != "application/sdp":
+            return refuse(415, "Unsupported Media Type", ("accept", "application/sdp"))
+        try:
+            offer = sdp.parse(request.body)
+            sdp.answer(offer, [0] * len(offer.streams))  # which streams can be taken
+        except sdp.SdpError as exc:
+            return refuse(400, "Bad Request", _warning(399, str(exc)))
+        except sdp.NotAcceptable as exc:
+            return refuse(488, "Not Acceptable Here", _warning(exc.warning, exc.reason))
+        token = _token_of(request)
+        if token is None:
+            return refuse(404, "Not Found")
+        legs = await self._bind(offer)
+        if legs is None:
+            return refuse(503, "Service Unavailable", ("retry-after", str(RETRY_AFTER_S)))
+        try:
+            answered = sdp.answer(offer, [leg.bound.port for leg in legs if leg.bound])
+            attached = await media_lifecycle.attach_stream(
+                self.hub.pool, token, node_id=self.hub.node_id, dialect="sip", now=_now()
+            )
+        except StreamRefused as exc:
+            self._release(legs)
+            if exc.taken:
+                return refuse(403, "Forbidden", _warning(399, exc.detail))
+            return refuse(404, "Not Found")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._release(legs)
+            log.exception("a SIP call could not attach its stream")
+            return refuse(503, "Service Unavailable", ("retry-after", str(RETRY_AFTER_S)))
+        live = LiveStream(attached)
+        loop = asyncio.get_running_loop()
+        call = SipCall(
+            key=(request.call_id, tag_of(request.headers.get("from")) or "", local_tag),
+            invite=request,
+            peer=peer,
+            live=live,
+            legs=legs,
+            answer_body=b"",
+            offer_version=offer.origin[2] if offer.origin else None,
+            remote_cseq=request.cseq[0],
+            started=loop.time(),
+            wall_start=_now(),
+        )
+        call.answer_body = answered.render(
+            address=self.advertise, session_id=call.session_id, version=call.version
+        )
+        sides = _track_names(len(legs), outbound=attached.outbound)
+        for leg, accepted, track in zip(legs, answered.streams, sides, strict=True):
+            leg.rtp = RtpStream(accepted.pt, accepted.event_pt, expected_ip=_ip(accepted.remote))
+            leg.track = track
+        call.on_hold = all(a.direction == "inactive" for a in answered.streams)
+        codec = ENCODING[answered.streams[0].codec]
+        start = StreamStart(None, tuple(sides), codec, CLOCK_HZ, request.call_id)  # type: ignore[arg-type]
+        self.dialogs[call.key] = call
+        try:
+            await self.hub.attach(live, start)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.exception("a SIP call could not open its recording")
+            await self._end(call, bye=None)
+            return refuse(503, "Service Unavailable", ("retry-after", str(RETRY_AFTER_S)))
+        if cancelled.is_set():
+            await self._end(call, bye=None)
+            return refuse(487, "Request Terminated")
+        for leg in legs:
+            leg.call = call
+        log.info(
+            "SIP call attached",
+            extra={"call_id": attached.call_id, "streams": len(legs), "codec": codec},
+        )
+        return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
+
+    async def _bind(self, offer: sdp.Offer) -> list[_Leg] | None:
+        """A port pair per stream the answer takes; None (nothing held) when the range is
+        used up."""
+        wanted = len(sdp.answer(offer, [0] * len(offer.streams)).streams)
+        legs: list[_Leg] = []
+        for _ in range(wanted):
+            leg = _Leg()
+            leg.bound = await self.ports.bind(leg.received, leg.rtcp)
+            if leg.bound is None:
+                self._release(legs)
+                log.warning("no free RTP port: a SIP call refused", extra={"free": 0})
+                return None
+            legs.append(leg)
+        return legs
+
+    def _release(self, legs: list[_Leg]) -> None:
+        for leg in legs:
+            if leg.bound is not None:
+                self.ports.release(leg.bound)
+
+    # -- in the dialog -------------------------------------------------------------------
+
+    def _reoffer(self, request: Request, peer: Peer) -> Response:
+        """A re-INVITE or UPDATE: the same streams answered anew (hold flips direction);
+        an offer repeating its o= version gets the answer it had."""
+        call = self.dialogs.get(_dialog_key(request))
+        if call is None:
+            return reply(
+                request, 481, "Call/Transaction Does Not Exist", source=peer.source, to_tag=None
+            )
+        if request.cseq[0] < call.remote_cseq:
+            return self._answer(request, peer, call, 500, "Server Internal Error")
+        call.remote_cseq = request.cseq[0]
+        if not request.body:
+            return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
+        try:
+            offer = sdp.parse(request.body)
+            if offer.origin and offer.origin[2] == call.offer_version:
+                return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
+            ports = [leg.bound.port for leg in call.legs if leg.bound]
+            answered = sdp.answer(offer, ports)
+        except sdp.SdpError as exc:
+            return self._answer(request, peer, call, 400, "Bad Request", _warning(399, str(exc)))
+        except (sdp.NotAcceptable, ValueError):
+            return self._answer(
+                request, peer, call, 488, "Not Acceptable Here", _warning(399, "streams changed")
+            )
+        if len(answered.streams) != len(call.legs) or any(
+            ENCODING[a.codec] != call.live.fmt.encoding
+            for a in answered.streams
+            if call.live.fmt is not None
+        ):
+            # A new stream or another codec mid-call is not taken yet: the call goes on.
+            return self._answer(
+                request,
+                peer,
+                call,
+                488,
+                "Not Acceptable Here",
+                _warning(305, "the same streams and codec only"),
+            )
+        for leg, accepted in zip(call.legs, answered.streams, strict=True):
+            if leg.rtp is not None:
+                leg.rtp.audio_pt, leg.rtp.event_pt = accepted.pt, accepted.event_pt
+        call.on_hold = all(a.direction == "inactive" for a in answered.streams)
+        call.offer_version = offer.origin[2] if offer.origin else None
+        body = answered.render(
+            address=self.advertise, session_id=call.session_id, version=call.version + 1
+        )
+        if body != call.answer_body:
+            call.version += 1
+            call.answer_body = body
+        return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
+
+    def _cancel(self, request: Request, peer: Peer) -> Response:
+        """Before our answer: 200, and the INVITE ends 487. After it: 200, no effect (the
+        caller sends BYE). Neither: 481."""
+        their_tag = tag_of(request.headers.get("from")) or ""
+        pending = self._inviting.get((request.call_id, their_tag))
+        known = pending is not None or any(
+            key[0] == request.call_id and key[1] == their_tag for key in self.dialogs
+        )
+        if not known:
+            return reply(
+                request, 481, "Call/Transaction Does Not Exist", source=peer.source, to_tag=None
+            )
+        if pending is not None:
+            pending.set()
+        return reply(request, 200, "OK", source=peer.source, to_tag=None)
+
+    async def _end(self, call: SipCall, *, bye: str | None) -> None:
+        """The stream's end: what the jitter window holds goes in, the ports close, and the
+        hub finalizes the recording (unless this node is leaving: a deploy)."""
+        if call.ended:
+            return
+        call.ended = True
+        self.dialogs.pop(call.key, None)
+        now = asyncio.get_running_loop().time() - call.started
+        for leg in call.legs:
+            if leg.flush is not None:
+                leg.flush.cancel()
+            if leg.rtp is not None:
+                call.deliver(leg, leg.rtp.release(now, everything=True))
+        self._release(call.legs)
+        if bye is not None:
+            self._send_bye(call, bye)
+        if self.metrics is not None:
+            self.metrics.media_frames.inc(call.live.frames)
+        await asyncio.shield(self.hub.detach(call.live, final=not self.hub.leaving))
+        log.info(
+            "SIP call ended",
+            extra={"call_id": call.live.call_id, "by_us": bye is not None, "reason": bye},
+        )
+
+    def _send_bye(self, call: SipCall, reason: str) -> None:
+        """Our BYE (SIP.md 2.4): to their Contact, along their Record-Route; over UDP resent
+        (Timer E) until answered or Timer F."""
+        call.local_cseq += 1
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        transport = "TCP" if call.peer.reliable else "UDP"
+        invite = call.invite
+        headers = Headers()
+        headers.add(
+            "via", f"SIP/2.0/{transport} {self.advertise}:{self.sip_port};branch={branch};rport"
+        )
+        headers.add("max-forwards", "70")
+        headers.add("from", f"{invite.headers.get('to') or ''};tag={call.key[2]}")
+        headers.add("to", invite.headers.get("from") or "")
+        headers.add("call-id", call.key[0])
+        headers.add("cseq", f"{call.local_cseq} BYE")
+        for route in invite.headers.get_all("record-route"):
+            headers.add("route", route)
+        headers.add("reason", f'SIP;cause=200;text="{reason}"')
+        headers.add("content-length", "0")
+        uri = address_uri(invite.headers.get("contact")) or invite.uri
+        wire = serialize(Request("BYE", uri, headers))
+        call.peer.send(wire)  # at once: a shutdown's BYE must leave before the sockets close
+        if not call.peer.reliable:
+            self._byes[branch] = asyncio.Event()
+            self._spawn(self._resend_bye(call.peer, branch, wire))
+
+    async def _resend_bye(self, peer: Peer, branch: str, wire: bytes) -> None:
+        answered = self._byes[branch]
+        loop = asyncio.get_running_loop()
+        interval, deadline = T1_S, loop.time() + TIMER_F_S
+        try:
+            while loop.time() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await answered.wait()
+                        return
+                peer.send(wire)
+                interval = min(interval * 2, T2_S)
+        finally:
+            del self._byes[branch]
+
+    def _answer(
+        self,
+        request: Request,
+        peer: Peer,
+        call: SipCall,
+        status: int,
+        reason: str,
+        *headers: tuple[str, str],
+        body: bytes = b"",
+    ) -> Response:
+        """An answer within the dialog, with its tag; a 2xx to an INVITE or UPDATE carries
+        our Contact, and an INVITE's its Record-Routes in order (§12.1.1)."""
+        extra = list(headers)
+        if 200 <= status < 300 and request.method in ("INVITE", "UPDATE"):
+            if request.method == "INVITE":
+                extra += [("record-route", r) for r in request.headers.get_all("record-route")]
+            transport = ";transport=tcp" if peer.reliable else ""
+            extra += [
+                ("contact", f"<sip:rec@{self.advertise}:{self.sip_port}{transport}>"),
+                ("allow", ALLOW),
+                ("supported", ", ".join(SUPPORTED)),
+            ]
+        if body:
+            extra.append(("content-type", "application/sdp"))
+        return reply(
+            request,
+            status,
+            reason,
+            source=peer.source,
+            to_tag=call.key[2],
+            headers=tuple(extra),
+            body=body,
+        )
+
+    async def _watchdog(self) -> None:
+        """A stream that stops without a BYE for SILENCE_S ends like a vanished WebSocket."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            for call in list(self.dialogs.values()):
+                quiet = loop.time() - call.started - call.heard_at
+                if not call.on_hold and quiet >= SILENCE_S:
+                    self._spawn(self._end(call, bye=f"no RTP for {SILENCE_S:g} s"))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _dialog_key(request: Request) -> DialogKey:
+    return (
+        request.call_id,
+        tag_of(request.headers.get("from")) or "",
+        tag_of(request.headers.get("to")) or "",
+    )
+
+
+def _token_of(request: Request) -> str | None:
+    """The media token: the Request-URI user, else `X-Media-Token` (API.md)."""
+    for candidate in (uri_user(request.uri), request.headers.get("x-media-token")):
+        if candidate and TOKEN.fullmatch(candidate.strip()):
+            return candidate.strip()
+    return None
+
+
+def _track_names(count: int, *, outbound: bool) -> list[str]:
+    """The caller's side first (SIP.md 4.3 fallback), then the other, then one counterpart
+    track per further stream."""
+    first, second = (OUTBOUND, INBOUND) if outbound else (INBOUND, OUTBOUND)
+    names = [first.name, second.name][:count]
+    return names + [f"stream{n}" for n in range(len(names) + 1, count + 1)]
+
+
+def _ip(remote: tuple[str, int] | None) -> str | None:
+    """The offer's address as latching compares it; a name or 0.0.0.0 says nothing."""
+    if remote is None:
+        return None
+    host = remote[0]
+    if host in ("0.0.0.0", "::") or not re.fullmatch(r"[0-9.]+|[0-9A-Fa-f:]+", host):  # noqa: S104
+        return None
+    return host
+
+
+def _warning(code: int, text: str) -> tuple[str, str]:
+    clean = re.sub(r'["\\\x00-\x1f\x7f]', "", text)[:120]
+    return "warning", f'{code} recorder "{clean}"'
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,258 @@
+"""A SIP caller and an RTP sender over real UDP sockets, for what sipp cannot send.
+
+sipp plays fixed pcaps at the first stream of an answer (SIP.md 8); these make
+what a test needs instead: any SSRC, sequence and timestamp, pacing, loss,
+reordering, a second stream, a wrong source. Messages are written out here
+as text, the way a peer's stack would send them, and answers read with the
+service's parser, which test_sip_message.py checks against the RFC's
+examples on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+from dataclasses import dataclass, field
+
+from telephony.media.sip.message import Request, Response, parse_datagram
+
+RTP_HEADER = struct.Struct("!BBHII")
+
+
+class _Inbox(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.queue.put_nowait((data, (str(addr[0]), int(addr[1]))))
+
+
+async def udp_socket(port: int = 0) -> tuple[asyncio.DatagramTransport, _Inbox]:
+    loop = asyncio.get_running_loop()
+    transport, inbox = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", port))
+    return transport, inbox
+
+
+def offer(
+    media_port: int, *, streams: int = 1, formats: str = "8 0 101", label: bool = False
+) -> str:
+    """An SDP offer of `streams` audio lines on media_port, + 2, ..."""
+    lines = [
+        "v=0",
+        f"o=caller {secrets.randbelow(10**9)} 1 IN IP4 127.0.0.1",
+        "s=-",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+    ]
+    for n in range(streams):
+        lines += [
+            f"m=audio {media_port + 2 * n} RTP/AVP {formats}",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-15",
+        ]
+        if label:
+            lines.append(f"a=label:{n + 1}")
+        lines.append("a=sendonly")
+    return "\r\n".join(lines) + "\r\n"
+
+
+@dataclass
+class Dialog:
+    """What the caller knows of a call after its 200: enough to ACK, BYE and re-INVITE."""
+
+    call_id: str
+    from_tag: str
+    to: str  # the 200's To, with the recorder's tag
+    uri: str
+    cseq: int
+    answer: Response
+    rtp_ports: list[int] = field(default_factory=list)  # the answer's, per accepted line
+
+
+class SipCaller:
+    """A UAC on one UDP socket: INVITE, ACK, BYE, CANCEL, re-INVITE."""
+
+    def __init__(self, sip_port: int) -> None:
+        self.target = ("127.0.0.1", sip_port)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.inbox: _Inbox | None = None
+        self.port = 0
+        self.requests: list[Request] = []  # requests the recorder sent us (its BYE)
+
+    async def open(self) -> SipCaller:
+        self.transport, self.inbox = await udp_socket()
+        self.port = self.transport.get_extra_info("sockname")[1]
+        return self
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, text: str) -> None:
+        assert self.transport is not None
+        self.transport.sendto(text.encode(), self.target)
+
+    async def receive(self, timeout_s: float = 5.0) -> Request | Response:
+        assert self.inbox is not None
+        async with asyncio.timeout(timeout_s):
+            data, _ = await self.inbox.queue.get()
+        return parse_datagram(data)
+
+    async def final(self, method: str, timeout_s: float = 10.0) -> Response:
+        """The next final answer to `method`; requests the recorder sends meanwhile are
+        kept in `requests` (and a BYE answered 200, as a UA would)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await self.receive(timeout_s)
+                if isinstance(message, Request):
+                    self.requests.append(message)
+                    if message.method == "BYE":
+                        self.answer(message, 200, "OK")
+                    continue
+                answered = (message.headers.get("cseq") or "").split()[-1:]
+                if answered == [method] and message.status >= 200:
+                    return message
+
+    def answer(self, request: Request, status: int, reason: str) -> None:
+        head = [f"SIP/2.0 {status} {reason}"]
+        for name in ("via", "from", "to", "call-id", "cseq"):
+            head += [f"{name}: {v}" for v in request.headers.get_all(name)]
+        self.send("\r\n".join([*head, "Content-Length: 0", "", ""]))
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        *,
+        call_id: str,
+        from_tag: str,
+        to: str,
+        cseq: int,
+        body: str = "",
+        content_type: str = "application/sdp",
+        headers: tuple[str, ...] = (),
+        branch: str | None = None,
+    ) -> str:
+        branch = branch or "z9hG4bK" + secrets.token_hex(6)
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:caller@127.0.0.1>;tag={from_tag}",
+            f"To: {to}",
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:caller@127.0.0.1:{self.port}>",
+            *headers,
+        ]
+        if body:
+            lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        text = "\r\n".join(lines) + "\r\n\r\n" + body
+        self.send(text)
+        return branch
+
+    async def invite(
+        self,
+        user: str,
+        body: str,
+        *,
+        headers: tuple[str, ...] = (),
+        content_type: str = "application/sdp",
+    ) -> Dialog:
+        """INVITE sip:<user>@recorder; the final answer, ACKed (a 2xx's ACK is its own
+        transaction; a non-2xx's reuses the INVITE's branch)."""
+        uri = f"sip:{user}@127.0.0.1:{self.target[1]}"
+        call_id, from_tag = secrets.token_hex(8) + "@127.0.0.1", secrets.token_hex(4)
+        branch = self.request(
+            "INVITE",
+            uri,
+            call_id=call_id,
+            from_tag=from_tag,
+            to=f"<{uri}>",
+            cseq=1,
+            body=body,
+            headers=headers,
+            content_type=content_type,
+        )
+        answer = await self.final("INVITE")
+        to = answer.headers.get("to") or ""
+        self.request(
+            "ACK",
+            uri,
+            call_id=call_id,
+            from_tag=from_tag,
+            to=to,
+            cseq=1,
+            branch=None if answer.status < 300 else branch,
+        )
+        dialog = Dialog(call_id, from_tag, to, uri, 1, answer)
+        if answer.status == 200:
+            dialog.rtp_ports = [
+                int(line.split()[1])
+                for line in answer.body.decode().splitlines()
+                if line.startswith("m=audio ") and line.split()[1] != "0"
+            ]
+        return dialog
+
+    async def in_dialog(self, dialog: Dialog, method: str, body: str = "") -> Response:
+        dialog.cseq += 1
+        self.request(
+            method,
+            dialog.uri,
+            call_id=dialog.call_id,
+            from_tag=dialog.from_tag,
+            to=dialog.to,
+            cseq=dialog.cseq,
+            body=body,
+        )
+        answer = await self.final(method)
+        if method == "INVITE":
+            self.request(
+                "ACK",
+                dialog.uri,
+                call_id=dialog.call_id,
+                from_tag=dialog.from_tag,
+                to=dialog.to,
+                cseq=dialog.cseq,
+            )
+        return answer
+
+
+class RtpSender:
+    """One RTP source: its SSRC, sequence and timestamp, sent from its own UDP port."""
+
+    def __init__(self, to_port: int, *, pt: int = 8, ssrc: int | None = None) -> None:
+        self.to = ("127.0.0.1", to_port)
+        self.pt = pt
+        self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
+        self.seq = secrets.randbits(16)
+        self.ts = secrets.randbits(32)
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def open(self, port: int = 0) -> RtpSender:
+        self.transport, _ = await udp_socket(port)
+        return self
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def packet(self, payload: bytes, *, marker: bool = False, pt: int | None = None) -> bytes:
+        first = 0x80
+        second = (0x80 if marker else 0) | (self.pt if pt is None else pt)
+        head = RTP_HEADER.pack(first, second, self.seq, self.ts, self.ssrc)
+        self.seq = (self.seq + 1) % 65536
+        self.ts = (self.ts + len(payload)) % 2**32
+        return head + payload
+
+    def send(self, payload: bytes, *, marker: bool = False, pt: int | None = None) -> None:
+        assert self.transport is not None
+        self.transport.sendto(self.packet(payload, marker=marker, pt=pt), self.to)
+
+    def burst(self, payload: bytes, frames: int) -> None:
+        """`frames` packets at once: placement follows their timestamps, not their pace
+        (at most the per-port burst the recorder admits, rtp/stream.py BURST)."""
+        for _ in range(frames):
+            self.send(payload)

@@ -8,19 +8,33 @@ the customer gets back: the stored audio, byte for byte in the codec sent.
 from __future__ import annotations
 
 import asyncio
+import logging
+import tempfile
+import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from telephony.settings import Settings
+from telephony.web.app import create_app
 from telephony.web.appkeys import SIP
-from tests.conftest import Customer, consented_call, start_recording
-from tests.support.media import VOICE, frames_received, writer_of
+from tests.conftest import (
+    Customer,
+    ServiceServer,
+    consented_call,
+    decide,
+    new_call,
+    new_customer,
+    start_recording,
+)
+from tests.service.test_media import files_containing, read_tree
+from tests.support.media import MARKER, VOICE, frames_received, writer_of
 from tests.support.pcap import PCAPS, rtp_packets
 from tests.support.recordings import status_is, stored_audio
-from tests.support.sip import RtpSender, SipCaller, offer
-from tests.support.sipp_peer import sipp
+from tests.support.sip import Dialog, RtpSender, SipCaller, offer
+from tests.support.sipp_peer import free_udp_port, sipp
 from tests.support.waiting import eventually
 
 
@@ -31,8 +45,9 @@ async def caller(client: TestClient) -> SipCaller:
     made.close()
 
 
-async def rtp_from(port: int = 0) -> RtpSender:
-    return await RtpSender(0).open(port)
+async def rtp_from() -> RtpSender:
+    """A sender on a port of its own; aimed at the answer's port once there is one."""
+    return await RtpSender(0).open()
 
 
 async def test_a_sip_call_records_its_rtp_byte_for_byte_in_a_law(
@@ -43,9 +58,7 @@ async def test_a_sip_call_records_its_rtp_byte_for_byte_in_a_law(
         f"sip:{call['media']['token']}@127.0.0.1:{client.app[SIP].port}"
     )
     rtp = await rtp_from()
-    dialog = await caller.invite(
-        call["media"]["token"], offer(rtp.transport.get_extra_info("sockname")[1])
-    )
+    dialog = await caller.invite(call["media"]["token"], offer(rtp.port))
     assert dialog.answer.status == 200, dialog.answer
     body = dialog.answer.body.decode()
     assert "a=rtpmap:8 PCMA/8000" in body and "a=recvonly" in body
@@ -53,8 +66,8 @@ async def test_a_sip_call_records_its_rtp_byte_for_byte_in_a_law(
     rec = await start_recording(client, owner, call["id"])
     await eventually(lambda: writer_of(client, call["id"]) is not None)
 
-    rtp.burst(VOICE, 50)
-    await eventually(lambda: frames_received(client, call["id"]) >= 45)
+    await rtp.play(VOICE, 50)
+    await eventually(lambda: frames_received(client, call["id"]) >= 50)
     bye = await caller.in_dialog(dialog, "BYE")
     assert bye.status == 200
     await eventually(lambda: status_is(pool, rec["id"], "completed"))
@@ -90,3 +103,211 @@ async def test_sipp_plays_its_a_law_pcap_and_the_download_holds_every_payload(
     # One stream, no metadata: the caller's side (SIP.md 4.3), the customer on this
     # outbound call, on the customer's channel of the dual download; the other is silence.
     assert data[1::2] == payloads and set(data[0::2]) == {0xD5}
+
+
+# -- the gate (R1, R2): the media issue's marker test, over RTP ------------------------------
+
+
+async def test_marker_rtp_outside_the_window_touches_no_disk(
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    caller: SipCaller,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before consent, before the customer's start, during a pause and after a revocation,
+    RTP is dropped in memory: only the two consented stretches are stored."""
+    caplog.set_level(logging.DEBUG)
+    started = time.time() - 1.0  # file times are coarse: a second's margin
+    call = await new_call(client, owner)
+    party = call["counterparts"][0]["id"]
+    rtp = await rtp_from()
+    dialog = await caller.invite(call["media"]["token"], offer(rtp.port))
+    assert dialog.answer.status == 200
+    rtp.to = ("127.0.0.1", dialog.rtp_ports[0])
+    sent = 0
+
+    async def stretch(payload: bytes, frames: int) -> None:
+        nonlocal sent
+        await rtp.play(payload, frames)
+        sent += frames
+        await eventually(lambda: frames_received(client, call["id"]) >= sent)
+
+    await stretch(MARKER, 20)  # before consent and before any recording
+    await decide(client, owner, call["id"], party, "granted")
+    await stretch(MARKER, 20)  # consented, but no recording started (R1)
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    await stretch(VOICE, 50)
+    await client.post(f"/v1/recordings/{rec['id']}/pause", headers=owner.auth)
+    await stretch(MARKER, 50)  # paused: sent right after the pause answered
+    await client.post(f"/v1/recordings/{rec['id']}/resume", headers=owner.auth)
+    await eventually(lambda: writer_of(client, call["id"]).recording)
+    await stretch(VOICE, 50)
+    await decide(client, owner, call["id"], party, "revoked")
+    await stretch(MARKER, 50)  # after the revocation answered
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    assert audio == VOICE * 100  # both consented stretches, skip mode: no gap
+    assert await asyncio.to_thread(read_tree, settings.data_dir), "the recording wrote blobs"
+    assert await asyncio.to_thread(files_containing, settings.data_dir, MARKER[:16]) == []
+    temporary = Path(tempfile.gettempdir())
+    assert await asyncio.to_thread(files_containing, temporary, MARKER[:16], since=started) == []
+    for record in caplog.records:
+        assert MARKER[:16].hex() not in record.getMessage() + repr(record.__dict__)
+    rtp.close()
+
+
+# -- bad input (issue 13, "Bad input") -------------------------------------------------------
+
+
+async def streams_of(pool: asyncpg.Pool, call_id: str) -> int:
+    async with pool.acquire() as conn:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM media_streams WHERE call_id = $1", call_id)
+        )
+
+
+async def test_an_invite_for_an_unknown_expired_or_ended_token_is_404_and_creates_nothing(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    ended = await new_call(client, owner)
+    await client.post(f"/v1/calls/{ended['id']}/end", headers=owner.auth)
+    free = len(client.app[SIP].sessions.ports._free)
+    for token in ("mt_" + "x" * 43, ended["media"]["token"], "not%20a%20token", "%00%01"):
+        dialog = await caller.invite(token, offer(40000))
+        assert dialog.answer.status == 404, (token, dialog.answer)
+    assert await streams_of(pool, ended["id"]) == 0
+    assert client.app[SIP].sessions.dialogs == {}
+    assert len(client.app[SIP].sessions.ports._free) == free  # every port given back
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "warning"),
+    [
+        ("", "application/sdp", 488, "399"),  # a delayed offer: legal SIP, not taken (SIP.md 1)
+        ("v=0\r\nthis is not SDP\r\n", "application/sdp", 400, "399"),
+        (offer(40000, formats="9 96").replace("101", "96"), "application/sdp", 488, "305"),
+        (offer(40000).replace("RTP/AVP", "RTP/SAVP"), "application/sdp", 488, "302"),
+        (offer(40000).replace("m=audio", "m=video"), "application/sdp", 488, "399"),
+        ("hello", "text/plain", 415, None),
+    ],
+    ids=["no-sdp", "unparsable", "no-g711", "srtp-only", "no-audio", "not-sdp"],
+)
+async def test_an_invite_without_a_usable_offer_is_refused_with_its_reason(
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    caller: SipCaller,
+    body: str,
+    content_type: str,
+    status: int,
+    warning: str | None,
+) -> None:
+    call = await consented_call(client, owner)
+    dialog = await caller.invite(call["media"]["token"], body, content_type=content_type)
+    assert dialog.answer.status == status, dialog.answer
+    if warning:
+        assert (dialog.answer.headers.get("warning") or "").startswith(warning + " ")
+    if status == 415:
+        assert dialog.answer.headers.get("accept") == "application/sdp"
+    assert await streams_of(pool, call["id"]) == 0  # refused before the call was touched
+
+
+async def test_a_second_invite_for_a_streaming_call_is_403_and_the_first_goes_on(
+    client: TestClient, owner: Customer, caller: SipCaller
+) -> None:
+    call = await consented_call(client, owner)
+    first = await caller.invite(call["media"]["token"], offer(40000))
+    assert first.answer.status == 200
+    second = await caller.invite(call["media"]["token"], offer(40002))
+    assert second.answer.status == 403
+    assert len(client.app[SIP].sessions.dialogs) == 1
+    assert (await caller.in_dialog(first, "BYE")).status == 200
+
+
+async def test_rtp_from_another_address_is_dropped_and_never_stored(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """The offer says 127.0.0.1 sends; whoever else finds the port speaks into nothing."""
+    call = await consented_call(client, owner)
+    rec = await start_recording(client, owner, call["id"])
+    dialog = await caller.invite(call["media"]["token"], offer(40000))
+    intruder = await RtpSender(dialog.rtp_ports[0]).open(host="127.0.0.2")
+    genuine = await RtpSender(dialog.rtp_ports[0]).open()
+    await asyncio.gather(intruder.play(MARKER, 20), genuine.play(VOICE, 20))
+    await eventually(lambda: frames_received(client, call["id"]) >= 20)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    assert await stored_audio(client, rec["id"]) == VOICE * 20
+    intruder.close()
+    genuine.close()
+
+
+async def test_in_dialog_requests_for_no_dialog_get_481_and_a_stale_cseq_500(
+    client: TestClient, owner: Customer, caller: SipCaller
+) -> None:
+    call = await consented_call(client, owner)
+    dialog = await caller.invite(call["media"]["token"], offer(40000))
+    stranger = Dialog(
+        dialog.call_id, dialog.from_tag, dialog.to + "x", dialog.uri, 5, dialog.answer
+    )
+    assert (await caller.in_dialog(stranger, "BYE")).status == 481
+    dialog.cseq = -1  # the next request's CSeq is 0, below the INVITE's 1
+    assert (await caller.in_dialog(dialog, "INFO")).status == 500
+    dialog.cseq = 5
+    assert (await caller.in_dialog(dialog, "INFO")).status == 200
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    assert (await caller.in_dialog(dialog, "BYE")).status == 481  # gone with the first
+
+
+async def test_hold_and_resume_by_re_invite_keep_the_ports_and_answer_each_offer_anew(
+    client: TestClient, owner: Customer, caller: SipCaller
+) -> None:
+    call = await consented_call(client, owner)
+    first = offer(40000)
+    dialog = await caller.invite(call["media"]["token"], first)
+    held = await caller.in_dialog(dialog, "INVITE", bump(first).replace("a=sendonly", "a=inactive"))
+    assert held.status == 200 and "a=inactive" in held.body.decode()
+    assert f"m=audio {dialog.rtp_ports[0]} " in held.body.decode()
+    assert " 2 IN IP4 " in held.body.decode()  # o= version up: the answer changed
+    resumed = await caller.in_dialog(dialog, "INVITE", bump(bump(first)))
+    assert resumed.status == 200 and "a=recvonly" in resumed.body.decode()
+    assert f"m=audio {dialog.rtp_ports[0]} " in resumed.body.decode()
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+
+
+def bump(sdp: str) -> str:
+    """The same offer with its o= version one up (a changed offer, RFC 3264 §8)."""
+    head, _, rest = sdp.partition("o=caller ")
+    session, version, tail = rest.split(" ", 2)
+    return f"{head}o=caller {session} {int(version) + 1} {tail}"
+
+
+async def test_a_node_without_free_rtp_ports_answers_503_with_retry_after(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    port = free_udp_port(even=True)
+    app = create_app(settings.replace(rtp_ports=(port, port + 1)), run_workers=False)
+    async with TestClient(ServiceServer(app)) as client:
+        owner = await new_customer(client)
+        caller = await SipCaller(app[SIP].port).open()
+        first = await caller.invite(
+            (await consented_call(client, owner))["media"]["token"], offer(40000)
+        )
+        assert first.answer.status == 200 and first.rtp_ports == [port]
+        second = await caller.invite(
+            (await consented_call(client, owner))["media"]["token"], offer(40002)
+        )
+        assert second.answer.status == 503 and second.answer.headers.get("retry-after")
+        assert (await caller.in_dialog(first, "BYE")).status == 200
+        third = await caller.invite(
+            (await consented_call(client, owner))["media"]["token"], offer(40004)
+        )
+        assert third.answer.status == 200 and third.rtp_ports == [port]  # freed by the BYE
+        assert (await caller.in_dialog(third, "BYE")).status == 200
+        caller.close()

@@ -28,9 +28,11 @@ class _Inbox(asyncio.DatagramProtocol):
         self.queue.put_nowait((data, (str(addr[0]), int(addr[1]))))
 
 
-async def udp_socket(port: int = 0) -> tuple[asyncio.DatagramTransport, _Inbox]:
+async def udp_socket(
+    port: int = 0, host: str = "127.0.0.1"
+) -> tuple[asyncio.DatagramTransport, _Inbox]:
     loop = asyncio.get_running_loop()
-    transport, inbox = await loop.create_datagram_endpoint(_Inbox, local_addr=("127.0.0.1", port))
+    transport, inbox = await loop.create_datagram_endpoint(_Inbox, local_addr=(host, port))
     return transport, inbox
 
 
@@ -230,9 +232,11 @@ class RtpSender:
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
         self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
 
-    async def open(self, port: int = 0) -> RtpSender:
-        self.transport, _ = await udp_socket(port)
+    async def open(self, port: int = 0, host: str = "127.0.0.1") -> RtpSender:
+        self.transport, _ = await udp_socket(port, host)
+        self.port = int(self.transport.get_extra_info("sockname")[1])
         return self
 
     def close(self) -> None:
@@ -252,7 +256,27 @@ class RtpSender:
         self.transport.sendto(self.packet(payload, marker=marker, pt=pt), self.to)
 
     def burst(self, payload: bytes, frames: int) -> None:
-        """`frames` packets at once: placement follows their timestamps, not their pace
-        (at most the per-port burst the recorder admits, rtp/stream.py BURST)."""
+        """`frames` packets at once, as a flood comes (the recorder admits rtp/stream.py's
+        BURST of them, then RATE_PER_S)."""
         for _ in range(frames):
             self.send(payload)
+
+    async def play(self, payload: bytes, frames: int, *, every_s: float = 0.01) -> None:
+        """`frames` packets, one each `every_s` (scheduled on the loop's clock), returning
+        once the last has left. Placement follows their timestamps, not their pace: twice
+        a phone's rate keeps a test short and well under the flood limit."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        start = loop.time()
+
+        def send(n: int) -> None:
+            if self.transport is None or self.transport.is_closing():
+                done.cancel()
+                return
+            self.send(payload)
+            if n + 1 == frames:
+                done.set_result(None)
+
+        for n in range(frames):
+            loop.call_at(start + n * every_s, send, n)
+        await done

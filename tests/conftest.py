@@ -71,6 +71,13 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
+# Sequences that have handed out a value since they were last restarted.
+MOVED_SEQUENCES = """
+    SELECT quote_ident(sequencename) AS s FROM pg_sequences
+    WHERE schemaname = 'public' AND last_value IS NOT NULL
+"""
+
+
 @pytest.fixture(autouse=True)
 async def clean_tables(request: pytest.FixtureRequest) -> None:
     """Each test starts from empty tables (the schema stays)."""
@@ -78,13 +85,29 @@ async def clean_tables(request: pytest.FixtureRequest) -> None:
         return
     pool: asyncpg.Pool = request.getfixturevalue("pool")
     async with pool.acquire() as conn:
-        tables = await conn.fetch(
-            """SELECT quote_ident(tablename) AS t FROM pg_tables
-               WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"""
-        )
-        if tables:
-            names = ", ".join(r["t"] for r in tables)
+        tables = [
+            r["t"]
+            for r in await conn.fetch(
+                """SELECT quote_ident(tablename) AS t FROM pg_tables
+                   WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"""
+            )
+        ]
+        if not tables:
+            return
+        if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+            names = ", ".join(tables)
             await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            return
+        # Our own cluster: DELETE what the last test left, with triggers off for this
+        # session (foreign keys and the append-only rules are triggers), and restart the
+        # identity sequences that moved. TRUNCATE does the same at about 5 ms a table,
+        # rows or none, and cascades to nearly all 26: 0.14 s a test, a tenth of the suite.
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            deletes = "; ".join(f"DELETE FROM {t}" for t in tables)  # noqa: S608 - quote_ident names
+            await conn.execute(deletes)
+            for row in await conn.fetch(MOVED_SEQUENCES):
+                await conn.execute(f"ALTER SEQUENCE {row['s']} RESTART")
 
 
 @pytest.fixture

@@ -18,8 +18,12 @@ One dialog, one call:
 - BYE ends the stream like a WebSocket `stop` (the recording completes);
   30 s without RTP (not on hold), or no ACK for the 200, ends it with our BYE.
 
-The first `m=` line is the caller's (SIP.md 4.3, without SIPREC metadata):
-the counterparts' side on an inbound call, the customer's on an outbound one.
+SIPREC (`Require: siprec`, RFC 7866): the offer is a multipart body of SDP and
+metadata; each labelled stream goes to the side of the participant the
+metadata says sends it, the customer's own number on the customer's side
+(SIP.md 4.3). Without metadata, or for a label no one sends, the first
+`m=` line is the caller's: the counterparts' side on an inbound call, the
+customer's on an outbound one.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from telephony.domain.tracks import INBOUND, OUTBOUND
 from telephony.media.events import Audio, StreamStart
 from telephony.media.rtp.ports import Bound, PortPool
 from telephony.media.rtp.stream import Digit, Placed, RtpStream
-from telephony.media.sip import sdp
+from telephony.media.sip import metadata, multipart, sdp
 from telephony.media.sip.message import Headers, Request, Response, serialize
 from telephony.media.sip.replies import (
     address_uri,
@@ -55,6 +59,7 @@ from telephony.media.sip.uas import ALLOW, SUPPORTED, T1_S, T2_S, Peer, Sessions
 from telephony.metrics import Metrics
 from telephony.recorder.hub import LiveStream, MediaHub
 from telephony.usecases import media_lifecycle
+from telephony.usecases.media_lifecycle import Attached
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ WATCH_EVERY_S = 1.0
 RETRY_AFTER_S = 5  # a full node's 503: the SBC tries the next recorder meanwhile
 TIMER_F_S = 64 * T1_S  # our BYE is resent over UDP until answered, this long at most
 ENCODING = {"PCMA": "alaw", "PCMU": "mulaw"}
+ACCEPT = "application/sdp, multipart/mixed"
 CLOCK_HZ = 8000
 
 DialogKey = tuple[str, str, str]  # Call-ID, their tag, ours
@@ -90,10 +96,12 @@ class _Leg:
         out = rtp.receive(data, source, now)
         if out:
             call.deliver(self, out)
-        if self.flush is None and rtp.holding:
-            # The last packets before a pause (or a burst) go out once they are old enough,
-            # not when the next packet happens to come.
-            self.flush = loop.call_later(rtp.playout_s, self._release)
+        due = rtp.due
+        if self.flush is None and due is not None:
+            # Each packet goes out when it is `playout` old, not when the next one happens
+            # to come: two streams reach the writer equally late, whatever their packet
+            # lengths, and the last packets before a pause are not held up.
+            self.flush = loop.call_at(call.started + due, self._release)
 
     def _release(self) -> None:
         self.flush = None
@@ -104,8 +112,9 @@ class _Leg:
         out = rtp.release(loop.time() - call.started)
         if out:
             call.deliver(self, out)
-        if rtp.holding:
-            self.flush = loop.call_later(rtp.playout_s / 2, self._release)
+        due = rtp.due
+        if due is not None:
+            self.flush = loop.call_at(call.started + due, self._release)
 
     def rtcp(self, data: bytes, source: tuple[str, int]) -> None:
         """Bound so nothing else takes the port; never parsed as audio (SIP.md 5)."""
@@ -129,6 +138,8 @@ class SipCall:
     on_hold: bool = False
     ended: bool = False
     local_cseq: int = 0
+    siprec: bool = False
+    described: metadata.Metadata | None = None  # SIPREC: who sends which stream
 
     def deliver(self, leg: _Leg, out: Sequence[Placed | Digit]) -> None:
         writer = self.live.writer
@@ -239,18 +250,19 @@ class SipCalls(Sessions):
                 request, status, reason, source=peer.source, to_tag=local_tag, headers=headers
             )
 
-        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if not request.body:
-            return refuse(488, "Not Acceptable Here", _warning(399, "no SDP offer"))
-        if content_type != "application/sdp":
-            return refuse(415, "Unsupported Media Type", ("accept", "application/sdp"))
         try:
-            offer = sdp.parse(request.body)
+            offer_body, described = _offer_of(request)
+            offer = sdp.parse(offer_body)
             sdp.answer(offer, [0] * len(offer.streams))  # which streams can be taken
-        except sdp.SdpError as exc:
+        except _Refusal as refusal:
+            return refuse(refusal.status, refusal.reason, *refusal.headers)
+        except (sdp.SdpError, multipart.BadMultipart, metadata.BadMetadata) as exc:
             return refuse(400, "Bad Request", _warning(399, str(exc)))
         except sdp.NotAcceptable as exc:
             return refuse(488, "Not Acceptable Here", _warning(exc.warning, exc.reason))
+        siprec = "siprec" in _required(request)
+        if siprec and "+sip.src" not in (request.headers.get("contact") or "").lower():
+            log.info("a SIPREC INVITE whose Contact lacks +sip.src", extra={"sip": request.call_id})
         token = _token_of(request)
         if token is None:
             return refuse(404, "Not Found")
@@ -284,11 +296,13 @@ class SipCalls(Sessions):
             remote_cseq=request.cseq[0],
             started=loop.time(),
             wall_start=_now(),
+            siprec=siprec,
+            described=described,
         )
         call.answer_body = answered.render(
             address=self.advertise, session_id=call.session_id, version=call.version
         )
-        sides = _track_names(len(legs), outbound=attached.outbound)
+        sides = _track_names(answered.streams, described, attached)
         for leg, accepted, track in zip(legs, answered.streams, sides, strict=True):
             leg.rtp = RtpStream(accepted.pt, accepted.event_pt, expected_ip=_ip(accepted.remote))
             leg.track = track
@@ -349,12 +363,20 @@ class SipCalls(Sessions):
         if not request.body:
             return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
         try:
-            offer = sdp.parse(request.body)
+            offer_body, described = _offer_of(request)
+            if described is not None:
+                # Kept for what comes next; a stream's side is fixed when its writer opens.
+                call.described = (call.described or metadata.Metadata()).merged(described)
+            offer = sdp.parse(offer_body)
             if offer.origin and offer.origin[2] == call.offer_version:
                 return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
             ports = [leg.bound.port for leg in call.legs if leg.bound]
             answered = sdp.answer(offer, ports)
-        except sdp.SdpError as exc:
+        except _Refusal as refusal:
+            return self._answer(
+                request, peer, call, refusal.status, refusal.reason, *refusal.headers
+            )
+        except (sdp.SdpError, multipart.BadMultipart, metadata.BadMetadata) as exc:
             return self._answer(request, peer, call, 400, "Bad Request", _warning(399, str(exc)))
         except (sdp.NotAcceptable, ValueError):
             return self._answer(
@@ -486,8 +508,9 @@ class SipCalls(Sessions):
             if request.method == "INVITE":
                 extra += [("record-route", r) for r in request.headers.get_all("record-route")]
             transport = ";transport=tcp" if peer.reliable else ""
+            srs = ";+sip.srs" if call.siprec else ""  # RFC 7866 §6.1.1: we are the recorder
             extra += [
-                ("contact", f"<sip:rec@{self.advertise}:{self.sip_port}{transport}>"),
+                ("contact", f"<sip:rec@{self.advertise}:{self.sip_port}{transport}>{srs}"),
                 ("allow", ALLOW),
                 ("supported", ", ".join(SUPPORTED)),
             ]
@@ -535,12 +558,65 @@ def _token_of(request: Request) -> str | None:
     return None
 
 
-def _track_names(count: int, *, outbound: bool) -> list[str]:
-    """The caller's side first (SIP.md 4.3 fallback), then the other, then one counterpart
-    track per further stream."""
-    first, second = (OUTBOUND, INBOUND) if outbound else (INBOUND, OUTBOUND)
-    names = [first.name, second.name][:count]
-    return names + [f"stream{n}" for n in range(len(names) + 1, count + 1)]
+def _track_names(
+    streams: Sequence[sdp.Accepted], described: metadata.Metadata | None, attached: Attached
+) -> list[str]:
+    """A track per answered stream: on the side of the participant the metadata says sends
+    it (the customer's own number: the customer's side), else the caller's side first
+    (SIP.md 4.3 fallback), then the other. The customer's side is one track, `outbound`;
+    every further stream is a counterpart track of its own."""
+    caller_first = (
+        [OUTBOUND.name, INBOUND.name] if attached.outbound else [INBOUND.name, OUTBOUND.name]
+    )
+    names: list[str] = []
+    for index, stream in enumerate(streams):
+        sender = described.sender_of(stream.label) if described else None
+        if sender is not None:
+            wanted = OUTBOUND.name if attached.customer_number in sender.numbers else INBOUND.name
+        else:
+            if described is not None:
+                log.info("a SIPREC stream no participant sends", extra={"label": stream.label})
+            wanted = caller_first[index] if index < 2 else INBOUND.name
+        names.append(wanted if wanted not in names else f"stream{index + 1}")
+    return names
+
+
+def _offer_of(request: Request) -> tuple[bytes, metadata.Metadata | None]:
+    """The SDP offer and the SIPREC metadata of an INVITE's body (SIP.md 4.1)."""
+    content_type = request.headers.get("content-type") or ""
+    media_type = content_type.split(";")[0].strip().lower()
+    if not request.body:
+        raise _Refusal(488, "Not Acceptable Here", (_warning(399, "no SDP offer"),))
+    if media_type == "application/sdp":
+        return request.body, None
+    if media_type != "multipart/mixed":
+        raise _Refusal(415, "Unsupported Media Type", (("accept", ACCEPT),))
+    parts = multipart.parse(content_type, request.body)
+    offers = [p for p in parts if p.media_type == "application/sdp"]
+    described = [
+        p
+        for p in parts
+        if p.media_type in metadata.MEDIA_TYPES or p.disposition == "recording-session"
+    ]
+    for part in parts:
+        required = "handling=required" in part.headers.get("content-disposition", "").replace(
+            " ", ""
+        )
+        if required and part not in offers and part not in described:
+            raise _Refusal(415, "Unsupported Media Type", (("accept", ACCEPT),))
+    if not offers:
+        raise _Refusal(488, "Not Acceptable Here", (_warning(399, "no SDP part"),))
+    return offers[0].content, metadata.parse(described[0].content) if described else None
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers
+
+
+def _required(request: Request) -> set[str]:
+    return {t.strip().lower() for t in request.headers.get_all("require") if t.strip()}
 
 
 def _ip(remote: tuple[str, int] | None) -> str | None:

@@ -135,6 +135,20 @@ class Timeline:
         horizon = max(ends) - int(JITTER_S * self.sample_rate_hz)
         ready = [f for f, end in zip(frames, ends, strict=True) if end <= horizon]
         held = [f for f, end in zip(frames, ends, strict=True) if end > horizon]
+        if self.tracks > 1:
+            # Tracks whose frames do not share boundaries (RTP streams, each anchored at its
+            # own first packet): a seal ending inside one track's frame would give the rest
+            # of it silence and cut its head when it comes. Cut at the horizon instead.
+            straddling = [f for f in held if f.position < horizon]
+            for f in straddling:
+                cut = (horizon - f.position) * width
+                ready.append(f._replace(payload=f.payload[:cut]))
+            held = [
+                f._replace(position=horizon, payload=f.payload[(horizon - f.position) * width :])
+                if f.position < horizon
+                else f
+                for f in held
+            ]
         return ready, held
 
     def place(self, frames: list[Frame]) -> list[tuple[bytes, int]]:

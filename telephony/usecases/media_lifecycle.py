@@ -47,6 +47,7 @@ class Attached:
     # The call's direction: a SIP stream without metadata puts its first m= line on the
     # caller's side (SIP.md 4.3), the customer's on an outbound call.
     outbound: bool = False
+    customer_number: str = ""  # the customer's own side: `from` outbound, `to` inbound
 
 
 async def attach_stream(
@@ -82,7 +83,10 @@ async def attach_stream(
             now,
             dialect=dialect,
         )
-    return Attached(call.id, call.account_id, call.direction is Direction.OUTBOUND)
+    outbound = call.direction is Direction.OUTBOUND
+    return Attached(
+        call.id, call.account_id, outbound, call.from_number if outbound else call.to_number
+    )
 
 
 async def detach_stream(

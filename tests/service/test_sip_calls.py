@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -311,3 +312,159 @@ async def test_a_node_without_free_rtp_ports_answers_503_with_retry_after(
         assert third.answer.status == 200 and third.rtp_ports == [port]  # freed by the BYE
         assert (await caller.in_dialog(third, "BYE")).status == 200
         caller.close()
+
+
+# -- SIPREC (RFC 7866) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+async def test_a_siprec_session_from_sipp_puts_each_stream_on_its_senders_side(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, tmp_path: Path, transport: str
+) -> None:
+    """sipp as an SRC (tests/support/sipp/siprec_src.xml): label 1 is sent by the customer's
+    own number, label 2 by the counterpart. sipp plays g711a.pcap to the first stream; the
+    test sends the second. The dual download has each on its side, byte for byte."""
+    call = await consented_call(client, owner)
+    rec = await start_recording(client, owner, call["id"])
+    sessions = client.app[SIP].sessions
+    src = asyncio.create_task(
+        sipp(
+            client.app[SIP].port,
+            tmp_path,
+            scenario="siprec_src.xml",
+            user=call["media"]["token"],
+            transport=transport,
+            variables={"customer": call["from"], "counterpart": call["counterparts"][0]["number"]},
+        )
+    )
+
+    def answered() -> list[Any] | None:
+        """The dialog's legs once it takes RTP: what its 200 tells the SRC."""
+        return next((c.legs for c in sessions.dialogs.values() if c.legs[0].call), None)
+
+    legs = await eventually(answered)
+    second = await RtpSender(legs[1].bound.port).open()
+    # In real time: the recorder aligns the two streams by arrival, and seals what both
+    # have reached; a stream far ahead of the other would leave it behind (late audio).
+    await second.play(VOICE, 100, every_s=0.02)
+    traces = await src
+    second.close()
+
+    assert "Content-Type: application/sdp" in traces.split("SIP/2.0 200 OK", 1)[1]
+    await eventually(lambda: status_is(pool, rec["id"], "completed"), timeout_s=10)
+    payloads = b"".join(
+        p.payload for p in await asyncio.to_thread(rtp_packets, PCAPS / "g711a.pcap")
+    )
+    url = f"/v1/recordings/{rec['id']}/audio?encoding=alaw"
+    wav = await (await client.get(url, headers=owner.auth)).read()
+    data = wav[wav.index(b"data") + 8 :]
+    counterparts, customer = data[0::2], data[1::2]
+    assert payloads in customer
+    assert VOICE * 100 in counterparts, frames_found(counterparts, VOICE)
+
+
+def frames_found(channel: bytes, frame: bytes) -> str:
+    """Where `frame` repeats in a channel, for a failure's message: (offset, count) runs."""
+    runs, at = [], channel.find(frame)
+    while at >= 0:
+        count = 0
+        while channel[at + count * len(frame) : at + (count + 1) * len(frame)] == frame:
+            count += 1
+        runs.append((at, count))
+        at = channel.find(frame, at + count * len(frame))
+    return f"runs of the frame (offset, count): {runs}; channel of {len(channel)} samples"
+
+
+def siprec_body(sdp: str, xml: str, *, legacy: bool = False, metadata_first: bool = False) -> str:
+    """A SIPREC INVITE's multipart body (SIP.md 4.5), in the orders and types SRCs use."""
+    kind = "application/rs-metadata" if legacy else "application/rs-metadata+xml"
+    parts = [
+        f"Content-Type: application/sdp\r\n\r\n{sdp}",
+        f"Content-Type: {kind}\r\nContent-Disposition: recording-session\r\n\r\n{xml}\r\n",
+    ]
+    if metadata_first:
+        parts.reverse()
+    return "".join(f"--b1\r\n{p}" for p in parts) + "--b1--\r\n"
+
+
+def two_party_metadata(customer: str, counterpart: str) -> str:
+    return (
+        '<recording xmlns="urn:ietf:params:xml:ns:recording:1">'
+        f'<participant participant_id="a"><nameID aor="tel:{customer}"/></participant>'
+        f'<participant participant_id="b"><nameID aor="sip:{counterpart}@sbc.example"/>'
+        "</participant>"
+        '<stream stream_id="s1"><label>1</label></stream>'
+        '<stream stream_id="s2"><label>2</label></stream>'
+        '<participantstreamassoc participant_id="a"><send>s1</send></participantstreamassoc>'
+        '<participantstreamassoc participant_id="b"><send>s2</send></participantstreamassoc>'
+        "</recording>"
+    )
+
+
+SIPREC = ("Require: siprec", "Contact: <sip:src@127.0.0.1>;+sip.src", "MIME-Version: 1.0")
+
+
+@pytest.mark.parametrize(
+    ("legacy", "metadata_first"),
+    [(True, False), (False, True)],
+    ids=["legacy-type", "metadata-first"],
+)
+async def test_a_siprec_offer_is_answered_plain_sdp_with_its_labels_and_the_srs_tag(
+    client: TestClient, owner: Customer, caller: SipCaller, legacy: bool, metadata_first: bool
+) -> None:
+    call = await consented_call(client, owner)
+    xml = two_party_metadata(call["from"], call["counterparts"][0]["number"])
+    multipart_body = siprec_body(
+        offer(40000, streams=2, label=True), xml, legacy=legacy, metadata_first=metadata_first
+    )
+    dialog = await caller.invite(
+        call["media"]["token"],
+        multipart_body,
+        headers=SIPREC,
+        content_type="multipart/mixed;boundary=b1",
+    )
+
+    assert dialog.answer.status == 200, dialog.answer
+    assert dialog.answer.headers.get("content-type") == "application/sdp"
+    assert (dialog.answer.headers.get("contact") or "").endswith(";+sip.srs")
+    answer = dialog.answer.body.decode()
+    assert answer.count("a=recvonly") == 2 and len(dialog.rtp_ports) == 2
+    assert answer.index("a=label:1") < answer.index("a=label:2")
+    stream = client.app[SIP].sessions.dialogs
+    assert [leg.track for c in stream.values() for leg in c.legs] == ["outbound", "inbound"]
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "xml", "status"),
+    [
+        ("multipart/mixed;boundary=other", None, 400),
+        ("multipart/mixed", None, 400),
+        (
+            "multipart/mixed;boundary=b1",
+            '<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><recording>&x;</recording>',
+            400,
+        ),
+        ("multipart/mixed;boundary=b1", "<recording><unclosed>", 400),
+    ],
+    ids=["wrong-boundary", "no-boundary", "external-entity", "not-well-formed"],
+)
+async def test_a_broken_siprec_body_is_400_with_a_warning_and_creates_nothing(
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    caller: SipCaller,
+    content_type: str,
+    xml: str | None,
+    status: int,
+) -> None:
+    call = await consented_call(client, owner)
+    xml = xml or two_party_metadata(call["from"], call["counterparts"][0]["number"])
+    body = siprec_body(offer(40000, streams=2, label=True), xml)
+    dialog = await caller.invite(
+        call["media"]["token"], body, headers=SIPREC, content_type=content_type
+    )
+    assert dialog.answer.status == status, dialog.answer
+    assert (dialog.answer.headers.get("warning") or "").startswith("399 ")
+    assert "passwd" not in str(dialog.answer.headers.get("warning")) + dialog.answer.body.decode()
+    assert await streams_of(pool, call["id"]) == 0

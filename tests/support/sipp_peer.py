@@ -45,9 +45,10 @@ async def sipp(
     user: str | None = None,
     transport: str = "u1",
     timeout_s: int = 20,
+    variables: dict[str, str] | None = None,
 ) -> str:
     """One call of a scenario file kept with the tests, or of one of sipp's own (`-sn`),
-    at 127.0.0.1:`port`; its traces, after asserting it passed."""
+    at 127.0.0.1:`port`, `variables` its [$name]s; its traces, after asserting it passed."""
     assert SIPP is not None, "sipp: Debian's sip-tester, which make test installs"
     await asyncio.to_thread((folder / "pcap").symlink_to, PCAPS)
     which = ["-sf", str(SCENARIOS / scenario)] if scenario else ["-sn", str(builtin)]
@@ -55,6 +56,7 @@ async def sipp(
         SIPP,
         *which,
         *(["-s", user] if user else []),
+        *[arg for name, value in (variables or {}).items() for arg in ("-set", name, value)],
         "-m",
         "1",
         "-nostdin",

@@ -581,6 +581,24 @@ def test_split_jitter_takes_the_newest_end_across_tracks() -> None:
     assert held == [frames[1]]
 
 
+def test_split_jitter_cuts_frames_of_several_tracks_at_the_horizon() -> None:
+    """Two RTP streams anchored 5 samples apart: a seal ending inside one stream's frame
+    would fill the rest with silence and cut the frame's head when it is placed."""
+    tl = timeline(tracks=2)
+    frames = [fr(0, b"\x01" * 240, channel=0), fr(5, b"\x02" * 1000, channel=1)]
+
+    ready, held = tl.split_jitter(frames)  # the horizon: 1005 - 800 = 205
+
+    shape = [(f.channel, f.position, len(f.payload)) for f in ready]
+    assert shape == [(0, 0, 205), (1, 5, 200)]
+    assert [(f.channel, f.position, len(f.payload)) for f in held] == [(0, 205, 35), (1, 205, 800)]
+    sealed = b"".join(piece for piece, _ in tl.place(ready))
+    later = b"".join(piece for piece, _ in tl.place(held))
+    audio = sealed + later
+    assert audio[0::2] == b"\x01" * 240 + b"\xff" * 765  # mu-law silence after its end
+    assert audio[1::2] == b"\xff" * 5 + b"\x02" * 1000  # whole: nothing cut, no hole
+
+
 # -- by_window: frames sorted into the windows they arrived in ---------------------------
 
 CLOSED = Window(at(0), at(1000))

@@ -172,9 +172,10 @@ class RtpStream:
         return out + self.release(now)
 
     @property
-    def holding(self) -> bool:
-        """Packets wait in the jitter window: a later `release` will give them out."""
-        return bool(self._held)
+    def due(self) -> float | None:
+        """When the next held packet is `playout` old (recording clock), if one is held:
+        released then, every stream's packets reach the recorder equally late."""
+        return self._held[0][1] + self.playout_s if self._held else None
 
     @property
     def backlog(self) -> int:

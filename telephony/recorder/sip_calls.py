@@ -33,6 +33,7 @@ import contextlib
 import logging
 import re
 import secrets
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -171,6 +172,9 @@ class SipCalls(Sessions):
         self.sip_port = sip_port
         self.metrics = metrics
         self.dialogs: dict[DialogKey, SipCall] = {}
+        # RTP datagrams dropped by reason (rtp/stream.py), of the calls that ended; the live
+        # calls' own add to them in `rtp_drops` (/metrics, S7).
+        self._ended_drops: Counter[str] = Counter()
         self._inviting: dict[tuple[str, str], asyncio.Event] = {}  # set: CANCELled
         self._byes: dict[str, asyncio.Event] = {}  # our BYEs by branch, until answered
         self._tasks: set[asyncio.Task[None]] = set()
@@ -191,6 +195,15 @@ class SipCalls(Sessions):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def rtp_drops(self) -> Counter[str]:
+        """Every RTP datagram dropped on this node by reason: ended calls' and live ones'."""
+        total = Counter(self._ended_drops)
+        for call in self.dialogs.values():
+            for leg in call.legs:
+                if leg.rtp is not None:
+                    total.update(leg.rtp.drops)
+        return total
 
     # -- the listener's extension points -------------------------------------------------
 
@@ -439,6 +452,9 @@ class SipCalls(Sessions):
             if leg.rtp is not None:
                 call.deliver(leg, leg.rtp.release(now, everything=True))
         self._release(call.legs)
+        for leg in call.legs:
+            if leg.rtp is not None:
+                self._ended_drops.update(leg.rtp.drops)
         if bye is not None:
             self._send_bye(call, bye)
         if self.metrics is not None:

@@ -117,6 +117,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     app[METRICS] = Metrics.create(registry)
     registry.register(ops.ObjectStoreCollector(app))
     registry.register(ops.BackupCollector(app))
+    registry.register(ops.SipCollector(app))
     app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
     app[KEYS] = ServiceKeys(master_keys(settings))
     routes = all_routes()

@@ -247,6 +247,29 @@ async def test_rtp_from_another_address_is_dropped_and_never_stored(
     assert await stored_audio(client, rec["id"]) == VOICE * 20
     intruder.close()
     genuine.close()
+    assert (
+        metric(await (await client.get("/metrics")).text(), "rtp_dropped_total", "wrong_source")
+        >= 20
+    )
+
+
+async def test_garbage_datagrams_go_unanswered_and_are_counted_on_metrics(
+    client: TestClient, caller: SipCaller
+) -> None:
+    for junk in (b"\x00\x01\x02 not SIP", b"GET / HTTP/1.1\r\n\r\n", "ĄĘ\u0000".encode()):
+        caller.transport.sendto(junk, caller.target)
+    await eventually(lambda: client.app[SIP].drops["garbage"] >= 3)
+    assert caller.inbox.queue.empty()  # answering garbage would reflect traffic
+    text = await (await client.get("/metrics")).text()
+    assert metric(text, "sip_dropped_total", "garbage") == 3
+    assert metric(text, "rtp_ports_free", None) == client.app[SIP].sessions.ports.size
+
+
+def metric(text: str, name: str, reason: str | None) -> float:
+    """One sample of the Prometheus text: `name{reason="…"}` (or bare `name`), 0 if absent."""
+    wanted = f'{name}{{reason="{reason}"}} ' if reason else f"{name} "
+    line = next((line for line in text.splitlines() if line.startswith(wanted)), None)
+    return float(line.split()[-1]) if line else 0.0
 
 
 async def test_in_dialog_requests_for_no_dialog_get_481_and_a_stale_cseq_500(

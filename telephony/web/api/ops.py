@@ -16,6 +16,7 @@ from storage import db
 from storage.blobs.regions import RegionalBlobStore
 from storage.blobs.s3 import UNLIMITED, RequestStats
 from telephony.domain.errors import StorageLow, Unavailable
+from telephony.recorder.sip_calls import SipCalls
 from telephony.web.appkeys import (
     BACKUP_STATUS,
     BLOBS,
@@ -24,6 +25,7 @@ from telephony.web.appkeys import (
     OPENAPI,
     POOL,
     REGISTRY,
+    SIP,
     SPOOL,
 )
 from telephony.web.capacity import free_space, require_room
@@ -120,6 +122,41 @@ ROUTES = [
         "operations",
     ),
 ]
+
+
+class SipCollector(Collector):
+    """SIP and RTP ingest, read at each scrape (S7; SIP.md 9: each drop reason a counter):
+    what the listener dropped unanswered or refused, the RTP datagrams dropped, the live
+    dialogs and the free RTP ports."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        listener = self.app.get(SIP)
+        if listener is None:
+            return
+        sip = CounterMetricFamily(
+            "sip_dropped", "SIP messages dropped or refused unread, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(listener.drops.items()):
+            sip.add_metric([reason], count)
+        yield sip
+        calls = listener.sessions
+        if not isinstance(calls, SipCalls):
+            return
+        rtp = CounterMetricFamily(
+            "rtp_dropped", "RTP datagrams dropped, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(calls.rtp_drops().items()):
+            rtp.add_metric([reason], count)
+        yield rtp
+        yield GaugeMetricFamily(
+            "sip_dialogs", "SIP calls streaming to this node", len(calls.dialogs)
+        )
+        yield GaugeMetricFamily(
+            "rtp_ports_free", "RTP port pairs free on this node", calls.ports.free
+        )
 
 
 class ObjectStoreCollector(Collector):

@@ -25,7 +25,7 @@ from telephony.domain.tracks import Track, from_stored
 
 _COLS = (
     "id, call_id, account_id, status, pause_reason, stop_reason, channels, pause_behavior,"
-    " started_at, ended_at, size_bytes, started_by_type, started_by_id"
+    " started_at, ended_at, size_bytes, started_by_type, started_by_id, source"
 )
 # A recording's segments come with it, in the same statement (one round trip, not two).
 # Segments change only under the call's row lock, like the recording's state.
@@ -65,6 +65,7 @@ class Recording:
     # Audio lost while recording: [{at_ms, duration_ms, reason}] (overload, a stream of
     # another format); what the customer is told, since nothing else would show it.
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    source: str | None = None  # websocket, sip or siprec: the first stream's; None before
 
 
 def _segment(row: asyncpg.Record | tuple[datetime, datetime | None, str | None]) -> Segment:
@@ -90,6 +91,7 @@ def _recording(row: asyncpg.Record, segments: list[Segment] | None = None) -> Re
         started_by=Actor(ActorKind(row["started_by_type"]), row["started_by_id"]),
         segments=segments if segments is not None else [_segment(t) for t in row["segments"]],
         gaps=[g for g in row.get("gaps") or [] if isinstance(g, dict)],
+        source=row["source"],
     )
 
 
@@ -373,6 +375,7 @@ async def attach_to_node(
     encoding: str,
     sample_rate_hz: int,
     tracks: Sequence[Track],
+    source: str = "websocket",
 ) -> bool:
     """A media node writes this recording now. The first one fixes the format; a later
     stream (a reconnect) of another codec, rate or tracks may not continue it: False,
@@ -385,7 +388,8 @@ async def attach_to_node(
                   track_names = coalesce(track_names, $5),
                   track_sides = CASE WHEN encoding IS NULL THEN $6 ELSE track_sides END,
                   track_encodings = CASE WHEN encoding IS NULL THEN $7 ELSE track_encodings END,
-                  track_rates = CASE WHEN encoding IS NULL THEN $8 ELSE track_rates END
+                  track_rates = CASE WHEN encoding IS NULL THEN $8 ELSE track_rates END,
+                  source = coalesce(source, $9)
            WHERE id = $1
              AND (encoding IS NULL
                   OR (encoding = $3 AND sample_rate_hz = $4 AND track_names = $5))
@@ -398,6 +402,7 @@ async def attach_to_node(
         [t.side.value for t in tracks],
         [encoding] * len(tracks),
         [sample_rate_hz] * len(tracks),
+        source,
     )
     return bool(fixed)
 

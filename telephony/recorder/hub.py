@@ -273,6 +273,7 @@ class MediaHub:
                 tracks=stream.fmt.tracks,
                 now=self.clock(),
                 stored_end=self.stored_end,
+                source=stream.attached.source,
             )
         except IntegrityFailure:
             log.exception("recording key unusable", extra={"recording_id": recording_id})

@@ -285,7 +285,11 @@ class SipCalls(Sessions):
         try:
             answered = sdp.answer(offer, [leg.bound.port for leg in legs if leg.bound])
             attached = await media_lifecycle.attach_stream(
-                self.hub.pool, token, node_id=self.hub.node_id, dialect="sip", now=_now()
+                self.hub.pool,
+                token,
+                node_id=self.hub.node_id,
+                dialect="siprec" if siprec else "sip",
+                now=_now(),
             )
         except StreamRefused as exc:
             self._release(legs)

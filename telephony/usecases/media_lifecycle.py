@@ -48,6 +48,7 @@ class Attached:
     # caller's side (SIP.md 4.3), the customer's on an outbound call.
     outbound: bool = False
     customer_number: str = ""  # the customer's own side: `from` outbound, `to` inbound
+    source: str = "websocket"  # the recording's `source` (API.md): websocket, sip, siprec
 
 
 async def attach_stream(
@@ -85,7 +86,11 @@ async def attach_stream(
         )
     outbound = call.direction is Direction.OUTBOUND
     return Attached(
-        call.id, call.account_id, outbound, call.from_number if outbound else call.to_number
+        call.id,
+        call.account_id,
+        outbound,
+        call.from_number if outbound else call.to_number,
+        dialect if dialect in ("sip", "siprec") else "websocket",
     )
 
 
@@ -153,6 +158,7 @@ async def start_writing(
     tracks: tuple[Track, ...],
     now: datetime,
     stored_end: StoredEnd,
+    source: str = "websocket",
 ) -> WriterStart | None:
     """Claim a live recording for this node; None when it is no longer live or its key is
     unusable (then nothing can be written: IntegrityFailure is logged by the caller)."""
@@ -181,6 +187,7 @@ async def start_writing(
             encoding=encoding,
             sample_rate_hz=sample_rate_hz,
             tracks=tracks,
+            source=source,
         ):
             # Its audio is lost while it lasts, and the customer is told where it began.
             kept = await recordings.stored_format(tx.conn, recording_id)

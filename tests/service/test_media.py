@@ -73,6 +73,7 @@ async def test_recorded_audio_is_stored_encrypted_and_reads_back(
     got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
     assert got["status"] == "completed"
     assert got["stop_reason"] == "stream_ended"
+    assert got["source"] == "websocket"
     assert got["size_bytes"] == len(raw)
 
 

@@ -76,6 +76,7 @@ async def test_a_sip_call_records_its_rtp_byte_for_byte_in_a_law(
     assert await stored_audio(client, rec["id"]) == VOICE * 50
     got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
     assert got["stop_reason"] == "stream_ended"
+    assert got["source"] == "sip"
     rtp.close()
 
 
@@ -384,6 +385,8 @@ async def test_a_siprec_session_from_sipp_puts_each_stream_on_its_senders_side(
     counterparts, customer = data[0::2], data[1::2]
     assert payloads in customer
     assert VOICE * 100 in counterparts, frames_found(counterparts, VOICE)
+    got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
+    assert got["source"] == "siprec"
 
 
 def frames_found(channel: bytes, frame: bytes) -> str:

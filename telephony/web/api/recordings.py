@@ -65,6 +65,7 @@ def render_recording(rec: Recording) -> dict[str, Any]:
         "duration_ms": duration_ms(rec),
         "size_bytes": rec.size_bytes,
         "started_by": {"type": rec.started_by.kind.value, "id": rec.started_by.id},
+        "source": rec.source,  # how its audio came: websocket, sip, siprec; None before any
         "segments": [
             {
                 "started_at": iso(s.started_at),

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from telephony.media.wav import alaw_to_linear
 from telephony.settings import Settings
 from telephony.web.app import create_app
 from telephony.web.appkeys import SIP
@@ -31,6 +32,7 @@ from tests.conftest import (
     start_recording,
 )
 from tests.service.test_media import files_containing, read_tree
+from tests.support.baresip_peer import dial, write_config, write_wav
 from tests.support.media import MARKER, VOICE, frames_received, writer_of
 from tests.support.pcap import PCAPS, rtp_packets
 from tests.support.recordings import status_is, stored_audio
@@ -494,3 +496,28 @@ async def test_a_broken_siprec_body_is_400_with_a_warning_and_creates_nothing(
     assert (dialog.answer.headers.get("warning") or "").startswith("399 ")
     assert "passwd" not in str(dialog.answer.headers.get("warning")) + dialog.answer.body.decode()
     assert await streams_of(pool, call["id"]) == 0
+
+
+# -- baresip: a real UA -----------------------------------------------------------------------
+
+
+async def test_baresip_dials_the_recorder_and_the_download_holds_what_it_played(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """baresip plays a WAV whose samples are exact A-law levels: its encoder sends the very
+    bytes they came from, and the stored audio holds them in order, byte for byte."""
+    alaw = bytes((n * 37 + n // 7) % 256 for n in range(8000 * 2))  # two seconds, varied
+    samples = [alaw_to_linear(b) for b in alaw]
+    await asyncio.to_thread(write_wav, tmp_path / "in.wav", samples)
+    await asyncio.to_thread(write_config, tmp_path, tmp_path / "in.wav", "PCMA")
+    call = await consented_call(client, owner)
+    rec = await start_recording(client, owner, call["id"])
+
+    printed = await dial(tmp_path, call["media"]["sip_uri"], seconds=5)
+
+    await eventually(lambda: status_is(pool, rec["id"], "completed"), timeout_s=10)
+    stored = await stored_audio(client, rec["id"])
+    drops = client.app[SIP].sessions.rtp_drops()
+    assert alaw[:8000] in stored, f"{drops} {printed[-3000:]}"
+    start = stored.index(alaw[:8000])
+    assert stored[start : start + len(alaw)] == alaw

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -521,3 +523,67 @@ async def test_baresip_dials_the_recorder_and_the_download_holds_what_it_played(
     assert alaw[:8000] in stored, f"{drops} {printed[-3000:]}"
     start = stored.index(alaw[:8000])
     assert stored[start : start + len(alaw)] == alaw
+
+
+# -- floods -----------------------------------------------------------------------------------
+
+
+async def test_an_rtp_flood_of_20000_packets_a_second_leaves_the_call_whole(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """From another port of the offer's own address, so the source check lets it through:
+    the port's flood budget drops it unread, the stream's own budget keeps every frame."""
+    call = await consented_call(client, owner)
+    rec = await start_recording(client, owner, call["id"])
+    genuine = await rtp_from()
+    dialog = await caller.invite(call["media"]["token"], offer(genuine.port))
+    genuine.to = ("127.0.0.1", dialog.rtp_ports[0])
+    flooder = await RtpSender(dialog.rtp_ports[0], ssrc=99).open()
+    await genuine.play(VOICE, 5)  # latched before the flood
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for tick in range(100):  # 200 packets every 10 ms for a second
+        loop.call_at(start + tick * 0.01, lambda: flooder.burst(MARKER, 200))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    await genuine.play(VOICE, 60, every_s=0.02)
+    await eventually(lambda: frames_received(client, call["id"]) >= 65)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    assert await stored_audio(client, rec["id"]) == VOICE * 65
+    drops = client.app[SIP].sessions.rtp_drops()
+    assert drops["rate"] >= 15_000, drops  # what the kernel's socket buffer did not drop
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 20 * 1024  # nothing of the flood is kept
+    genuine.close()
+    flooder.close()
+
+
+async def test_500_invites_in_a_second_past_capacity_get_503_and_none_is_half_set_up(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    port = free_udp_port(even=True)
+    app = create_app(settings.replace(rtp_ports=(20000, 20099)), run_workers=False)
+    async with TestClient(ServiceServer(app)) as client:
+        owner = await new_customer(client)
+        calls = await asyncio.gather(*(consented_call(client, owner) for _ in range(500)))
+        callers = [await SipCaller(app[SIP].port).open() for _ in range(500)]
+        answers = await asyncio.gather(
+            *(
+                c.invite(call["media"]["token"], offer(port))
+                for c, call in zip(callers, calls, strict=True)
+            )
+        )
+        statuses = Counter(d.answer.status for d in answers)
+        assert set(statuses) <= {200, 503} and statuses[200] <= 50, statuses
+        assert statuses[503] >= 450
+        assert all(d.answer.headers.get("retry-after") for d in answers if d.answer.status == 503)
+        async with pool.acquire() as conn:
+            streaming = await conn.fetchval("SELECT count(*) FROM media_streams")
+        assert streaming == statuses[200] == len(app[SIP].sessions.dialogs)
+        for c, d in zip(callers, answers, strict=True):
+            if d.answer.status == 200:
+                assert (await c.in_dialog(d, "BYE")).status == 200
+            c.close()
+        await eventually(lambda: not app[SIP].sessions.dialogs)
+        assert app[SIP].sessions.ports.free == app[SIP].sessions.ports.size == 50

@@ -81,6 +81,7 @@ class SipCaller:
         self.inbox: _Inbox | None = None
         self.port = 0
         self.requests: list[Request] = []  # requests the recorder sent us (its BYE)
+        self.last_sent = ""  # the request a final answer is awaited for, resent till then
 
     async def open(self) -> SipCaller:
         self.transport, self.inbox = await udp_socket()
@@ -102,19 +103,28 @@ class SipCaller:
         return parse_datagram(data)
 
     async def final(self, method: str, timeout_s: float = 10.0) -> Response:
-        """The next final answer to `method`; requests the recorder sends meanwhile are
-        kept in `requests` (and a BYE answered 200, as a UA would)."""
+        """The next final answer to `method`, the request resent as a UAC does over UDP
+        (Timer A: 0.5 s, doubling) until anything answers it; requests the recorder sends
+        meanwhile are kept in `requests` (and a BYE answered 200, as a UA would)."""
+        resend, interval = self.last_sent, 0.5
         async with asyncio.timeout(timeout_s):
             while True:
-                message = await self.receive(timeout_s)
+                try:
+                    message = await self.receive(interval if resend else timeout_s)
+                except TimeoutError:
+                    self.send(resend)
+                    interval = min(interval * 2, 4.0)
+                    continue
                 if isinstance(message, Request):
                     self.requests.append(message)
                     if message.method == "BYE":
                         self.answer(message, 200, "OK")
                     continue
                 answered = (message.headers.get("cseq") or "").split()[-1:]
-                if answered == [method] and message.status >= 200:
-                    return message
+                if answered == [method]:
+                    resend = ""  # a provisional answer stops the retransmissions
+                    if message.status >= 200:
+                        return message
 
     def answer(self, request: Request, status: int, reason: str) -> None:
         head = [f"SIP/2.0 {status} {reason}"]
@@ -153,6 +163,7 @@ class SipCaller:
         lines.append(f"Content-Length: {len(body.encode())}")
         text = "\r\n".join(lines) + "\r\n\r\n" + body
         self.send(text)
+        self.last_sent = text
         return branch
 
     async def invite(

@@ -261,6 +261,25 @@ def test_a_flood_on_one_port_is_bounded_and_the_call_goes_on() -> None:
     assert len(after) == 5
 
 
+def test_a_flood_from_another_port_of_the_senders_address_leaves_the_stream_whole() -> None:
+    """The offer's address may send from any port (SIP.md 5): a flood from another one
+    passes that check, and still takes nothing of the latched stream's budget."""
+    s = stream()
+    flood = rtp(2000, 1, ssrc=99)
+    out: list[Placed | Digit] = []
+    packets = talk(55)
+    for n, (data, at) in enumerate(packets):
+        out += s.receive(data, SBC, at)
+        if n >= 5:  # a second of 20,000 packets a second, 400 between each two frames
+            for k in range(400):
+                s.receive(flood, (SBC[0], 50000), at + 0.0001 + k * 0.02 / 400)
+    out += s.release(packets[-1][1] + 1.0, everything=True)
+
+    assert s.drops["rate"] >= 20_000 - RATE_PER_S - 100
+    assert len(audio(out)) == 55  # every frame of the stream, none lost to the flood
+    assert s.backlog <= 2
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=30))
 def test_any_datagrams_are_placed_or_dropped_and_nothing_else(datagrams: list[bytes]) -> None:

@@ -37,6 +37,8 @@ RELATCH_SILENCE_S = 2.0  # a latched address quiet this long may be replaced by 
 SSRC_QUIET_S = 0.1  # a new SSRC from the latched address takes over once the old is quiet
 RATE_PER_S = 300.0  # three times 10 ms packets: more is a flood, dropped before parsing
 BURST = 100.0
+# The latched source has a budget of its own: a flood from another port of the offer's
+# address (the check that lets it through) must not starve the stream being recorded.
 DTMF = "0123456789*#ABCD"
 
 
@@ -133,12 +135,15 @@ class RtpStream:
     _placed_end: int = 0  # the sample after the last placed audio
     _told: dict[tuple[int, int], None] = field(default_factory=dict)  # (ssrc, ts) of digits told
     _pending: tuple[tuple[int, int], int, int, int] | None = None  # (key, event, position, units)
-    _tokens: float = BURST
-    _tokens_at: float = 0.0
+    _latched_budget: _Bucket = field(default_factory=lambda: _Bucket())
+    _others_budget: _Bucket = field(default_factory=lambda: _Bucket())
 
     def receive(self, data: bytes, source: tuple[str, int], now: float) -> list[Placed | Digit]:
         """One datagram from `source` at `now` (seconds on the recording clock)."""
-        if not self._admit(now):
+        current = self._source
+        latched = current is not None and source == current.address
+        budget = self._latched_budget if latched else self._others_budget
+        if not budget.admit(now):
             self.drops["rate"] += 1
             return []
         try:
@@ -156,7 +161,6 @@ class RtpStream:
             self.drops["unknown_pt"] += 1
             return []
         out: list[Placed | Digit] = []
-        current = self._source
         if current is None or packet.ssrc != current.ssrc or source != current.address:
             quiet = now - self._latched_at
             wait = SSRC_QUIET_S if current and source == current.address else RELATCH_SILENCE_S
@@ -308,11 +312,18 @@ class RtpStream:
             return []  # flash (16) and other codes are not digits
         return [Digit(DTMF[event], position, units * 1000 // self.clock_hz)]
 
-    def _admit(self, now: float) -> bool:
-        """A token bucket: past RATE_PER_S the port is flooded and packets go unread."""
-        self._tokens = min(BURST, self._tokens + (now - self._tokens_at) * RATE_PER_S)
-        self._tokens_at = now
-        if self._tokens < 1.0:
+
+@dataclass
+class _Bucket:
+    """A token bucket: past RATE_PER_S (bursts of BURST) packets go unread."""
+
+    tokens: float = BURST
+    at: float = 0.0
+
+    def admit(self, now: float) -> bool:
+        self.tokens = min(BURST, self.tokens + (now - self.at) * RATE_PER_S)
+        self.at = now
+        if self.tokens < 1.0:
             return False
-        self._tokens -= 1.0
+        self.tokens -= 1.0
         return True

@@ -29,6 +29,7 @@ customer's on an outbound one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
@@ -41,12 +42,13 @@ from typing import Any
 
 import asyncpg
 
-from telephony.domain.errors import StreamRefused
+from storage.sip_trunks import Trunk
+from telephony.domain.errors import IntegrityFailure, StreamRefused
 from telephony.domain.tracks import INBOUND, OUTBOUND
 from telephony.media.events import Audio, StreamStart
 from telephony.media.rtp.ports import Bound, PortPool
 from telephony.media.rtp.stream import Digit, Placed, RtpStream
-from telephony.media.sip import metadata, multipart, sdp
+from telephony.media.sip import digest, metadata, multipart, sdp
 from telephony.media.sip.message import Headers, Request, Response, serialize
 from telephony.media.sip.replies import (
     address_uri,
@@ -59,18 +61,22 @@ from telephony.media.sip.replies import (
 from telephony.media.sip.uas import ALLOW, SUPPORTED, T1_S, T2_S, Peer, Sessions
 from telephony.metrics import Metrics
 from telephony.recorder.hub import LiveStream, MediaHub
-from telephony.usecases import media_lifecycle
+from telephony.usecases import media_lifecycle, sip_trunks
+from telephony.usecases.calls import MEDIA_TOKEN_PREFIX
 from telephony.usecases.media_lifecycle import Attached
 
 log = logging.getLogger(__name__)
 
-TOKEN = re.compile(r"[A-Za-z0-9_-]{8,128}")  # media tokens are URL-safe (SIP.md 1)
+# A media token is URL-safe (SIP.md 1) and has its prefix: any other Request-URI user
+# (a number, a trunk's username) is a trunk's session, answered with a digest challenge.
+TOKEN = re.compile(rf"{MEDIA_TOKEN_PREFIX}_[A-Za-z0-9_-]{{8,128}}")
 SILENCE_S = 30.0  # an active stream quiet this long is gone: our BYE ends it
 WATCH_EVERY_S = 1.0
 RETRY_AFTER_S = 5  # a full node's 503: the SBC tries the next recorder meanwhile
 TIMER_F_S = 64 * T1_S  # our BYE is resent over UDP until answered, this long at most
 ENCODING = {"PCMA": "alaw", "PCMU": "mulaw"}
 ACCEPT = "application/sdp, multipart/mixed"
+NONCE_PURPOSE = "sip-digest-nonce"
 CLOCK_HZ = 8000
 
 DialogKey = tuple[str, str, str]  # Call-ID, their tag, ours
@@ -165,8 +171,12 @@ class SipCalls(Sessions):
         advertise: str,
         sip_port: int,
         metrics: Metrics | None = None,
+        media_token_ttl_s: int = 3600,
     ) -> None:
         self.hub = hub
+        self.media_token_ttl_s = media_token_ttl_s  # of the calls trunk sessions create
+        self._replays = digest.Replays()
+        self._wrong: dict[str, int] = {}  # wrong digest responses by Call-ID: twice is 403
         self.ports = ports
         self.advertise = advertise  # the address our SDP and Contact name
         self.sip_port = sip_port
@@ -277,11 +287,28 @@ class SipCalls(Sessions):
         if siprec and "+sip.src" not in (request.headers.get("contact") or "").lower():
             log.info("a SIPREC INVITE whose Contact lacks +sip.src", extra={"sip": request.call_id})
         token = _token_of(request)
+        trunk: Trunk | None = None
         if token is None:
-            return refuse(404, "Not Found")
+            checked = await self._authenticate(request, peer, local_tag)
+            if isinstance(checked, Response):
+                return checked
+            trunk = checked
         legs = await self._bind(offer)
         if legs is None:
             return refuse(503, "Service Unavailable", ("retry-after", str(RETRY_AFTER_S)))
+        if trunk is not None:
+            try:
+                created = await sip_trunks.create_call(
+                    self.hub.pool,
+                    trunk,
+                    _parties(request, described, trunk),
+                    media_token_ttl_s=self.media_token_ttl_s,
+                )
+            except sip_trunks.NoParties as exc:
+                self._release(legs)
+                return refuse(400, "Bad Request", _warning(399, str(exc)))
+            token = created.media_token
+        assert token is not None
         try:
             answered = sdp.answer(offer, [leg.bound.port for leg in legs if leg.bound])
             attached = await media_lifecycle.attach_stream(
@@ -343,6 +370,90 @@ class SipCalls(Sessions):
             extra={"call_id": attached.call_id, "streams": len(legs), "codec": codec},
         )
         return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
+
+    async def _authenticate(self, request: Request, peer: Peer, local_tag: str) -> Trunk | Response:
+        """A trunk's INVITE (no media token): digest from its allowed sources (SIP.md 2.5).
+        Every attempt is in the security log (S2); nothing of a secret in any answer."""
+        now = _now()
+        source = peer.source[0]
+
+        def answer(status: int, reason: str, *headers: tuple[str, str]) -> Response:
+            return reply(
+                request, status, reason, source=peer.source, to_tag=local_tag, headers=headers
+            )
+
+        async def challenge(stale: bool = False) -> Response:
+            algorithms = await sip_trunks.challenge_algorithms(self.hub.pool, source)
+            offered = digest.challenges(self.advertise, self._nonce(now), algorithms, stale=stale)
+            return answer(401, "Unauthorized", *(("www-authenticate", c) for c in offered))
+
+        header = request.headers.get("authorization") or request.headers.get("proxy-authorization")
+        credentials = digest.parse(header)
+        if credentials is None:
+            return await challenge()  # the first INVITE of every trunk session
+        pool = self.hub.pool
+
+        async def failed(reason: str, found: Trunk | None = None) -> None:
+            await sip_trunks.record_attempt(
+                pool,
+                username=credentials.username,
+                outcome="failure",
+                reason=reason,
+                source=source,
+                now=now,
+                trunk=found,
+            )
+
+        found = await sip_trunks.credentials_of(pool, self.hub.keys, credentials.username, now)
+        if found is None:
+            await failed("unknown-username")
+            return answer(404, "Not Found")  # as for an unknown token: one answer (SIP.md 1)
+        trunk, password = found
+        if not trunk.allows(source):
+            await failed("source-not-allowed", trunk)
+            return answer(403, "Forbidden", _warning(399, "source not allowed for this trunk"))
+        age = self._nonce_age(credentials.nonce, now)
+        if age is None or credentials.realm != self.advertise:
+            await failed("bad-nonce", trunk)
+            return await challenge()
+        if age > digest.NONCE_S:
+            return await challenge(stale=True)
+        if credentials.algorithm not in trunk.digest_algorithms:
+            await failed("algorithm-not-allowed", trunk)
+            return await challenge()
+        if not digest.verify(credentials, request.method, password):
+            wrong = self._wrong[request.call_id] = self._wrong.get(request.call_id, 0) + 1
+            if len(self._wrong) > 10_000:
+                self._wrong.clear()
+            await failed("wrong-response", trunk)
+            return answer(403, "Forbidden") if wrong >= 2 else await challenge()
+        if not self._replays.fresh(credentials):
+            await failed("replayed", trunk)
+            return await challenge()
+        self._wrong.pop(request.call_id, None)
+        await sip_trunks.record_attempt(
+            pool,
+            username=credentials.username,
+            outcome="success",
+            reason="digest",
+            source=source,
+            now=now,
+            trunk=trunk,
+        )
+        return trunk
+
+    def _nonce(self, now: datetime) -> str:
+        """Sealed under the service's key: any node can read its time, none keeps it."""
+        sealed = self.hub.keys.seal_record(NONCE_PURPOSE, str(now.timestamp()).encode(), "sip")
+        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+
+    def _nonce_age(self, nonce: str, now: datetime) -> float | None:
+        try:
+            sealed = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+            made = float(self.hub.keys.open_record(NONCE_PURPOSE, sealed, "sip"))
+        except (ValueError, IntegrityFailure):
+            return None
+        return now.timestamp() - made
 
     async def _bind(self, offer: sdp.Offer) -> list[_Leg] | None:
         """A port pair per stream the answer takes; None (nothing held) when the range is
@@ -599,6 +710,15 @@ def _track_names(
             wanted = caller_first[index] if index < 2 else INBOUND.name
         names.append(wanted if wanted not in names else f"stream{index + 1}")
     return names
+
+
+def _parties(request: Request, described: metadata.Metadata | None, trunk: Trunk) -> list[str]:
+    """The numbers a trunk's session names, the caller first: the metadata's participants
+    in its order (an SRC lists the caller first, SIP.md 4.3), else From and To."""
+    if described is not None and described.participants:
+        return [p.numbers[0] for p in described.participants.values() if p.numbers]
+    users = (uri_user(address_uri(request.headers.get(h)) or "") for h in ("from", "to"))
+    return [u for u in users if u and u != trunk.username]
 
 
 def _offer_of(request: Request) -> tuple[bytes, metadata.Metadata | None]:

@@ -103,20 +103,47 @@ async def create_call(
     media_token_ttl_s: int,
     clock: Clock = utc_now,
 ) -> NewCall:
+    return await create_call_by(
+        pool,
+        principal.account_id,
+        principal.actor,
+        direction=direction,
+        from_number=from_number,
+        to_number=to_number,
+        counterparts=counterparts,
+        media_token_ttl_s=media_token_ttl_s,
+        clock=clock,
+    )
+
+
+async def create_call_by(
+    pool: asyncpg.Pool,
+    account_id: str,
+    actor: Actor,
+    *,
+    direction: Direction,
+    from_number: str,
+    to_number: str,
+    counterparts: Sequence[tuple[str, str]],
+    media_token_ttl_s: int,
+    clock: Clock = utc_now,
+) -> NewCall:
+    """A call made by `actor`: a person or API key (`create_call`), or a SIP trunk whose
+    SIPREC session brings a call no API request announced."""
     token, digest = new_token(MEDIA_TOKEN_PREFIX)
     now = clock()
     async with transaction(pool) as tx:
-        account = await accounts.get_account(tx.conn, principal.account_id)
+        account = await accounts.get_account(tx.conn, account_id)
         if account.terminated_at is not None:
             raise AccountTerminated("the account has been terminated; no new calls")
         call = await calls.insert_call(
             tx.conn,
             id=new_id("call"),
-            account_id=principal.account_id,
+            account_id=account_id,
             direction=direction,
             from_number=from_number,
             to_number=to_number,
-            created_by=principal.id,
+            created_by=actor.id or actor.kind.value,
             media_token_hash=digest,
             media_token_expires_at=now + timedelta(seconds=media_token_ttl_s),
             now=now,
@@ -127,7 +154,7 @@ async def create_call(
             )
         tx.audit(
             call.account_id,
-            principal.actor,
+            actor,
             "call.created",
             {"call_id": call.id},
             now,

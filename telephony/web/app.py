@@ -47,6 +47,7 @@ from telephony.web.api import (
     privacy,
     recordings,
     security,
+    sip_trunks,
     support,
     webhooks,
 )
@@ -95,6 +96,7 @@ def all_routes() -> list[Route]:
         *media_ws.ROUTES,
         *security.ROUTES,
         *webhooks.ROUTES,
+        *sip_trunks.ROUTES,
     ]
 
 
@@ -228,6 +230,7 @@ async def _sip(app: web.Application) -> AsyncIterator[None]:
         advertise=settings.sip_address,
         sip_port=listener.port,
         metrics=app[METRICS],
+        media_token_ttl_s=settings.media_token_ttl_s,
     )
     listener.sessions = calls
     calls.start()

@@ -3,6 +3,7 @@
 `e164`: a number valid in its numbering plan. A pattern cannot say that, so
 the schema names the format and this strategy draws such numbers: every
 example number libphonenumber knows, fixed line and mobile, for every region.
+`cidr`: likewise for networks, whose IPv6 grammar no pattern holds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ def _valid_numbers() -> list[str]:
 
 
 schemathesis.openapi.format("e164", st.sampled_from(_valid_numbers()))
+
+# `cidr`: an IPv4 or IPv6 network, a bare address being its /32 or /128 (a SIP trunk's
+# allowed sources).
+schemathesis.openapi.format(
+    "cidr",
+    st.one_of(
+        st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4), st.integers(0, 32)),
+        st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=6), st.integers(0, 128)),
+        st.ip_addresses().map(str),
+    ),
+)
 
 
 def _rfc3339(at: datetime, offset_minutes: int) -> str:

@@ -183,9 +183,13 @@ async def test_an_invite_for_an_unknown_expired_or_ended_token_is_404_and_create
     ended = await new_call(client, owner)
     await client.post(f"/v1/calls/{ended['id']}/end", headers=owner.auth)
     free = len(client.app[SIP].sessions.ports._free)
-    for token in ("mt_" + "x" * 43, ended["media"]["token"], "not%20a%20token", "%00%01"):
+    for token in ("mt_" + "x" * 43, ended["media"]["token"]):
         dialog = await caller.invite(token, offer(40000))
         assert dialog.answer.status == 404, (token, dialog.answer)
+    for user in ("not%20a%20token", "+48221234567", "%00%01"):
+        # Not a media token: a trunk's session, whose first INVITE is challenged.
+        dialog = await caller.invite(user, offer(40000))
+        assert dialog.answer.status == 401, (user, dialog.answer)
     assert await streams_of(pool, ended["id"]) == 0
     assert client.app[SIP].sessions.dialogs == {}
     assert len(client.app[SIP].sessions.ports._free) == free  # every port given back

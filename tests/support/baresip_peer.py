@@ -20,9 +20,9 @@ BARESIP = shutil.which("baresip")
 MODULES = Path("/usr/lib/baresip/modules")
 
 
-def write_config(folder: Path, source: Path, codec: str) -> None:
+def write_config(folder: Path, source: Path, codec: str, *, account: str | None = None) -> None:
     """A config folder: G.711 only (`codec`, PCMA or PCMU), the WAV as the microphone, no
-    sound card, no registration."""
+    sound card, no registration; `account` replaces the default account line."""
     rtp = free_udp_port(even=True)
     (folder / "config").write_text(
         "\n".join(
@@ -41,7 +41,8 @@ def write_config(folder: Path, source: Path, codec: str) -> None:
             ]
         )
     )
-    (folder / "accounts").write_text(f"<sip:tester@127.0.0.1>;regint=0;audio_codecs={codec}\n")
+    line = account or f"<sip:tester@127.0.0.1>;regint=0;audio_codecs={codec}"
+    (folder / "accounts").write_text(line + "\n")
 
 
 def write_wav(path: Path, samples: list[int]) -> None:

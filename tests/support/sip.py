@@ -173,18 +173,24 @@ class SipCaller:
         *,
         headers: tuple[str, ...] = (),
         content_type: str = "application/sdp",
+        after: Dialog | None = None,
     ) -> Dialog:
         """INVITE sip:<user>@recorder; the final answer, ACKed (a 2xx's ACK is its own
-        transaction; a non-2xx's reuses the INVITE's branch)."""
+        transaction; a non-2xx's reuses the INVITE's branch). `after`: the INVITE this one
+        retries (a digest challenge's answer): its Call-ID and From tag, CSeq + 1."""
         uri = f"sip:{user}@127.0.0.1:{self.target[1]}"
-        call_id, from_tag = secrets.token_hex(8) + "@127.0.0.1", secrets.token_hex(4)
+        if after is None:
+            call_id, from_tag = secrets.token_hex(8) + "@127.0.0.1", secrets.token_hex(4)
+            cseq = 1
+        else:
+            call_id, from_tag, cseq = after.call_id, after.from_tag, after.cseq + 1
         branch = self.request(
             "INVITE",
             uri,
             call_id=call_id,
             from_tag=from_tag,
             to=f"<{uri}>",
-            cseq=1,
+            cseq=cseq,
             body=body,
             headers=headers,
             content_type=content_type,
@@ -197,10 +203,10 @@ class SipCaller:
             call_id=call_id,
             from_tag=from_tag,
             to=to,
-            cseq=1,
+            cseq=cseq,
             branch=None if answer.status < 300 else branch,
         )
-        dialog = Dialog(call_id, from_tag, to, uri, 1, answer)
+        dialog = Dialog(call_id, from_tag, to, uri, cseq, answer)
         if answer.status == 200:
             dialog.rtp_ports = [
                 int(line.split()[1])

@@ -49,6 +49,7 @@ TIMER_J_S = 64 * T1_S  # a non-INVITE answer is kept for retransmissions this lo
 MAX_DATAGRAM = 65535
 TCP_IDLE_S = 300.0  # a connection quiet this long is closed
 TCP_HEAD_S = 10.0  # a message started must be whole this fast (slow headers: SIP.md 9)
+PORT_ATTEMPTS = 20  # port 0: TCP's number tried for UDP too, this many times
 
 SUPPORTED = ("siprec", "timer", "100rel")  # 100rel: met by sending no provisional but 100
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
@@ -131,12 +132,24 @@ class SipListener:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Bind TCP, then UDP on the same number. With port 0 the number TCP got may be
+        taken for UDP (an RTP socket, say): then both try again, a few times."""
         loop = asyncio.get_running_loop()
-        self._tcp = await asyncio.start_server(self._connection, self.host, self.port)
-        self.port = self._tcp.sockets[0].getsockname()[1]
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self), local_addr=(self.host, self.port)
-        )
+        for attempt in range(PORT_ATTEMPTS):
+            self._tcp = await asyncio.start_server(self._connection, self.host, self.port)
+            port = self._tcp.sockets[0].getsockname()[1]
+            try:
+                self._udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Datagrams(self), local_addr=(self.host, port)
+                )
+            except OSError:
+                self._tcp.close()
+                await self._tcp.wait_closed()
+                if self.port != 0 or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                continue
+            self.port = port
+            return
 
     async def close(self) -> None:
         if self._udp is not None:

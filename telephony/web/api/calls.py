@@ -12,7 +12,6 @@ from storage.consents import ConsentEvent
 from telephony.domain.calls import Direction
 from telephony.domain.consent import Decision, Method
 from telephony.domain.roles import Scope
-from telephony.settings import Settings
 from telephony.usecases import calls, consent
 from telephony.usecases.calls import CallView
 from telephony.web.appkeys import POOL, SETTINGS, SIP
@@ -106,15 +105,18 @@ def media_block(request: web.Request, token: str, expires_at: datetime) -> dict[
     else:
         base = base.replace("https://", "wss://").replace("http://", "ws://")
     block = {"url": f"{base}/v1/media/twilio", "token": token, "expires_at": iso(expires_at)}
-    if SIP in request.app:
-        block["sip_uri"] = sip_uri(request.app[SETTINGS], request.app[SIP].port, token)
+    address = sip_address(request)
+    if address is not None:
+        block["sip_uri"] = f"sip:{token}@{address}"
     return block
 
 
-def sip_uri(settings: Settings, port: int, token: str) -> str:
-    """Where an SBC or PBX sends this call's SIP session (API.md "SIP and SIPREC ingest")."""
-    host = settings.sip_address or ""
-    return f"sip:{token}@{f'[{host}]' if ':' in host else host}:{port}"
+def sip_address(request: web.Request) -> str | None:
+    """host:port of this node's SIP listener, as a URI names it; None without one."""
+    if SIP not in request.app:
+        return None
+    host = request.app[SETTINGS].sip_address or ""
+    return f"{f'[{host}]' if ':' in host else host}:{request.app[SIP].port}"
 
 
 async def create_call(request: web.Request) -> web.Response:

@@ -61,7 +61,7 @@ from telephony.media.sip.replies import (
 from telephony.media.sip.uas import ALLOW, SUPPORTED, T1_S, T2_S, Peer, Sessions
 from telephony.metrics import Metrics
 from telephony.recorder.hub import LiveStream, MediaHub
-from telephony.usecases import media_lifecycle, sip_trunks
+from telephony.usecases import calls, media_lifecycle, sip_trunks
 from telephony.usecases.calls import MEDIA_TOKEN_PREFIX
 from telephony.usecases.media_lifecycle import Attached
 
@@ -219,7 +219,7 @@ class SipCalls(Sessions):
 
     async def invite(self, request: Request, peer: Peer) -> Response:
         if tag_of(request.headers.get("to")) is not None:
-            return self._reoffer(request, peer)
+            return await self._reoffer(request, peer)
         pending = (request.call_id, tag_of(request.headers.get("from")) or "")
         cancelled = self._inviting[pending] = asyncio.Event()
         try:
@@ -242,7 +242,7 @@ class SipCalls(Sessions):
             self._spawn(self._end(call, bye=None))
             return self._answer(request, peer, call, 200, "OK")
         if method == "UPDATE" and request.body:
-            return self._reoffer(request, peer)
+            return await self._reoffer(request, peer)
         return self._answer(request, peer, call, 200, "OK")  # INFO, PRACK, an offerless UPDATE
 
     def acknowledged(self, ack: Request) -> None:
@@ -477,9 +477,10 @@ class SipCalls(Sessions):
 
     # -- in the dialog -------------------------------------------------------------------
 
-    def _reoffer(self, request: Request, peer: Peer) -> Response:
+    async def _reoffer(self, request: Request, peer: Peer) -> Response:
         """A re-INVITE or UPDATE: the same streams answered anew (hold flips direction);
-        an offer repeating its o= version gets the answer it had."""
+        an offer repeating its o= version gets the answer it had. SIPREC metadata in it
+        (or alone, in an UPDATE) may name a new participant: a new counterpart (`_joined`)."""
         call = self.dialogs.get(_dialog_key(request))
         if call is None:
             return reply(
@@ -491,10 +492,12 @@ class SipCalls(Sessions):
         if not request.body:
             return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
         try:
+            if _media_type(request) in metadata.MEDIA_TYPES:  # an UPDATE of metadata alone
+                await self._joined(call, metadata.parse(request.body))
+                return self._answer(request, peer, call, 200, "OK")
             offer_body, described = _offer_of(request)
             if described is not None:
-                # Kept for what comes next; a stream's side is fixed when its writer opens.
-                call.described = (call.described or metadata.Metadata()).merged(described)
+                await self._joined(call, described)
             offer = sdp.parse(offer_body)
             if offer.origin and offer.origin[2] == call.offer_version:
                 return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
@@ -536,6 +539,40 @@ class SipCalls(Sessions):
             call.version += 1
             call.answer_body = body
         return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
+
+    async def _joined(self, call: SipCall, update: metadata.Metadata) -> None:
+        """Merge a metadata update; a participant it names for the first time, with a number
+        that is neither the customer's nor a known party's, becomes a pending counterpart
+        and pauses a running recording until they consent, as one added over the API does
+        (R2; SIP.md 4.3). A stream's side stays what it was when its writer opened."""
+        before = call.described
+        call.described = (before or metadata.Metadata()).merged(update)
+        attached = call.live.attached
+        fresh = [
+            number
+            for pid, participant in call.described.participants.items()
+            if before is None or pid not in before.participants
+            for number in participant.numbers[:1]
+        ]
+        if not fresh:
+            return
+        view = await calls.get_call(self.hub.pool, attached.account_id, attached.call_id)
+        known = _numbers_of(before) | {attached.customer_number, view.call.from_number}
+        known |= {view.call.to_number} | {c.counterpart.number for c in view.counterparts}
+        for raw in fresh:
+            number = sip_trunks.as_e164(raw)
+            if number is None or number in known:
+                continue
+            known.add(number)
+            await calls.add_counterpart_by(
+                self.hub.pool,
+                attached.account_id,
+                media_lifecycle.node_actor(self.hub.node_id),
+                attached.call_id,
+                label="joined (SIPREC)",
+                number=number,
+            )
+            log.info("a SIPREC participant joined: a new counterpart", extra={"sip": call.key[0]})
 
     def _cancel(self, request: Request, peer: Peer) -> Response:
         """Before our answer: 200, and the INVITE ends 487. After it: 200, no effect (the
@@ -719,6 +756,17 @@ def _parties(request: Request, described: metadata.Metadata | None, trunk: Trunk
         return [p.numbers[0] for p in described.participants.values() if p.numbers]
     users = (uri_user(address_uri(request.headers.get(h)) or "") for h in ("from", "to"))
     return [u for u in users if u and u != trunk.username]
+
+
+def _numbers_of(described: metadata.Metadata | None) -> set[str]:
+    if described is None:
+        return set()
+    numbers = (sip_trunks.as_e164(n) for p in described.participants.values() for n in p.numbers)
+    return {n for n in numbers if n}
+
+
+def _media_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
 def _offer_of(request: Request) -> tuple[bytes, metadata.Metadata | None]:

@@ -204,7 +204,13 @@ class RecordingWriter:
         # a pause with silence of its length.
         self._next_pos[channel] = position + samples
         windows = self.windows
-        if self._closed or not windows or windows[-1].end is not None:
+        if self._closed or not windows:
+            self.stats.frames_dropped_window += 1
+            return
+        end = windows[-1].end
+        if end is not None and arrival >= end:
+            # Paused or stopped. A frame that *arrived* before that still belongs to the
+            # window (RTP's, held in its jitter window, is offered up to 80 ms later).
             self.stats.frames_dropped_window += 1
             return
         if arrival >= self._latest_arrival:

@@ -197,8 +197,31 @@ async def add_counterpart(
     clock: Clock = utc_now,
 ) -> calls.Counterpart:
     """A newcomer pauses a running recording until they consent (R2)."""
+    return await add_counterpart_by(
+        pool,
+        principal.account_id,
+        principal.actor,
+        call_id,
+        label=label,
+        number=number,
+        clock=clock,
+    )
+
+
+async def add_counterpart_by(
+    pool: asyncpg.Pool,
+    account_id: str,
+    actor: Actor,
+    call_id: str,
+    *,
+    label: str,
+    number: str,
+    clock: Clock = utc_now,
+) -> calls.Counterpart:
+    """`add_counterpart` for a caller who is not a person: a SIPREC metadata update that
+    names a new participant (a transfer, a joiner) adds them as the API would."""
     async with transaction(pool) as tx:
-        call = await calls.get_call(tx.conn, call_id, account_id=principal.account_id, lock=True)
+        call = await calls.get_call(tx.conn, call_id, account_id=account_id, lock=True)
         now = clock()
         if not call.active:
             raise CallNotActive("the call has ended")
@@ -207,14 +230,14 @@ async def add_counterpart(
         )
         tx.audit(
             call.account_id,
-            principal.actor,
+            actor,
             "counterpart.added",
             {"call_id": call.id, "counterpart_id": party.id},
             now,
         )
         live = await recordings.find_live(tx.conn, call.id)
         if live is not None and live.status is RecordingStatus.RECORDING:
-            await recording_states.pause(tx, live, principal.actor, EndReason.NEW_COUNTERPART, now)
+            await recording_states.pause(tx, live, actor, EndReason.NEW_COUNTERPART, now)
     return party
 
 

@@ -591,3 +591,73 @@ async def test_500_invites_in_a_second_past_capacity_get_503_and_none_is_half_se
             c.close()
         await eventually(lambda: not app[SIP].sessions.dialogs)
         assert app[SIP].sessions.ports.free == app[SIP].sessions.ports.size == 50
+
+
+JOINER = "+442079460958"
+
+
+@pytest.mark.parametrize("how", ["re-INVITE", "UPDATE"])
+async def test_a_metadata_update_naming_a_new_participant_pauses_until_they_consent(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller, how: str
+) -> None:
+    """A transfer mid-call (SIP.md 4.3, 4.4): the update's new participant is a pending
+    counterpart, the recording pauses as it does for one added over the API, and nothing
+    they say is kept until they consent (which resumes it, as over the API)."""
+    call = await consented_call(client, owner)
+    other = call["counterparts"][0]["number"]
+    sdp = offer(40000, streams=2, label=True)
+    kind = "multipart/mixed;boundary=b1"
+    dialog = await caller.invite(
+        call["media"]["token"],
+        siprec_body(sdp, two_party_metadata(call["from"], other)),
+        headers=SIPREC,
+        content_type=kind,
+    )
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    customer, party = [await RtpSender(p).open() for p in dialog.rtp_ports]
+
+    async def both(payload: bytes) -> None:
+        await asyncio.gather(
+            customer.play(payload, 25, every_s=0.02), party.play(payload, 25, every_s=0.02)
+        )
+
+    await both(VOICE)
+    # All in before the update: a packet the recorder reads after the pause is not kept.
+    await eventually(lambda: frames_received(client, call["id"]) >= 50)
+    joined = (
+        '<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>partial</datamode>'
+        f'<participant participant_id="c"><nameID aor="tel:{JOINER}"/></participant>'
+        '<participantstreamassoc participant_id="c"><send>s2</send></participantstreamassoc>'
+        "</recording>"
+    )
+    if how == "re-INVITE":
+        answer = await caller.in_dialog(
+            dialog, "INVITE", siprec_body(bump(sdp), joined), content_type=kind
+        )
+    else:
+        answer = await caller.in_dialog(
+            dialog, "UPDATE", joined, content_type="application/rs-metadata+xml"
+        )
+    assert answer.status == 200, answer
+
+    got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
+    assert (got["status"], got["pause_reason"]) == ("paused", "new_counterpart")
+    now = await (await client.get(f"/v1/calls/{call['id']}", headers=owner.auth)).json()
+    newcomer = next(c for c in now["counterparts"] if c["number"] == JOINER)
+    assert newcomer["consent"] == "pending" and len(now["counterparts"]) == 2
+    await eventually(lambda: not writer_of(client, call["id"]).recording)
+    await both(MARKER)  # the newcomer has not consented: nothing of this is kept
+    await decide(client, owner, call["id"], newcomer["id"], "granted")  # resumes it (R2)
+    await eventually(lambda: writer_of(client, call["id"]).recording)
+    await both(VOICE[::-1])
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    assert MARKER[:16] not in audio
+    for channel in (audio[0::2], audio[1::2]):
+        assert VOICE * 25 in channel, frames_found(channel, VOICE)
+        assert VOICE[::-1] * 25 in channel, frames_found(channel, VOICE[::-1])
+    customer.close()
+    party.close()

@@ -215,7 +215,15 @@ class SipCaller:
             ]
         return dialog
 
-    async def in_dialog(self, dialog: Dialog, method: str, body: str = "") -> Response:
+    async def in_dialog(
+        self,
+        dialog: Dialog,
+        method: str,
+        body: str = "",
+        *,
+        content_type: str = "application/sdp",
+        headers: tuple[str, ...] = (),
+    ) -> Response:
         dialog.cseq += 1
         self.request(
             method,
@@ -225,6 +233,8 @@ class SipCaller:
             to=dialog.to,
             cseq=dialog.cseq,
             body=body,
+            content_type=content_type,
+            headers=headers,
         )
         answer = await self.final(method)
         if method == "INVITE":

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,23 +273,30 @@ async def explain_missing(conn: asyncpg.Connection, legs: list[Leg]) -> None:
         )
 
 
-async def stored_frames(dsn: str, legs: list[Leg], wait_s: float = 30.0) -> int:
-    """Frames stored once every leg's recording is finalized (or `wait_s` has passed):
-    a busy server may still be sealing the last chunks when the sockets close."""
-    ids = [leg.recording_id for leg in legs]
-    conn = await asyncpg.connect(dsn)
-    try:
-        for _ in range(int(wait_s / 0.2)):
-            unfinished = await conn.fetchval(
-                "SELECT count(*) FROM recordings WHERE id = ANY($1) AND status <> 'completed'", ids
-            )
-            if not unfinished:
-                break
-            await asyncio.sleep(0.2)
-        samples = await conn.fetchval(
+async def stored_samples(conn: asyncpg.Connection, ids: list[str], wait_s: float = 30.0) -> int:
+    """Samples (per channel) stored once every recording is finalized (or `wait_s` has
+    passed): a busy server may still be sealing the last chunks when the streams end."""
+    for _ in range(int(wait_s / 0.2)):
+        unfinished = await conn.fetchval(
+            "SELECT count(*) FROM recordings WHERE id = ANY($1) AND status <> 'completed'", ids
+        )
+        if not unfinished:
+            break
+        await asyncio.sleep(0.2)
+    return int(
+        await conn.fetchval(
             "SELECT coalesce(sum(samples), 0) FROM recording_chunks WHERE recording_id = ANY($1)",
             ids,
         )
+    )
+
+
+async def stored_frames(dsn: str, legs: list[Leg]) -> int:
+    """Frames stored, every leg's recording finalized; where the missing ones went."""
+    ids = [leg.recording_id for leg in legs if leg.recording_id]
+    conn = await asyncpg.connect(dsn)
+    try:
+        samples = await stored_samples(conn, ids)
         if samples < sum(leg.sent for leg in legs) * len(FRAME):
             await explain_missing(conn, legs)
     finally:
@@ -471,45 +479,18 @@ async def main() -> None:
         await server.start()
         async with unbounded_session() as http:
             token = await sign_up(http, server.url)
-            best = 0
-            for n in steps:
-                m = await run_ours(n, args.step_seconds, server, http, token, record)
-                show("step", m)
-                if not held(m):
-                    break
-                best = n
-            if not best:
-                print("no step held; nothing to hold for long")
-                return
-            # A fresh server process for the long runs: the steps' larger N would otherwise
-            # leave their peak in its RSS.
-            server.stop()
-            await server.start()
             await bare.start()
-            ours_runs, bare_runs = [], []
-            for number in range(1, args.rounds + 1):
-                ours_runs.append(
-                    await run_ours(best, args.hold_seconds, server, http, token, record)
-                )
-                show(f"ours #{number}", ours_runs[-1])
-                bare_runs.append(await run_bare(best, args.hold_seconds, bare))
-                show(f"bare #{number}", bare_runs[-1])
-        ours, base = pooled(ours_runs), pooled(bare_runs)
-        rounds = [
-            o.legs_per_core / b.legs_per_core for o, b in zip(ours_runs, bare_runs, strict=True)
-        ]
-        print(
-            f"\nlargest N held: {best} legs for {args.hold_seconds:.0f} s, {args.rounds} rounds "
-            f"({'held' if all(held(m) for m in ours_runs) else 'NOT held'} in every round)\n"
-            f"ours: {ours.legs_per_core:,.0f} legs per fully used core "
-            f"(CPU {ours.cpu_fraction:.2f}, median of {len(ours.cpu_fractions)} readings), "
-            f"{ours.rss_per_leg_kib:.1f} KiB RSS per leg\n"
-            f"bare: {base.legs_per_core:,.0f} legs per fully used core "
-            f"(CPU {base.cpu_fraction:.2f})\n"
-            f"ratio ours/bare on {args.loop}: {ours.legs_per_core / base.legs_per_core:.2f} "
-            f"(per round: {', '.join(f'{r:.2f}' for r in rounds)})",
-            flush=True,
-        )
+            found = await step_then_hold(
+                steps,
+                args.rounds,
+                lambda n, s: run_ours(n, s, server, http, token, record),
+                lambda n, s: run_bare(n, s, bare),
+                server,
+                args.step_seconds,
+                args.hold_seconds,
+            )
+        if found is not None:
+            summarize(f"{found[0]} legs", found[1], found[2], args.loop, args.hold_seconds)
     finally:
         bare.stop()
         server.stop()
@@ -518,6 +499,62 @@ async def main() -> None:
             terminate(moto, timeout_s=10)
         report_server_log(data / "server.log")
         shutil.rmtree(data, ignore_errors=True)
+
+
+async def step_then_hold(
+    steps: list[int],
+    rounds: int,
+    ours: Callable[[int, float], Awaitable[Measure]],
+    bare: Callable[[int, float], Awaitable[Measure]],
+    server: OurServer,
+    step_seconds: float,
+    hold_seconds: float,
+) -> tuple[int, list[Measure], list[Measure]] | None:
+    """Step N up while it holds; then the largest N held, ours and bare alternating for
+    `rounds` pairs (a slow spell of the shared machine falls on both sides). None: no
+    step held. Shared by bench/ingest.py and bench/rtp.py."""
+    best = 0
+    for n in steps:
+        m = await ours(n, step_seconds)
+        show("step", m)
+        if not held(m):
+            break
+        best = n
+    if not best:
+        print("no step held; nothing to hold for long")
+        return None
+    # A fresh server process for the long runs: the steps' larger N would otherwise leave
+    # their peak in its RSS.
+    server.stop()
+    await server.start()
+    ours_runs, bare_runs = [], []
+    for number in range(1, rounds + 1):
+        ours_runs.append(await ours(best, hold_seconds))
+        show(f"ours #{number}", ours_runs[-1])
+        bare_runs.append(await bare(best, hold_seconds))
+        show(f"bare #{number}", bare_runs[-1])
+    return best, ours_runs, bare_runs
+
+
+def summarize(
+    what: str, ours_runs: list[Measure], bare_runs: list[Measure], loop: str, hold_s: float
+) -> None:
+    """The held runs' figures and the ratio to the bare baseline, per round and pooled."""
+    ours, base = pooled(ours_runs), pooled(bare_runs)
+    rounds = [o.legs_per_core / b.legs_per_core for o, b in zip(ours_runs, bare_runs, strict=True)]
+    print(
+        f"\nlargest N held: {what} for {hold_s:.0f} s, {len(ours_runs)} rounds "
+        f"({'held' if all(held(m) for m in ours_runs) else 'NOT held'} in every round)\n"
+        f"ours: {ours.legs_per_core:,.0f} legs per fully used core "
+        f"(CPU {ours.cpu_fraction:.2f}, median of {len(ours.cpu_fractions)} readings), "
+        f"{ours.rss_per_leg_kib:.1f} KiB RSS per leg\n"
+        f"bare: {base.legs_per_core:,.0f} legs per fully used core "
+        f"(CPU {base.cpu_fraction:.2f})\n"
+        f"ratio ours/bare on {loop}: {ours.legs_per_core / base.legs_per_core:.2f} "
+        f"(per round: {', '.join(f'{r:.2f}' for r in rounds)}; "
+        f"median {statistics.median(rounds):.2f})",
+        flush=True,
+    )
 
 
 def report_server_log(path: Path) -> None:

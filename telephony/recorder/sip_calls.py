@@ -78,6 +78,7 @@ ENCODING = {"PCMA": "alaw", "PCMU": "mulaw"}
 ACCEPT = "application/sdp, multipart/mixed"
 NONCE_PURPOSE = "sip-digest-nonce"
 CLOCK_HZ = 8000
+METRIC_EVERY = 10  # one lag sample in ten frames, as the WebSocket path takes
 
 DialogKey = tuple[str, str, str]  # Call-ID, their tag, ours
 
@@ -147,6 +148,7 @@ class SipCall:
     local_cseq: int = 0
     siprec: bool = False
     described: metadata.Metadata | None = None  # SIPREC: who sends which stream
+    metrics: Metrics | None = None
 
     def deliver(self, leg: _Leg, out: Sequence[Placed | Digit]) -> None:
         writer = self.live.writer
@@ -154,6 +156,11 @@ class SipCall:
             if not isinstance(item, Placed):
                 continue  # digits: the recorder keeps none, as from the WebSocket dialects
             self.live.frames += 1
+            if self.metrics is not None and self.live.frames % METRIC_EVERY == 0:
+                # How far the placed audio runs behind its place on the recording clock:
+                # the jitter window's playout, and whatever the node falls behind by.
+                lag_s = asyncio.get_running_loop().time() - self.started - item.position / CLOCK_HZ
+                self.metrics.media_lag.observe(lag_s)
             if writer is not None:
                 arrival = self.wall_start + timedelta(seconds=item.arrival)
                 audio = Audio(leg.track, item.payload, None, None, None, item.position)
@@ -342,6 +349,7 @@ class SipCalls(Sessions):
             wall_start=_now(),
             siprec=siprec,
             described=described,
+            metrics=self.metrics,
         )
         call.answer_body = answered.render(
             address=self.advertise, session_id=call.session_id, version=call.version
@@ -564,7 +572,7 @@ class SipCalls(Sessions):
             if number is None or number in known:
                 continue
             known.add(number)
-            await calls.add_counterpart_by(
+            await calls.add_counterpart(
                 self.hub.pool,
                 attached.account_id,
                 media_lifecycle.node_actor(self.hub.node_id),

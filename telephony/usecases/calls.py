@@ -94,30 +94,6 @@ async def facts(conn: Conn, call: calls.Call) -> CallFacts:
 
 async def create_call(
     pool: asyncpg.Pool,
-    principal: CustomerPrincipal,
-    *,
-    direction: Direction,
-    from_number: str,
-    to_number: str,
-    counterparts: Sequence[tuple[str, str]],
-    media_token_ttl_s: int,
-    clock: Clock = utc_now,
-) -> NewCall:
-    return await create_call_by(
-        pool,
-        principal.account_id,
-        principal.actor,
-        direction=direction,
-        from_number=from_number,
-        to_number=to_number,
-        counterparts=counterparts,
-        media_token_ttl_s=media_token_ttl_s,
-        clock=clock,
-    )
-
-
-async def create_call_by(
-    pool: asyncpg.Pool,
     account_id: str,
     actor: Actor,
     *,
@@ -128,8 +104,8 @@ async def create_call_by(
     media_token_ttl_s: int,
     clock: Clock = utc_now,
 ) -> NewCall:
-    """A call made by `actor`: a person or API key (`create_call`), or a SIP trunk whose
-    SIPREC session brings a call no API request announced."""
+    """A call made by `actor` of the account: a person or API key, or a SIP trunk whose
+    session brings a call no API request announced (usecases/sip_trunks.py)."""
     token, digest = new_token(MEDIA_TOKEN_PREFIX)
     now = clock()
     async with transaction(pool) as tx:
@@ -189,27 +165,6 @@ async def list_calls(
 
 async def add_counterpart(
     pool: asyncpg.Pool,
-    principal: CustomerPrincipal,
-    call_id: str,
-    *,
-    label: str,
-    number: str,
-    clock: Clock = utc_now,
-) -> calls.Counterpart:
-    """A newcomer pauses a running recording until they consent (R2)."""
-    return await add_counterpart_by(
-        pool,
-        principal.account_id,
-        principal.actor,
-        call_id,
-        label=label,
-        number=number,
-        clock=clock,
-    )
-
-
-async def add_counterpart_by(
-    pool: asyncpg.Pool,
     account_id: str,
     actor: Actor,
     call_id: str,
@@ -218,8 +173,9 @@ async def add_counterpart_by(
     number: str,
     clock: Clock = utc_now,
 ) -> calls.Counterpart:
-    """`add_counterpart` for a caller who is not a person: a SIPREC metadata update that
-    names a new participant (a transfer, a joiner) adds them as the API would."""
+    """A newcomer pauses a running recording until they consent (R2): added by a person or
+    API key, or by the media node for a participant a SIPREC metadata update names (a
+    transfer, a joiner)."""
     async with transaction(pool) as tx:
         call = await calls.get_call(tx.conn, call_id, account_id=account_id, lock=True)
         now = clock()

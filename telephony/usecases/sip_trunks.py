@@ -178,7 +178,7 @@ async def create_call(
     others = [n for n in parties if n not in own]
     if not others:
         raise NoParties("every party is one of the trunk's own numbers")
-    return await calls.create_call_by(
+    return await calls.create_call(
         pool,
         trunk.account_id,
         trunk_actor(trunk.id),

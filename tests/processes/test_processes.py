@@ -32,8 +32,10 @@ from tests.support.engine import (
     open_stream,
     send_frame,
 )
-from tests.support.media import MARKER
+from tests.support.media import MARKER, VOICE
 from tests.support.servers import Server, free_port
+from tests.support.sip import Dialog, RtpSender, SipCaller, offer
+from tests.support.sipp_peer import free_udp_port
 from tests.support.waiting import eventually
 
 
@@ -190,3 +192,97 @@ async def test_two_nodes_control_on_one_media_on_the_other(
         lambda: b"".join(p.read_bytes() for p in blobs.parent.rglob("*") if p.is_file())
     )
     assert MARKER[:16] not in raw
+
+
+# -- the same over SIP and RTP (issue 13) -------------------------------------------------------
+
+
+def with_sip(server: Server) -> int:
+    """Give the server a SIP port of its own, the same after a restart; returns it."""
+    port = free_udp_port()
+    server.env["TELEPHONY_SIP_LISTEN"] = f"127.0.0.1:{port}"
+    return port
+
+
+async def sip_session(call: dict[str, Any], sip_port: int) -> tuple[SipCaller, RtpSender, Dialog]:
+    """The call's SIP session on a node: an INVITE by its media token, an RTP sender
+    aimed at the answer."""
+    caller = await SipCaller(sip_port).open()
+    rtp = await RtpSender(0).open()
+    dialog = await caller.invite(call["media"]["token"], offer(rtp.port))
+    assert dialog.answer.status == 200, dialog.answer
+    rtp.to = ("127.0.0.1", dialog.rtp_ports[0])
+    return caller, rtp, dialog
+
+
+async def test_sigkill_mid_sip_session_loses_at_most_a_second(
+    servers: tuple[list[Server], MasterKeys, Path], pool: asyncpg.Pool
+) -> None:
+    (node, _), master, blobs = servers
+    sip_port = with_sip(node)
+    await node.start()
+    async with aiohttp.ClientSession() as http:
+        api = await customer(http, node.url)
+        call = await consented_call(api, node.url)
+        caller, rtp, _ = await sip_session(call, sip_port)
+        rec = await api.call("POST", f"{node.url}/v1/calls/{call['id']}/recordings", {}, 201)
+        await eventually(lambda: node_of(pool, rec["id"]))
+        sent = 150
+        await rtp.play_each([numbered_frame(n) for n in range(sent)])  # three seconds, real time
+
+        await node.kill()
+        await node.start()  # the same node id: it recovers what it held
+
+        got = await api.call("GET", f"{node.url}/v1/recordings/{rec['id']}")
+        rtp.close()
+        caller.close()
+    audio = await stored(pool, blobs, master, rec["id"])
+    frames = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+    assert got["status"] == "interrupted" and got["source"] == "sip"
+    assert frames == [numbered_frame(n) for n in range(len(frames))]  # in order, intact
+    missing_s = (sent - len(frames)) * 0.02
+    print(f"SIP kill test: sent {sent} packets, stored {len(frames)}, missing {missing_s:.2f} s")
+    assert missing_s <= 1.0, f"{missing_s:.2f} s missing"
+
+
+async def test_two_nodes_control_on_one_sip_on_the_other(
+    servers: tuple[list[Server], MasterKeys, Path], pool: asyncpg.Pool
+) -> None:
+    """The customer's start and stop go to one node; the SIP session and its RTP to the
+    other, which applies them (LISTEN/NOTIFY) and checks every chunk's window (R2)."""
+    (media_node, control_node), master, blobs = servers
+    sip_port = with_sip(media_node)
+    await media_node.start()
+    await control_node.start()
+    async with aiohttp.ClientSession() as http:
+        api = await customer(http, control_node.url)
+        call = await consented_call(api, control_node.url)
+        caller, rtp, dialog = await sip_session(call, sip_port)
+        rec = await api.call(
+            "POST", f"{control_node.url}/v1/calls/{call['id']}/recordings", {}, 201
+        )
+        await eventually(lambda: node_of(pool, rec["id"]))
+        await rtp.play(VOICE, 50)
+
+        async def sealing() -> bool:
+            """The stretch is being sealed: it all arrived (the last 100 ms wait in the
+            writer for late companions; the stop seals them, as they came before it)."""
+            async with pool.acquire() as conn:
+                samples = await conn.fetchval(
+                    "SELECT coalesce(sum(samples), 0) FROM recording_chunks"
+                    " WHERE recording_id = $1",
+                    rec["id"],
+                )
+            return bool(samples >= 30 * FRAME_BYTES)
+
+        await eventually(sealing)
+        await api.call("POST", f"{control_node.url}/v1/recordings/{rec['id']}/stop", {}, 200)
+        await rtp.play(MARKER, 50)  # after the stop answered, on the other node
+        assert (await caller.in_dialog(dialog, "BYE")).status == 200
+        got = await api.call("GET", f"{control_node.url}/v1/recordings/{rec['id']}")
+        rtp.close()
+        caller.close()
+    audio = await stored(pool, blobs, master, rec["id"])
+    assert got["status"] == "completed"
+    assert audio == VOICE * 50
+    assert MARKER[:16] not in audio

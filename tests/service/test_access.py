@@ -38,6 +38,7 @@ BODIES: dict[tuple[str, str], dict] = {
     ("POST", "/v1/users"): {"email": "new@example.com", "name": "New"},
     ("PATCH", "/v1/users/{id}"): {"name": "x"},
     ("POST", "/v1/api-keys"): {"name": "k", "scopes": ["calls"]},
+    ("POST", "/v1/sip-trunks"): {"name": "t", "allowed_sources": ["198.51.100.0/24"]},
     ("POST", "/v1/calls"): {
         "direction": "outbound",
         "from": "+48221234567",
@@ -60,6 +61,7 @@ BODIES: dict[tuple[str, str], dict] = {
 ID_KIND = {
     "/v1/users/{id}": "user",
     "/v1/api-keys/{id}": "key",
+    "/v1/sip-trunks/{id}": "trunk",
     "/v1/calls/{id}": "call",
     "/v1/calls/{id}/counterparts": "call",
     "/v1/calls/{id}/consents": "call",
@@ -118,6 +120,11 @@ async def world(client: TestClient, customer: Customer) -> dict[str, str]:
     privacy_request = await client.post(
         "/v1/privacy-requests", json={"kind": "access"}, headers=customer.auth
     )
+    trunk = await client.post(
+        "/v1/sip-trunks",
+        json={"name": "t", "allowed_sources": ["198.51.100.0/24"]},
+        headers=customer.auth,
+    )
     # The consent and the recording above each wrote a customer webhook event.
     webhook_events = await client.get("/v1/webhook-events", headers=customer.auth)
     return {
@@ -128,6 +135,7 @@ async def world(client: TestClient, customer: Customer) -> dict[str, str]:
         "user": (await member.json())["id"],
         "key": (await key.json())["id"],
         "privacy_request": (await privacy_request.json())["id"],
+        "trunk": (await trunk.json())["id"],
     }
 
 

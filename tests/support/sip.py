@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from telephony.media.sip.message import Request, Response, parse_datagram
@@ -292,18 +293,23 @@ class RtpSender:
         """`frames` packets, one each `every_s` (scheduled on the loop's clock), returning
         once the last has left. Placement follows their timestamps, not their pace: twice
         a phone's rate keeps a test short and well under the flood limit."""
+        await self.play_each([payload] * frames, every_s=every_s)
+
+    async def play_each(self, payloads: Sequence[bytes], *, every_s: float = 0.02) -> None:
+        """A packet of each payload in turn, one each `every_s`, as `play` sends them."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         start = loop.time()
 
         def send(n: int) -> None:
             if self.transport is None or self.transport.is_closing():
-                done.cancel()
+                if not done.done():
+                    done.cancel()
                 return
-            self.send(payload)
-            if n + 1 == frames:
+            self.send(payloads[n])
+            if n + 1 == len(payloads):
                 done.set_result(None)
 
-        for n in range(frames):
+        for n in range(len(payloads)):
             loop.call_at(start + n * every_s, send, n)
         await done

@@ -124,7 +124,8 @@ async def create_call(request: web.Request) -> web.Response:
     body = await read_body(request, CallCreate)
     created = await calls.create_call(
         request.app[POOL],
-        principal,
+        principal.account_id,
+        principal.actor,
         direction=Direction(body.direction),
         from_number=body.from_,
         to_number=body.to,
@@ -164,7 +165,12 @@ async def add_counterpart(request: web.Request) -> web.Response:
     call_id = path_id(request)
     body = await read_body(request, CounterpartBody)
     party = await calls.add_counterpart(
-        request.app[POOL], principal, call_id, label=body.label, number=body.number
+        request.app[POOL],
+        principal.account_id,
+        principal.actor,
+        call_id,
+        label=body.label,
+        number=body.number,
     )
     return web.json_response(
         {

@@ -68,17 +68,21 @@ BARE_RECEIVER = textwrap.dedent(
         def datagram_received(self, data, addr):
             HEADER.unpack_from(data)
 
-    async def main(ports):
+    async def main(count):
         loop = asyncio.get_running_loop()
-        for port in ports:
-            await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", port))
-        print("ready", flush=True)
+        ports = []
+        for _ in range(count):
+            transport, _ = await loop.create_datagram_endpoint(
+                Receiver, local_addr=("127.0.0.1", 0)
+            )
+            ports.append(transport.get_extra_info("sockname")[1])
+        print(" ".join(map(str, ports)), flush=True)
         await asyncio.Event().wait()
 
     if sys.argv[1] == "uvloop":
         import uvloop
         uvloop.install()
-    asyncio.run(main([int(p) for p in sys.stdin.read().split()]))
+    asyncio.run(main(int(sys.argv[2])))
     """
 )
 
@@ -223,20 +227,20 @@ async def run_ours(
 class BareReceiver:
     def __init__(self, loop_name: str, streams: int) -> None:
         self.loop_name = loop_name
-        self.ports = [free_udp_port() for _ in range(streams)]
+        self.streams = streams
+        self.ports: list[int] = []
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """The receiver binds its own ports (any free ones) and says which."""
         self.process = subprocess.Popen(
-            [sys.executable, "-c", BARE_RECEIVER, self.loop_name],
-            stdin=subprocess.PIPE,
+            [sys.executable, "-c", BARE_RECEIVER, self.loop_name, str(self.streams)],
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(" ".join(map(str, self.ports)).encode())
-        self.process.stdin.close()
-        assert self.process.stdout.readline().strip() == b"ready"
+        assert self.process.stdout is not None
+        self.ports = [int(p) for p in self.process.stdout.readline().split()]
+        assert len(self.ports) == self.streams, "the bare receiver did not start"
 
     def stop(self) -> None:
         terminate(self.process, timeout_s=10)

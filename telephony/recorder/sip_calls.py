@@ -79,6 +79,7 @@ ACCEPT = "application/sdp, multipart/mixed"
 NONCE_PURPOSE = "sip-digest-nonce"
 CLOCK_HZ = 8000
 METRIC_EVERY = 10  # one lag sample in ten frames, as the WebSocket path takes
+MIN_SESSION_S = 90  # RFC 4028's Min-SE floor: a shorter Session-Expires gets 422
 PLAYOUT_TICK_S = 0.02  # how often held RTP is given out (past the stream's 80 ms playout)
 
 DialogKey = tuple[str, str, str]  # Call-ID, their tag, ours
@@ -140,6 +141,7 @@ class SipCall:
     ended: bool = False
     local_cseq: int = 0
     siprec: bool = False
+    expires_at: float | None = None  # loop time the caller's session refresh is due by
     described: metadata.Metadata | None = None  # SIPREC: who sends which stream
     metrics: Metrics | None = None
 
@@ -277,6 +279,9 @@ class SipCalls(Sessions):
                 request, status, reason, source=peer.source, to_tag=local_tag, headers=headers
             )
 
+        interval = session_interval(request)
+        if interval is not None and interval < MIN_SESSION_S:
+            return refuse(422, "Session Interval Too Small", ("min-se", str(MIN_SESSION_S)))
         try:
             offer_body, described = _offer_of(request)
             offer = sdp.parse(offer_body)
@@ -687,6 +692,11 @@ class SipCalls(Sessions):
                 ("allow", ALLOW),
                 ("supported", ", ".join(SUPPORTED)),
             ]
+            interval = session_interval(request)
+            if interval is not None and "timer" in _supported(request):
+                # RFC 4028: the caller refreshes; we never do (some SRCs break on it).
+                extra += [("session-expires", f"{interval};refresher=uac"), ("require", "timer")]
+                call.expires_at = asyncio.get_running_loop().time() + interval
         if body:
             extra.append(("content-type", "application/sdp"))
         return reply(
@@ -721,6 +731,8 @@ class SipCalls(Sessions):
                 quiet = loop.time() - call.started - call.heard_at
                 if not call.on_hold and quiet >= SILENCE_S:
                     self._spawn(self._end(call, bye=f"no RTP for {SILENCE_S:g} s"))
+                elif call.expires_at is not None and loop.time() >= call.expires_at:
+                    self._spawn(self._end(call, bye="session timer expired"))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -781,6 +793,16 @@ def _numbers_of(described: metadata.Metadata | None) -> set[str]:
         return set()
     numbers = (sip_trunks.as_e164(n) for p in described.participants.values() for n in p.numbers)
     return {n for n in numbers if n}
+
+
+def session_interval(request: Request) -> int | None:
+    """Session-Expires' delta-seconds (RFC 4028), None when absent or not a number."""
+    value = (request.headers.get("session-expires") or "").split(";")[0].strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
+
+
+def _supported(request: Request) -> set[str]:
+    return {t.strip().lower() for v in request.headers.get_all("supported") for t in v.split(",")}
 
 
 def _media_type(request: Request) -> str:

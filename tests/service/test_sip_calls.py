@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from telephony.media.sip.message import Request
 from telephony.media.wav import alaw_to_linear
 from telephony.settings import Settings
 from telephony.web.app import create_app
@@ -683,3 +684,66 @@ async def test_a_metadata_update_naming_a_new_participant_pauses_until_they_cons
         assert VOICE[::-1] * 25 in channel, frames_found(channel, VOICE[::-1])
     customer.close()
     party.close()
+
+
+@pytest.mark.timeout(90)
+async def test_a_stream_silent_for_30_seconds_ends_with_our_bye_like_a_vanished_websocket(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """The production 30 s (SILENCE_S): the SBC died without a BYE. Our BYE goes to it,
+    and the recording completes with what came, as when a WebSocket vanishes."""
+    call = await consented_call(client, owner)
+    rec = await start_recording(client, owner, call["id"])
+    rtp = await rtp_from()
+    try:
+        dialog = await caller.invite(call["media"]["token"], offer(rtp.port))
+        rtp.to = ("127.0.0.1", dialog.rtp_ports[0])
+        await rtp.play(VOICE, 25)
+        loop = asyncio.get_running_loop()
+        quiet_from = loop.time()
+
+        bye = await caller.receive(timeout_s=45)  # the recorder's own request
+        waited_s = loop.time() - quiet_from
+        assert isinstance(bye, Request) and bye.method == "BYE", bye
+        assert bye.call_id == dialog.call_id and "no RTP" in (bye.headers.get("reason") or "")
+        caller.answer(bye, 200, "OK")
+        await eventually(lambda: status_is(pool, rec["id"], "completed"))
+    finally:
+        rtp.close()
+    assert 29 <= waited_s <= 35, waited_s
+    assert await stored_audio(client, rec["id"]) == VOICE * 25
+    assert client.app[SIP].sessions.dialogs == {}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "expires", "required"),
+    [
+        (("Session-Expires: 60", "Supported: timer"), 422, None, None),
+        (("Session-Expires: 1800;refresher=uas", "Supported: timer, 100rel"), 200, "1800", "timer"),
+        (("Session-Expires: 1800",), 200, None, None),  # no timer support: no timer at all
+    ],
+    ids=["too-small", "caller-refreshes", "without-timer-support"],
+)
+async def test_session_timers_make_the_caller_refresh_and_refuse_short_intervals(
+    client: TestClient,
+    owner: Customer,
+    caller: SipCaller,
+    headers: tuple[str, ...],
+    status: int,
+    expires: str | None,
+    required: str | None,
+) -> None:
+    """RFC 4028 (SIP.md 2.4): the recorder never refreshes a session itself."""
+    call = await consented_call(client, owner)
+    dialog = await caller.invite(call["media"]["token"], offer(40000), headers=headers)
+    answer = dialog.answer
+    assert answer.status == status, answer
+    if status == 422:
+        assert answer.headers.get("min-se") == "90"
+        return
+    got = answer.headers.get("session-expires")
+    assert (got.split(";")[0] if got else None) == expires
+    if expires:
+        assert got == f"{expires};refresher=uac"
+    assert answer.headers.get("require") == required
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200

@@ -29,26 +29,24 @@ customer's on an outbound one.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import re
 import secrets
 from collections import Counter
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from storage.sip_trunks import Trunk
-from telephony.domain.errors import IntegrityFailure, StreamRefused
+from telephony.domain.errors import StreamRefused
 from telephony.domain.tracks import INBOUND, OUTBOUND
-from telephony.media.events import Audio, StreamStart
-from telephony.media.rtp.ports import Bound, PortPool
-from telephony.media.rtp.stream import Digit, Placed, RtpStream
-from telephony.media.sip import digest, metadata, multipart, sdp
+from telephony.media.events import StreamStart
+from telephony.media.rtp.ports import PortPool
+from telephony.media.rtp.stream import RtpStream
+from telephony.media.sip import metadata, multipart, requests, sdp
 from telephony.media.sip.message import Headers, Request, Response, serialize
 from telephony.media.sip.replies import (
     address_uri,
@@ -57,10 +55,13 @@ from telephony.media.sip.replies import (
     reply,
     tag_of,
     uri_user,
+    warning,
 )
 from telephony.media.sip.uas import ALLOW, SUPPORTED, T1_S, T2_S, Peer, Sessions
 from telephony.metrics import Metrics
 from telephony.recorder.hub import LiveStream, MediaHub
+from telephony.recorder.sip_media import CLOCK_HZ, DialogKey, Leg, SipCall
+from telephony.recorder.sip_trunk_auth import TrunkAuth
 from telephony.usecases import calls, media_lifecycle, sip_trunks
 from telephony.usecases.calls import MEDIA_TOKEN_PREFIX
 from telephony.usecases.media_lifecycle import Attached
@@ -75,91 +76,8 @@ WATCH_EVERY_S = 1.0
 RETRY_AFTER_S = 5  # a full node's 503: the SBC tries the next recorder meanwhile
 TIMER_F_S = 64 * T1_S  # our BYE is resent over UDP until answered, this long at most
 ENCODING = {"PCMA": "alaw", "PCMU": "mulaw"}
-ACCEPT = "application/sdp, multipart/mixed"
-NONCE_PURPOSE = "sip-digest-nonce"
-CLOCK_HZ = 8000
-METRIC_EVERY = 10  # one lag sample in ten frames, as the WebSocket path takes
 MIN_SESSION_S = 90  # RFC 4028's Min-SE floor: a shorter Session-Expires gets 422
 PLAYOUT_TICK_S = 0.02  # how often held RTP is given out (past the stream's 80 ms playout)
-
-DialogKey = tuple[str, str, str]  # Call-ID, their tag, ours
-
-
-@dataclass(eq=False)
-class _Leg:
-    """One answered `m=` line: its sockets and its RTP state."""
-
-    bound: Bound | None = None
-    rtp: RtpStream | None = None
-    track: str = INBOUND.name
-    call: SipCall | None = None  # set once the dialog exists: packets before it are dropped
-
-    holding: set[_Leg] | None = None  # the node's legs whose jitter window holds packets
-
-    def received(self, data: bytes, source: tuple[str, int]) -> None:
-        call, rtp = self.call, self.rtp
-        if call is None or rtp is None or call.ended:
-            return
-        now = asyncio.get_running_loop().time() - call.started
-        call.heard_at = now
-        out = rtp.receive(data, source, now)
-        if out:
-            call.deliver(self, out)
-        if self.holding is not None and rtp.due is not None:
-            self.holding.add(self)  # SipCalls._release_held gives them out when due
-
-    def release(self, now: float) -> bool:
-        """What is due of the jitter window goes to the writer; True while more waits."""
-        call, rtp = self.call, self.rtp
-        if call is None or rtp is None or call.ended:
-            return False
-        out = rtp.release(now - call.started)
-        if out:
-            call.deliver(self, out)
-        return rtp.due is not None
-
-    def rtcp(self, data: bytes, source: tuple[str, int]) -> None:
-        """Bound so nothing else takes the port; never parsed as audio (SIP.md 5)."""
-
-
-@dataclass(eq=False)
-class SipCall:
-    key: DialogKey
-    invite: Request  # the dialog's INVITE: our BYE's addresses come from it
-    peer: Peer
-    live: LiveStream
-    legs: list[_Leg]
-    answer_body: bytes
-    offer_version: str | None
-    remote_cseq: int
-    started: float  # loop time of the recording clock's zero
-    wall_start: datetime
-    session_id: str = field(default_factory=lambda: str(secrets.randbelow(10**12)))
-    version: int = 1
-    heard_at: float = 0.0  # recording clock of the last datagram
-    on_hold: bool = False
-    ended: bool = False
-    local_cseq: int = 0
-    siprec: bool = False
-    expires_at: float | None = None  # loop time the caller's session refresh is due by
-    described: metadata.Metadata | None = None  # SIPREC: who sends which stream
-    metrics: Metrics | None = None
-
-    def deliver(self, leg: _Leg, out: Sequence[Placed | Digit]) -> None:
-        writer = self.live.writer
-        for item in out:
-            if not isinstance(item, Placed):
-                continue  # digits: the recorder keeps none, as from the WebSocket dialects
-            self.live.frames += 1
-            if self.metrics is not None and self.live.frames % METRIC_EVERY == 0:
-                # How far the placed audio runs behind its place on the recording clock:
-                # the jitter window's playout, and whatever the node falls behind by.
-                lag_s = asyncio.get_running_loop().time() - self.started - item.position / CLOCK_HZ
-                self.metrics.media_lag.observe(lag_s)
-            if writer is not None:
-                arrival = self.wall_start + timedelta(seconds=item.arrival)
-                audio = Audio(leg.track, item.payload, None, None, None, item.position)
-                writer.offer(audio, arrival)
 
 
 class SipCalls(Sessions):
@@ -177,8 +95,7 @@ class SipCalls(Sessions):
     ) -> None:
         self.hub = hub
         self.media_token_ttl_s = media_token_ttl_s  # of the calls trunk sessions create
-        self._replays = digest.Replays()
-        self._wrong: dict[str, int] = {}  # wrong digest responses by Call-ID: twice is 403
+        self._auth = TrunkAuth(hub.pool, hub.keys, advertise)
         self.ports = ports
         self.advertise = advertise  # the address our SDP and Contact name
         self.sip_port = sip_port
@@ -192,7 +109,7 @@ class SipCalls(Sessions):
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
         self._releasing: asyncio.Task[None] | None = None
-        self._holding: set[_Leg] = set()
+        self._holding: set[Leg] = set()
 
     def start(self) -> None:
         self._watch = asyncio.create_task(self._watchdog(), name="sip-watchdog")
@@ -231,7 +148,7 @@ class SipCalls(Sessions):
         try:
             return await self._new(request, peer, cancelled)
         finally:
-            del self._inviting[pending]
+            self._inviting.pop(pending, None)
 
     async def in_dialog(self, request: Request, peer: Peer) -> Response:
         method = request.method
@@ -279,26 +196,26 @@ class SipCalls(Sessions):
                 request, status, reason, source=peer.source, to_tag=local_tag, headers=headers
             )
 
-        interval = session_interval(request)
+        interval = requests.session_interval(request)
         if interval is not None and interval < MIN_SESSION_S:
             return refuse(422, "Session Interval Too Small", ("min-se", str(MIN_SESSION_S)))
         try:
-            offer_body, described = _offer_of(request)
+            offer_body, described = requests.offer_of(request)
             offer = sdp.parse(offer_body)
             sdp.answer(offer, [0] * len(offer.streams))  # which streams can be taken
-        except _Refusal as refusal:
+        except requests.Refusal as refusal:
             return refuse(refusal.status, refusal.reason, *refusal.headers)
         except (sdp.SdpError, multipart.BadMultipart, metadata.BadMetadata) as exc:
-            return refuse(400, "Bad Request", _warning(399, str(exc)))
+            return refuse(400, "Bad Request", warning(399, str(exc)))
         except sdp.NotAcceptable as exc:
-            return refuse(488, "Not Acceptable Here", _warning(exc.warning, exc.reason))
-        siprec = "siprec" in _required(request)
+            return refuse(488, "Not Acceptable Here", warning(exc.warning, exc.reason))
+        siprec = "siprec" in requests.required(request)
         if siprec and "+sip.src" not in (request.headers.get("contact") or "").lower():
             log.info("a SIPREC INVITE whose Contact lacks +sip.src", extra={"sip": request.call_id})
         token = _token_of(request)
         trunk: Trunk | None = None
         if token is None:
-            checked = await self._authenticate(request, peer, local_tag)
+            checked = await self._auth.check(request, peer, local_tag)
             if isinstance(checked, Response):
                 return checked
             trunk = checked
@@ -315,7 +232,7 @@ class SipCalls(Sessions):
                 )
             except sip_trunks.NoParties as exc:
                 self._release(legs)
-                return refuse(400, "Bad Request", _warning(399, str(exc)))
+                return refuse(400, "Bad Request", warning(399, str(exc)))
             token = created.media_token
         assert token is not None
         try:
@@ -330,7 +247,7 @@ class SipCalls(Sessions):
         except StreamRefused as exc:
             self._release(legs)
             if exc.taken:
-                return refuse(403, "Forbidden", _warning(399, exc.detail))
+                return refuse(403, "Forbidden", warning(399, exc.detail))
             return refuse(404, "Not Found")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             self._release(legs)
@@ -382,97 +299,13 @@ class SipCalls(Sessions):
         )
         return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
 
-    async def _authenticate(self, request: Request, peer: Peer, local_tag: str) -> Trunk | Response:
-        """A trunk's INVITE (no media token): digest from its allowed sources (SIP.md 2.5).
-        Every attempt is in the security log (S2); nothing of a secret in any answer."""
-        now = _now()
-        source = peer.source[0]
-
-        def answer(status: int, reason: str, *headers: tuple[str, str]) -> Response:
-            return reply(
-                request, status, reason, source=peer.source, to_tag=local_tag, headers=headers
-            )
-
-        async def challenge(stale: bool = False) -> Response:
-            algorithms = await sip_trunks.challenge_algorithms(self.hub.pool, source)
-            offered = digest.challenges(self.advertise, self._nonce(now), algorithms, stale=stale)
-            return answer(401, "Unauthorized", *(("www-authenticate", c) for c in offered))
-
-        header = request.headers.get("authorization") or request.headers.get("proxy-authorization")
-        credentials = digest.parse(header)
-        if credentials is None:
-            return await challenge()  # the first INVITE of every trunk session
-        pool = self.hub.pool
-
-        async def failed(reason: str, found: Trunk | None = None) -> None:
-            await sip_trunks.record_attempt(
-                pool,
-                username=credentials.username,
-                outcome="failure",
-                reason=reason,
-                source=source,
-                now=now,
-                trunk=found,
-            )
-
-        found = await sip_trunks.credentials_of(pool, self.hub.keys, credentials.username, now)
-        if found is None:
-            await failed("unknown-username")
-            return answer(404, "Not Found")  # as for an unknown token: one answer (SIP.md 1)
-        trunk, password = found
-        if not trunk.allows(source):
-            await failed("source-not-allowed", trunk)
-            return answer(403, "Forbidden", _warning(399, "source not allowed for this trunk"))
-        age = self._nonce_age(credentials.nonce, now)
-        if age is None or credentials.realm != self.advertise:
-            await failed("bad-nonce", trunk)
-            return await challenge()
-        if age > digest.NONCE_S:
-            return await challenge(stale=True)
-        if credentials.algorithm not in trunk.digest_algorithms:
-            await failed("algorithm-not-allowed", trunk)
-            return await challenge()
-        if not digest.verify(credentials, request.method, password):
-            wrong = self._wrong[request.call_id] = self._wrong.get(request.call_id, 0) + 1
-            if len(self._wrong) > 10_000:
-                self._wrong.clear()
-            await failed("wrong-response", trunk)
-            return answer(403, "Forbidden") if wrong >= 2 else await challenge()
-        if not self._replays.fresh(credentials):
-            await failed("replayed", trunk)
-            return await challenge()
-        self._wrong.pop(request.call_id, None)
-        await sip_trunks.record_attempt(
-            pool,
-            username=credentials.username,
-            outcome="success",
-            reason="digest",
-            source=source,
-            now=now,
-            trunk=trunk,
-        )
-        return trunk
-
-    def _nonce(self, now: datetime) -> str:
-        """Sealed under the service's key: any node can read its time, none keeps it."""
-        sealed = self.hub.keys.seal_record(NONCE_PURPOSE, str(now.timestamp()).encode(), "sip")
-        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
-
-    def _nonce_age(self, nonce: str, now: datetime) -> float | None:
-        try:
-            sealed = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-            made = float(self.hub.keys.open_record(NONCE_PURPOSE, sealed, "sip"))
-        except (ValueError, IntegrityFailure):
-            return None
-        return now.timestamp() - made
-
-    async def _bind(self, offer: sdp.Offer) -> list[_Leg] | None:
+    async def _bind(self, offer: sdp.Offer) -> list[Leg] | None:
         """A port pair per stream the answer takes; None (nothing held) when the range is
         used up."""
         wanted = len(sdp.answer(offer, [0] * len(offer.streams)).streams)
-        legs: list[_Leg] = []
+        legs: list[Leg] = []
         for _ in range(wanted):
-            leg = _Leg()
+            leg = Leg()
             leg.bound = await self.ports.bind(leg.received, leg.rtcp)
             if leg.bound is None:
                 self._release(legs)
@@ -481,7 +314,7 @@ class SipCalls(Sessions):
             legs.append(leg)
         return legs
 
-    def _release(self, legs: list[_Leg]) -> None:
+    def _release(self, legs: list[Leg]) -> None:
         for leg in legs:
             if leg.bound is not None:
                 self.ports.release(leg.bound)
@@ -503,10 +336,10 @@ class SipCalls(Sessions):
         if not request.body:
             return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
         try:
-            if _media_type(request) in metadata.MEDIA_TYPES:  # an UPDATE of metadata alone
+            if requests.media_type(request) in metadata.MEDIA_TYPES:  # an UPDATE of metadata alone
                 await self._joined(call, metadata.parse(request.body))
                 return self._answer(request, peer, call, 200, "OK")
-            offer_body, described = _offer_of(request)
+            offer_body, described = requests.offer_of(request)
             if described is not None:
                 await self._joined(call, described)
             offer = sdp.parse(offer_body)
@@ -514,15 +347,15 @@ class SipCalls(Sessions):
                 return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
             ports = [leg.bound.port for leg in call.legs if leg.bound]
             answered = sdp.answer(offer, ports)
-        except _Refusal as refusal:
+        except requests.Refusal as refusal:
             return self._answer(
                 request, peer, call, refusal.status, refusal.reason, *refusal.headers
             )
         except (sdp.SdpError, multipart.BadMultipart, metadata.BadMetadata) as exc:
-            return self._answer(request, peer, call, 400, "Bad Request", _warning(399, str(exc)))
+            return self._answer(request, peer, call, 400, "Bad Request", warning(399, str(exc)))
         except (sdp.NotAcceptable, ValueError):
             return self._answer(
-                request, peer, call, 488, "Not Acceptable Here", _warning(399, "streams changed")
+                request, peer, call, 488, "Not Acceptable Here", warning(399, "streams changed")
             )
         if len(answered.streams) != len(call.legs) or any(
             ENCODING[a.codec] != call.live.fmt.encoding
@@ -536,7 +369,7 @@ class SipCalls(Sessions):
                 call,
                 488,
                 "Not Acceptable Here",
-                _warning(305, "the same streams and codec only"),
+                warning(305, "the same streams and codec only"),
             )
         for leg, accepted in zip(call.legs, answered.streams, strict=True):
             if leg.rtp is not None:
@@ -692,8 +525,8 @@ class SipCalls(Sessions):
                 ("allow", ALLOW),
                 ("supported", ", ".join(SUPPORTED)),
             ]
-            interval = session_interval(request)
-            if interval is not None and "timer" in _supported(request):
+            interval = requests.session_interval(request)
+            if interval is not None and "timer" in requests.supported(request):
                 # RFC 4028: the caller refreshes; we never do (some SRCs break on it).
                 extra += [("session-expires", f"{interval};refresher=uac"), ("require", "timer")]
                 call.expires_at = asyncio.get_running_loop().time() + interval
@@ -720,7 +553,8 @@ class SipCalls(Sessions):
             await asyncio.sleep(PLAYOUT_TICK_S)
             if self._holding:
                 now = loop.time()
-                self._holding = {leg for leg in self._holding if leg.release(now)}
+                # In place: each leg holds this very set (Leg.holding) and adds itself.
+                self._holding -= {leg for leg in self._holding if not leg.release(now)}
 
     async def _watchdog(self) -> None:
         """A stream that stops without a BYE for SILENCE_S ends like a vanished WebSocket."""
@@ -795,58 +629,6 @@ def _numbers_of(described: metadata.Metadata | None) -> set[str]:
     return {n for n in numbers if n}
 
 
-def session_interval(request: Request) -> int | None:
-    """Session-Expires' delta-seconds (RFC 4028), None when absent or not a number."""
-    value = (request.headers.get("session-expires") or "").split(";")[0].strip()
-    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
-
-
-def _supported(request: Request) -> set[str]:
-    return {t.strip().lower() for v in request.headers.get_all("supported") for t in v.split(",")}
-
-
-def _media_type(request: Request) -> str:
-    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-
-
-def _offer_of(request: Request) -> tuple[bytes, metadata.Metadata | None]:
-    """The SDP offer and the SIPREC metadata of an INVITE's body (SIP.md 4.1)."""
-    content_type = request.headers.get("content-type") or ""
-    media_type = content_type.split(";")[0].strip().lower()
-    if not request.body:
-        raise _Refusal(488, "Not Acceptable Here", (_warning(399, "no SDP offer"),))
-    if media_type == "application/sdp":
-        return request.body, None
-    if media_type != "multipart/mixed":
-        raise _Refusal(415, "Unsupported Media Type", (("accept", ACCEPT),))
-    parts = multipart.parse(content_type, request.body)
-    offers = [p for p in parts if p.media_type == "application/sdp"]
-    described = [
-        p
-        for p in parts
-        if p.media_type in metadata.MEDIA_TYPES or p.disposition == "recording-session"
-    ]
-    for part in parts:
-        required = "handling=required" in part.headers.get("content-disposition", "").replace(
-            " ", ""
-        )
-        if required and part not in offers and part not in described:
-            raise _Refusal(415, "Unsupported Media Type", (("accept", ACCEPT),))
-    if not offers:
-        raise _Refusal(488, "Not Acceptable Here", (_warning(399, "no SDP part"),))
-    return offers[0].content, metadata.parse(described[0].content) if described else None
-
-
-class _Refusal(Exception):
-    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.headers = status, reason, headers
-
-
-def _required(request: Request) -> set[str]:
-    return {t.strip().lower() for t in request.headers.get_all("require") if t.strip()}
-
-
 def _ip(remote: tuple[str, int] | None) -> str | None:
     """The offer's address as latching compares it; a name or 0.0.0.0 says nothing."""
     if remote is None:
@@ -855,11 +637,6 @@ def _ip(remote: tuple[str, int] | None) -> str | None:
     if host in ("0.0.0.0", "::") or not re.fullmatch(r"[0-9.]+|[0-9A-Fa-f:]+", host):  # noqa: S104
         return None
     return host
-
-
-def _warning(code: int, text: str) -> tuple[str, str]:
-    clean = re.sub(r'["\\\x00-\x1f\x7f]', "", text)[:120]
-    return "warning", f'{code} recorder "{clean}"'
 
 
 def _now() -> datetime:

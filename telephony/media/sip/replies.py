@@ -130,6 +130,13 @@ def uri_user(uri: str) -> str | None:
     return unquote(user) or None
 
 
+def warning(code: int, text: str) -> tuple[str, str]:
+    """A `Warning` header (RFC 3261 §20.43) naming why: quotes, backslashes and controls
+    removed, so no text of a request can break the answer's framing."""
+    clean = re.sub(r'["\\\x00-\x1f\x7f]', "", text)[:120]
+    return "warning", f'{code} recorder "{clean}"'
+
+
 def new_tag() -> str:
     """A To tag: random, well over the 32 bits §19.3 asks for."""
     return secrets.token_hex(8)

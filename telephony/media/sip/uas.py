@@ -39,7 +39,14 @@ from telephony.media.sip.message import (
     parse_datagram,
     serialize,
 )
-from telephony.media.sip.replies import DEFAULT_PORT, new_tag, reply, reply_address, top_via
+from telephony.media.sip.replies import (
+    DEFAULT_PORT,
+    new_tag,
+    reply,
+    reply_address,
+    top_via,
+    warning,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +249,7 @@ class SipListener:
                     "Bad Request" if exc.status == 400 else "Message Too Large",
                     source=source,
                     to_tag=new_tag(),
-                    headers=(("warning", f'399 recorder "{exc.reason[:120]}"'),),
+                    headers=(warning(399, exc.reason),),
                 )
             )
         )

@@ -1,0 +1,109 @@
+"""A SIP call's media on this node: its RTP legs, and what they hand the recorder.
+
+Each answered `m=` line is a `Leg`: its port pair, its `RtpStream` (latching,
+ordering, placement), the track it records. A `SipCall` ties its legs to the
+call's live stream: positions are samples since the INVITE, shared by the
+legs so two one-way streams align, and each packet reaches the writer with
+its arrival time, which the writer's window judges, not its release from
+the jitter window: a packet that came before the start is never kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from telephony.domain.tracks import INBOUND
+from telephony.media.events import Audio
+from telephony.media.rtp.ports import Bound
+from telephony.media.rtp.stream import Digit, Placed, RtpStream
+from telephony.media.sip import metadata
+from telephony.media.sip.message import Request
+from telephony.media.sip.uas import Peer
+from telephony.metrics import Metrics
+from telephony.recorder.hub import LiveStream
+
+CLOCK_HZ = 8000
+METRIC_EVERY = 10  # one lag sample in ten frames, as the WebSocket path takes
+
+DialogKey = tuple[str, str, str]  # Call-ID, their tag, ours
+
+
+@dataclass(eq=False)
+class Leg:
+    """One answered `m=` line: its sockets and its RTP state."""
+
+    bound: Bound | None = None
+    rtp: RtpStream | None = None
+    track: str = INBOUND.name
+    call: SipCall | None = None  # set once the dialog exists: packets before it are dropped
+
+    holding: set[Leg] | None = None  # the node's legs whose jitter window holds packets
+
+    def received(self, data: bytes, source: tuple[str, int]) -> None:
+        call, rtp = self.call, self.rtp
+        if call is None or rtp is None or call.ended:
+            return
+        now = asyncio.get_running_loop().time() - call.started
+        call.heard_at = now
+        out = rtp.receive(data, source, now)
+        if out:
+            call.deliver(self, out)
+        if self.holding is not None and rtp.due is not None:
+            self.holding.add(self)  # SipCalls._release_held gives them out when due
+
+    def release(self, now: float) -> bool:
+        """What is due of the jitter window goes to the writer; True while more waits."""
+        call, rtp = self.call, self.rtp
+        if call is None or rtp is None or call.ended:
+            return False
+        out = rtp.release(now - call.started)
+        if out:
+            call.deliver(self, out)
+        return rtp.due is not None
+
+    def rtcp(self, data: bytes, source: tuple[str, int]) -> None:
+        """Bound so nothing else takes the port; never parsed as audio (SIP.md 5)."""
+
+
+@dataclass(eq=False)
+class SipCall:
+    key: DialogKey
+    invite: Request  # the dialog's INVITE: our BYE's addresses come from it
+    peer: Peer
+    live: LiveStream
+    legs: list[Leg]
+    answer_body: bytes
+    offer_version: str | None
+    remote_cseq: int
+    started: float  # loop time of the recording clock's zero
+    wall_start: datetime
+    session_id: str = field(default_factory=lambda: str(secrets.randbelow(10**12)))
+    version: int = 1
+    heard_at: float = 0.0  # recording clock of the last datagram
+    on_hold: bool = False
+    ended: bool = False
+    local_cseq: int = 0
+    siprec: bool = False
+    expires_at: float | None = None  # loop time the caller's session refresh is due by
+    described: metadata.Metadata | None = None  # SIPREC: who sends which stream
+    metrics: Metrics | None = None
+
+    def deliver(self, leg: Leg, out: Sequence[Placed | Digit]) -> None:
+        writer = self.live.writer
+        for item in out:
+            if not isinstance(item, Placed):
+                continue  # digits: the recorder keeps none, as from the WebSocket dialects
+            self.live.frames += 1
+            if self.metrics is not None and self.live.frames % METRIC_EVERY == 0:
+                # How far the placed audio runs behind its place on the recording clock:
+                # the jitter window's playout, and whatever the node falls behind by.
+                lag_s = asyncio.get_running_loop().time() - self.started - item.position / CLOCK_HZ
+                self.metrics.media_lag.observe(lag_s)
+            if writer is not None:
+                arrival = self.wall_start + timedelta(seconds=item.arrival)
+                audio = Audio(leg.track, item.payload, None, None, None, item.position)
+                writer.offer(audio, arrival)

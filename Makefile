@@ -46,6 +46,7 @@ lint: $(STAMP)
 # Benchmarks: each prints its figures and the ratio to its baseline, measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/rtp.py
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/control.py
 	$(BIN)/python bench/portal.py

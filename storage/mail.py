@@ -104,11 +104,16 @@ async def claim_due(
     conn: Conn, now: datetime, lease_until: datetime, *, limit: int
 ) -> list[MailMessage]:
     """Lease up to `limit` due messages, oldest first, with their person's address."""
+    # Picked once (MATERIALIZED), as storage/outbox.py's claim: a rescanned subquery with
+    # SKIP LOCKED can claim more than `limit`.
     rows = await conn.fetch(
-        f"""UPDATE mail_messages m SET next_attempt_at = $2
-            FROM (SELECT id FROM mail_messages
-                  WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
-                  ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) due
+        f"""WITH due AS MATERIALIZED (
+                SELECT id FROM mail_messages
+                WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE mail_messages m SET next_attempt_at = $2
+            FROM due
             LEFT JOIN mail_messages j ON j.id = due.id
             LEFT JOIN users u ON u.id = j.user_id
             WHERE m.id = due.id

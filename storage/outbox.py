@@ -54,11 +54,17 @@ async def claim_due(
     conn: Conn, now: datetime, lease_until: datetime, *, limit: int
 ) -> list[StaffNotification]:
     """Lease up to `limit` due rows, oldest first; other workers skip them."""
+    # The locked rows are picked once (MATERIALIZED): a subquery in FROM may be scanned
+    # again under a nested-loop plan, and with SKIP LOCKED each scan finds other rows, so
+    # one "LIMIT 1" claimed two (a lane count went negative: the next LIMIT was -1).
     rows = await conn.fetch(
-        f"""UPDATE staff_notifications n SET next_attempt_at = $2
-            FROM (SELECT id FROM staff_notifications
-                  WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
-                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) due
+        f"""WITH due AS MATERIALIZED (
+                SELECT id FROM staff_notifications
+                WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE staff_notifications n SET next_attempt_at = $2
+            FROM due
             WHERE n.id = due.id
             RETURNING {", ".join("n." + c.strip() for c in _COLS.split(","))}""",
         now,

@@ -159,7 +159,7 @@ async def claim_heads(
                 SELECT DISTINCT ON (account_id) seq FROM webhook_events
                 WHERE {_OPEN} {scope}
                 ORDER BY account_id, seq
-            ), due AS (
+            ), due AS MATERIALIZED (  -- picked once: see storage/outbox.py claim_due
                 SELECT e.seq FROM webhook_events e JOIN heads USING (seq)
                 WHERE e.next_attempt_at <= $1 AND e.delivered_at IS NULL
                   AND e.given_up_at IS NULL AND e.skipped_at IS NULL

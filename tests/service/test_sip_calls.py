@@ -747,3 +747,30 @@ async def test_session_timers_make_the_caller_refresh_and_refuse_short_intervals
         assert got == f"{expires};refresher=uac"
     assert answer.headers.get("require") == required
     assert (await caller.in_dialog(dialog, "BYE")).status == 200
+
+
+async def test_a_cancel_after_the_200_changes_nothing_and_one_for_no_invite_is_481(
+    client: TestClient, owner: Customer, caller: SipCaller
+) -> None:
+    """RFC 3261 §9.2 (SIP.md 2.4): once answered, a CANCEL is 200 with no effect (a BYE
+    ends the call); a CANCEL matching no INVITE is 481."""
+    call = await consented_call(client, owner)
+    dialog = await caller.invite(call["media"]["token"], offer(40000))
+    assert dialog.answer.status == 200
+
+    def cancel(call_id: str, from_tag: str) -> None:
+        caller.request(
+            "CANCEL",
+            dialog.uri,
+            call_id=call_id,
+            from_tag=from_tag,
+            to=f"<{dialog.uri}>",
+            cseq=1,
+        )
+
+    cancel(dialog.call_id, dialog.from_tag)
+    assert (await caller.final("CANCEL")).status == 200
+    assert len(client.app[SIP].sessions.dialogs) == 1  # still up
+    cancel("no-such-call@127.0.0.1", "x1")
+    assert (await caller.final("CANCEL")).status == 481
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200

@@ -156,6 +156,9 @@ class RecordingWriter:
                 pause_behavior=self.pause_behavior,
                 out_samples=self.out_samples,
             )
+        # Where the chunks on disk end, in samples: the timeline's count runs ahead of it
+        # while a chunk is on its way (its row, its append).
+        self.stored_samples = self.out_samples
         self._wake = asyncio.Event()
         self._closed = False
         self._overflow_since: float | None = None
@@ -419,7 +422,7 @@ class RecordingWriter:
             offset = await self.sink.append(self._part, held.record)
         except OSError:
             return False
-        self._appended(held.record, offset)
+        self._appended(held.record, offset, held.first_sample + held.samples)
         self._held = None
         lost_ms = round((time.monotonic() - held.since) * 1000)
         log.warning(
@@ -538,12 +541,13 @@ class RecordingWriter:
         except OSError as exc:
             self._hold(record, first_sample, samples, exc)
             raise _NoRoom from exc
-        self._appended(record, offset)
+        self._appended(record, offset, first_sample + samples)
         return True
 
-    def _appended(self, record: bytes, offset: int) -> None:
+    def _appended(self, record: bytes, offset: int, stored_samples: int) -> None:
         if self._part.offset + offset != self.blob_offset:
             log.error("stream offset mismatch", extra={"recording_id": self.recording_id})
         self.blob_offset += len(record)
         self.next_index += 1
+        self.stored_samples = stored_samples
         self.stats.chunks += 1

@@ -125,11 +125,12 @@ async def recorded_leg(client: TestClient, owner: Customer) -> Leg:
 
 
 async def sealed_before_fill(leg: Leg) -> int:
-    """Talk, and wait until all but the jitter allowance is sealed: the bytes that must
-    survive the fill."""
+    """Talk, and wait until all but the jitter allowance is sealed and appended: the bytes
+    that must survive the fill (the timeline's count runs ahead of a chunk in flight, which
+    the fill may refuse)."""
     await leg.talk(3)
-    await eventually(lambda: leg.writer.timeline.out_samples >= (leg.sent - 10) * FRAME_BYTES)
-    return int(leg.writer.timeline.out_samples)
+    await eventually(lambda: leg.writer.stored_samples >= (leg.sent - 10) * FRAME_BYTES)
+    return int(leg.writer.stored_samples)
 
 
 async def gaps_of(client: TestClient, owner: Customer, rec: str) -> list[dict[str, Any]]:

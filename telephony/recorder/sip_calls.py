@@ -543,11 +543,10 @@ class SipCalls(Sessions):
         )
 
     async def _release_held(self) -> None:
-        """Every PLAYOUT_TICK_S, what each leg's jitter window holds goes out once it is
-        `playout` old: the last packets before a pause are not held up until the next
-        comes, and two streams reach the writer equally late, whatever their packet
-        lengths. One task for the node, not a timer per packet (a fifth of the RTP path's
-        CPU, bench/rtp.py)."""
+        """Every PLAYOUT_TICK_S, what a leg holds behind a missing packet goes out once it
+        is `playout` old, though nothing more comes (the last packets before a pause, or a
+        stream that stops). One task for the node, not a timer per packet; it visits only
+        the legs that hold something (a stream that loses or reorders packets)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(PLAYOUT_TICK_S)

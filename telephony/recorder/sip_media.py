@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from telephony.domain.tracks import INBOUND
-from telephony.media.events import Audio
 from telephony.media.rtp.ports import Bound
 from telephony.media.rtp.stream import Digit, Placed, RtpStream
 from telephony.media.sip import metadata
@@ -52,7 +51,7 @@ class Leg:
         out = rtp.receive(data, source, now)
         if out:
             call.deliver(self, out)
-        if self.holding is not None and rtp.due is not None:
+        if rtp.held and self.holding is not None:
             self.holding.add(self)  # SipCalls._release_held gives them out when due
 
     def release(self, now: float) -> bool:
@@ -93,17 +92,16 @@ class SipCall:
     metrics: Metrics | None = None
 
     def deliver(self, leg: Leg, out: Sequence[Placed | Digit]) -> None:
-        writer = self.live.writer
+        writer, live, track, wall_start = self.live.writer, self.live, leg.track, self.wall_start
         for item in out:
-            if not isinstance(item, Placed):
+            if type(item) is not Placed:
                 continue  # digits: the recorder keeps none, as from the WebSocket dialects
-            self.live.frames += 1
-            if self.metrics is not None and self.live.frames % METRIC_EVERY == 0:
+            live.frames += 1
+            if self.metrics is not None and live.frames % METRIC_EVERY == 0:
                 # How far the placed audio runs behind its place on the recording clock:
                 # the jitter window's playout, and whatever the node falls behind by.
                 lag_s = asyncio.get_running_loop().time() - self.started - item.position / CLOCK_HZ
                 self.metrics.media_lag.observe(lag_s)
             if writer is not None:
-                arrival = self.wall_start + timedelta(seconds=item.arrival)
-                audio = Audio(leg.track, item.payload, None, None, None, item.position)
-                writer.offer(audio, arrival)
+                arrival = wall_start + timedelta(seconds=item.arrival)
+                writer.offer_placed(track, item.payload, item.position, arrival)

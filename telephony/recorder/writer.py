@@ -206,6 +206,19 @@ class RecordingWriter:
         # placed after the last one *received*, dropped or not, so silence mode fills
         # a pause with silence of its length.
         self._next_pos[channel] = position + samples
+        self._admit(channel, position, audio.payload, arrival, samples)
+
+    def offer_placed(self, track: str, payload: bytes, position: int, arrival: datetime) -> None:
+        """`offer` for audio already placed on the stream's clock (RTP's): the same window
+        and queue, without an `Audio` made for each packet."""
+        self.stats.frames_in += 1
+        channel = self._channel_of.get(track)
+        if channel is not None:
+            self._admit(channel, position, payload, arrival, len(payload) // self._width)
+
+    def _admit(
+        self, channel: int, position: int, payload: bytes, arrival: datetime, samples: int
+    ) -> None:
         windows = self.windows
         if self._closed or not windows:
             self.stats.frames_dropped_window += 1
@@ -221,7 +234,7 @@ class RecordingWriter:
         else:
             self._in_order = False  # by_window then checks every frame, from now on
         if len(self._inbox) < self.queue_bound:
-            self._inbox.append(Frame(channel, position, audio.payload, arrival, samples))
+            self._inbox.append(Frame(channel, position, payload, arrival, samples))
         else:
             self.stats.frames_dropped_overflow += 1
             if self._overflow_since is None:

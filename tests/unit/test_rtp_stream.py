@@ -50,9 +50,11 @@ def stream() -> RtpStream:
 def feed(
     s: RtpStream, packets: list[tuple[bytes, float]], source: tuple[str, int] = SBC
 ) -> list[Placed | Digit]:
+    """Each packet, then the node's playout tick at its arrival (SipCalls._release_held)."""
     out: list[Placed | Digit] = []
     for data, at in packets:
         out += s.receive(data, source, at)
+        out += s.release(at)
     return out + s.release(packets[-1][1] + 1.0, everything=True)
 
 
@@ -269,7 +271,7 @@ def test_a_flood_from_another_port_of_the_senders_address_leaves_the_stream_whol
     out: list[Placed | Digit] = []
     packets = talk(55)
     for n, (data, at) in enumerate(packets):
-        out += s.receive(data, SBC, at)
+        out += s.receive(data, SBC, at) + s.release(at)
         if n >= 5:  # a second of 20,000 packets a second, 400 between each two frames
             for k in range(400):
                 s.receive(flood, (SBC[0], 50000), at + 0.0001 + k * 0.02 / 400)
@@ -285,7 +287,8 @@ def test_a_flood_from_another_port_of_the_senders_address_leaves_the_stream_whol
 def test_any_datagrams_are_placed_or_dropped_and_nothing_else(datagrams: list[bytes]) -> None:
     s = stream()
     for i, data in enumerate(datagrams):
-        for item in s.receive(data, SBC, 1.0 + i * 0.02):
+        at = 1.0 + i * 0.02
+        for item in [*s.receive(data, SBC, at), *s.release(at)]:
             assert isinstance(item, Placed | Digit)
 
 

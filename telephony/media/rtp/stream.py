@@ -15,7 +15,10 @@ digits, the same shapes the WebSocket dialects give the recorder:
 - a stream, and each new SSRC, is anchored at its first packet's arrival (no
   earlier than what was already placed); positions follow the RTP timestamp
   from there, compared as signed 32-bit numbers, so its wrap does no harm;
-- the held packets go out in sequence order once they are `playout` old.
+- a packet next in sequence goes out at once; after a gap, the packets behind it are
+  held until it fills or they are `playout` old, and go out in sequence order. The
+  writer judges each by its arrival, so going out early changes no recording; and it
+  keeps the jitter window's cost to the streams that lose or reorder packets.
 Gaps are left to the recorder's timeline, which fills them with silence.
 """
 
@@ -25,6 +28,7 @@ import heapq
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 HEADER = struct.Struct("!BBHII")
 MAX_DATAGRAM = 1500  # G.711 at 120 ms is 960 bytes of payload
@@ -42,8 +46,9 @@ BURST = 100.0
 DTMF = "0123456789*#ABCD"
 
 
-@dataclass(frozen=True)
-class Placed:
+class Placed(NamedTuple):
+    """Tuples, not dataclasses: one of each is made for every packet of every leg."""
+
     position: int  # in samples of the recording's clock
     payload: bytes  # codec bytes as received
     arrival: float  # when it was received (the recording clock): the window judges that
@@ -56,8 +61,7 @@ class Digit:
     duration_ms: int
 
 
-@dataclass(frozen=True)
-class Packet:
+class Packet(NamedTuple):
     marker: bool
     pt: int
     seq: int
@@ -79,6 +83,8 @@ def parse(data: bytes) -> Packet:
     if len(data) < HEADER.size:
         raise Dropped("short")
     first, second, seq, ts, ssrc = HEADER.unpack_from(data)
+    if first == 0x80 and second < 128:  # the usual: no CSRC, extension, padding, marker
+        return Packet(False, second, seq, ts, ssrc, data[HEADER.size :])
     if first >> 6 != 2:
         raise Dropped("not_rtp")
     if 192 <= second <= 223:
@@ -130,7 +136,9 @@ class RtpStream:
     _source: _Source | None = None
     _latched_at: float = 0.0  # arrival time of the latched source's last packet
     _probation: list[tuple[Packet, tuple[str, int], float]] = field(default_factory=list)
-    _held: list[tuple[int, float, Packet]] = field(default_factory=list)  # heap by ext. seq
+    # The jitter window, a heap by extended sequence number: public, so the node's tick
+    # asks whether a stream holds any with a truth test, not a call a packet.
+    held: list[tuple[int, float, Packet]] = field(default_factory=list)
     _released: int = -1  # the extended sequence number last sent out
     _placed_end: int = 0  # the sample after the last placed audio
     _told: dict[tuple[int, int], None] = field(default_factory=dict)  # (ssrc, ts) of digits told
@@ -139,7 +147,10 @@ class RtpStream:
     _others_budget: _Bucket = field(default_factory=lambda: _Bucket())
 
     def receive(self, data: bytes, source: tuple[str, int], now: float) -> list[Placed | Digit]:
-        """One datagram from `source` at `now` (seconds on the recording clock)."""
+        """One datagram from `source` at `now` (seconds on the recording clock), and what
+        goes out with it: itself when it is next in sequence (and whatever waited behind
+        it), nothing when one before it is missing. Held packets that are `playout` old go
+        out by `release`, which one task calls each tick for the streams that hold some."""
         current = self._source
         latched = current is not None and source == current.address
         budget = self._latched_budget if latched else self._others_budget
@@ -160,37 +171,38 @@ class RtpStream:
         if packet.pt not in (self.audio_pt, self.event_pt):
             self.drops["unknown_pt"] += 1
             return []
-        out: list[Placed | Digit] = []
-        if current is None or packet.ssrc != current.ssrc or source != current.address:
+        if current is None or packet.ssrc != current.ssrc or not latched:
             quiet = now - self._latched_at
-            wait = SSRC_QUIET_S if current and source == current.address else RELATCH_SILENCE_S
+            wait = SSRC_QUIET_S if latched else RELATCH_SILENCE_S
             if current is not None and quiet < wait:
                 # Another sender while the latched one talks (an injection), or a second
                 # SSRC interleaved with the first (the first is kept): neither is recorded.
                 self.drops["other_source"] += 1
                 return []
-            out += self._on_probation(packet, source, now)
-        else:
-            self._latched_at = now
-            out += self._sequenced(packet, now)
-        return out + self.release(now)
+            return self._on_probation(packet, source, now)
+        self._latched_at = now
+        return self._sequenced(packet, now)
 
     @property
     def due(self) -> float | None:
         """When the next held packet is `playout` old (recording clock), if one is held:
-        released then, every stream's packets reach the recorder equally late."""
-        return self._held[0][1] + self.playout_s if self._held else None
+        the packet missing before it is given up then."""
+        return self.held[0][1] + self.playout_s if self.held else None
 
     @property
     def backlog(self) -> int:
         """Packets held (the jitter window and probation): a few, whatever arrives."""
-        return len(self._held) + len(self._probation)
+        return len(self.held) + len(self._probation)
 
     def release(self, now: float, *, everything: bool = False) -> list[Placed | Digit]:
-        """The held packets that are `playout` old (all of them at the end), in order."""
+        """The held packets that are next in sequence or `playout` old (all of them at the
+        end), in order: a packet waits only while one before it is missing."""
         out: list[Placed | Digit] = []
-        while self._held and (everything or now - self._held[0][1] >= self.playout_s):
-            ext, arrival, packet = heapq.heappop(self._held)
+        held = self.held
+        while held and (
+            everything or held[0][0] <= self._released + 1 or now - held[0][1] >= self.playout_s
+        ):
+            ext, arrival, packet = heapq.heappop(held)
             if ext <= self._released:
                 self.drops["duplicate"] += 1
                 continue
@@ -211,7 +223,7 @@ class RtpStream:
                 self._latch(waiting, now)
                 for held, _, at in waiting:
                     self._hold(held, at)
-                return out
+                return out + self.release(now)
             self._probation = waiting
             return []
         self._probation = [(packet, source, now)]
@@ -246,12 +258,18 @@ class RtpStream:
             out = self.release(now, everything=True)
             self._latch([(packet, source.address, now)], now)
             self._hold(packet, now)
-            return out
+            return out + self.release(now)
         else:
             source.bad_seq = (packet.seq + 1) % 65536
             self.drops["sequence_jump"] += 1
             return []
-        heapq.heappush(self._held, (ext, now, packet))
+        if ext == self._released + 1:
+            if not self.held:  # in sequence, nothing missing before it: the usual
+                self._released = ext
+                return self._place(packet, now)
+            heapq.heappush(self.held, (ext, now, packet))
+            return self.release(now)  # it fills a gap: what waited behind it follows
+        heapq.heappush(self.held, (ext, now, packet))
         return []
 
     def _hold(self, packet: Packet, now: float) -> None:
@@ -260,7 +278,7 @@ class RtpStream:
         assert source is not None
         ext = source.highest + (packet.seq - source.highest) % 65536
         source.highest = max(source.highest, ext)
-        heapq.heappush(self._held, (ext, now, packet))
+        heapq.heappush(self.held, (ext, now, packet))
 
     # -- placement -------------------------------------------------------------------------
 

@@ -128,6 +128,32 @@ def test_reordered_packets_within_the_playout_come_out_in_order() -> None:
     assert [o.payload for o in out] == [p[0][12:] for p in packets]
 
 
+def test_a_packet_in_sequence_goes_out_at_once_and_only_those_behind_a_gap_wait() -> None:
+    """SIP.md 6: the jitter window reorders; it need not delay what is already in order
+    (the writer judges each packet by its arrival, not by when it is given out)."""
+    s = stream()
+    packets = talk(12)
+    payload = [data[12:] for data, _ in packets]
+
+    at_once = [len(audio(s.receive(data, SBC, at))) for data, at in packets[:4]]
+    behind_gap = [audio(s.receive(data, SBC, at)) for data, at in packets[5:7]]
+    early = audio(s.release(packets[6][1] + 0.01))  # 30 ms after seq 5 came: under 60
+    filled = audio(s.receive(packets[4][0], SBC, packets[6][1] + 0.02))
+    held_after_fill = s.backlog
+    after_gap = [audio(s.receive(data, SBC, at)) for data, at in packets[8:10]]  # 7 lost
+    due = s.due
+    not_yet = audio(s.release(packets[8][1] + 0.05))
+    given_up = audio(s.release(packets[8][1] + 0.06))
+
+    assert at_once == [0, 2, 1, 1]  # two in probation, then each as it comes
+    assert behind_gap == [[], []] and early == []
+    assert [o.payload for o in filled] == payload[4:7]  # the filler, and what waited for it
+    assert held_after_fill == 0
+    assert after_gap == [[], []] and due == pytest.approx(packets[8][1] + 0.06)
+    assert not_yet == []
+    assert [o.payload for o in given_up] == payload[8:10]  # seq 7 given up, 8 and 9 in order
+
+
 def test_duplicates_and_packets_later_than_the_window_are_dropped_and_counted() -> None:
     s = stream()
     packets = talk(10)

@@ -120,6 +120,34 @@ class FilesystemBlobStore:
         os.replace(tmp, path)
         fsync_dir(path.parent)
 
+    async def put_file(self, key: str, path: Path) -> None:
+        await self.run(self._put_file, self._path(key), path)
+
+    @classmethod
+    def _put_file(cls, path: Path, source: Path) -> None:
+        """A second name for the file's bytes where the store is on the spool's filesystem
+        (the usual: both under the data directory), a copy elsewhere. The link spares a
+        copy, a second write of every byte to the disk, and freeing them again when the
+        spool's name goes: a tenth of the RTP path's CPU at 300 legs (bench/rtp.py)."""
+        make_parents(path)
+        tmp = path.with_name(f"{path.name}{_TMP_MARK}{secrets.token_hex(6)}")
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem (EXDEV), or one without hard links
+            cls._put(path, source.read_bytes())
+            return
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the spool synced it already: nothing to write, as a rule
+            finally:
+                os.close(fd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
     async def put_stream(self, key: str, pieces: AsyncIterable[bytes]) -> int:
         path = self._path(key)
         tmp = path.with_name(f"{path.name}{_TMP_MARK}{secrets.token_hex(6)}")

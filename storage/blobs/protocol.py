@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -29,6 +30,11 @@ class BlobRange:
 class BlobStore(Protocol):
     async def put(self, key: str, data: bytes) -> None:
         """Durable when it returns; putting the same bytes again is harmless."""
+        ...
+
+    async def put_file(self, key: str, path: Path) -> None:
+        """`put` of a local file's bytes (a spool part, written and synced, never appended
+        to again): the file stays where it is, and may be removed once this returns."""
         ...
 
     async def put_stream(self, key: str, pieces: AsyncIterable[bytes]) -> int:

@@ -26,6 +26,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
@@ -93,6 +94,10 @@ class RegionalBlobStore:
     async def put(self, key: str, data: bytes) -> None:
         target = await self._route(key) or self.regions[self.default]
         await target.store.put(key, data)
+
+    async def put_file(self, key: str, path: Path) -> None:
+        target = await self._route(key) or self.regions[self.default]
+        await target.store.put_file(key, path)
 
     async def put_stream(self, key: str, pieces: AsyncIterable[bytes]) -> int:
         target = await self._route(key) or self.regions[self.default]

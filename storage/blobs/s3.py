@@ -21,6 +21,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -160,6 +161,9 @@ class S3BlobStore:
                 )
         except (ClientError, BotoCoreError) as exc:
             raise Unavailable(f"the object store refused a write: {_reason(exc)}") from None
+
+    async def put_file(self, key: str, path: Path) -> None:
+        await self.put(key, await asyncio.to_thread(path.read_bytes))
 
     async def copy_to(self, key: str, target: S3BlobStore, target_key: str) -> None:
         """A server-side copy into `target`, a store in the same bucket (backups, S8): no

@@ -116,6 +116,10 @@ class Spool:
 
     # -- shipping and recovery ---------------------------------------------------
 
+    def file_of(self, part: Part) -> Path:
+        """Where the part's bytes are (a whole part goes to the store by `put_file`)."""
+        return self._path(part)
+
     async def read(self, part: Part) -> bytes:
         return await self.threads.run(self._path(part).read_bytes)
 

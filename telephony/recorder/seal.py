@@ -66,15 +66,15 @@ class ChunkSink:
         }
 
     async def ship(self, part: Part, *, limit: int | None = None) -> None:
-        """Move a whole part from the spool to the blob store (put, then remove).
+        """Move a whole part from the spool to the blob store (put, then remove; on the
+        spool's filesystem the put is a second name for the same file).
 
         `limit`: ship only its first bytes (recovery, when a crash cut the last
         record short); none at all just removes it.
         """
-        data = await self.spool.read(part)
-        if limit is not None:
-            data = data[:limit]
-        if data:
+        if limit is None:
+            await self.store.put_file(part.key, self.spool.file_of(part))
+        elif data := (await self.spool.read(part))[:limit]:
             await self.store.put(part.key, data)
         await self.spool.remove(part)
 

@@ -3,6 +3,7 @@ real S3-protocol server, moto, on 127.0.0.1): every caller works on either."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -58,6 +59,52 @@ async def test_a_missing_blob_is_not_found_and_a_short_one_an_integrity_failure(
         await store.read_ranges([BlobRange("recordings/rec_b/audio-0000000000000000", 0, 1)])
     with pytest.raises(IntegrityFailure):
         await store.read_ranges([BlobRange("recordings/rec_a/audio-0000000000000000", 2, 10)])
+
+
+async def test_a_put_file_reads_back_whole_and_the_file_may_go(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    part = tmp_path / "part"
+    await asyncio.to_thread(part.write_bytes, b"sealed records" * 100)
+
+    await store.put_file("recordings/rec_a/audio-0000000000000000", part)
+    await asyncio.to_thread(part.unlink)  # the spool's name goes once the ship returns
+
+    [whole] = await store.read_ranges(
+        [BlobRange("recordings/rec_a/audio-0000000000000000", 0, 1400)]
+    )
+    assert whole == b"sealed records" * 100
+
+
+async def test_a_put_file_on_the_same_filesystem_is_a_link_and_elsewhere_a_copy(
+    tmp_path: Path,
+) -> None:
+    """The spool and the store under one data directory: the part's bytes are not
+    written twice. Across filesystems (/dev/shm, a tmpfs) the link fails and a copy
+    goes in its place, just as whole."""
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    near = tmp_path / "near"
+    far = Path("/dev/shm") / f"part-{tmp_path.name}"
+    await asyncio.to_thread(near.write_bytes, b"a" * 4096)
+    await asyncio.to_thread(far.write_bytes, b"b" * 4096)
+    blobs = tmp_path / "blobs/recordings"
+    try:
+        await store.put_file("recordings/rec_a/audio-0000000000000000", near)
+        await store.put_file("recordings/rec_b/audio-0000000000000000", far)
+        linked = await asyncio.to_thread((blobs / "rec_a/audio-0000000000000000").stat)
+        copied = await asyncio.to_thread((blobs / "rec_b/audio-0000000000000000").stat)
+        original = await asyncio.to_thread(near.stat)
+        [far_bytes] = await store.read_ranges(
+            [BlobRange("recordings/rec_b/audio-0000000000000000", 0, 4096)]
+        )
+        left = await asyncio.to_thread(lambda: list(blobs.rglob("*.tmp-*")))
+    finally:
+        await asyncio.to_thread(far.unlink)
+        await store.close()
+
+    assert linked.st_ino == original.st_ino and linked.st_nlink == 2
+    assert copied.st_nlink == 1 and far_bytes == b"b" * 4096
+    assert left == []  # no temporary name
 
 
 async def test_listing_takes_whole_key_segments_sorted(store: BlobStore) -> None:

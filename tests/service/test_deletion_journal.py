@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 from aiohttp.test_utils import TestClient
@@ -25,6 +26,9 @@ class DownStore:
     """A blob store that does not answer, as an unreachable object store."""
 
     async def put(self, key: str, data: bytes) -> None:
+        raise Unavailable("the object store refused a write: test")
+
+    async def put_file(self, key: str, path: Path) -> None:
         raise Unavailable("the object store refused a write: test")
 
     async def read_ranges(self, ranges: list[BlobRange]) -> list[bytes]:

@@ -44,6 +44,8 @@ from tests.support.sip import Dialog, RtpSender, SipCaller, offer
 from tests.support.sipp_peer import free_udp_port, sipp
 from tests.support.waiting import eventually
 
+ALAW_SILENCE = b"\xd5"
+
 
 @pytest.fixture
 async def caller(client: TestClient) -> SipCaller:
@@ -397,6 +399,61 @@ async def test_a_siprec_session_from_sipp_puts_each_stream_on_its_senders_side(
     assert VOICE * 100 in counterparts, frames_found(counterparts, VOICE)
     got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
     assert got["source"] == "siprec"
+
+
+async def test_one_stream_losing_and_reordering_packets_stays_aligned_with_the_other(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """SIP.md 6: packets behind a gap wait (80 ms) while the other stream's go on at once;
+    the writer places both by position, so neither side loses a byte (a wait of 1.5 s does
+    lose some: the test can fail). A lost packet is A-law silence in its place, and the
+    reordered pair is put back in order."""
+    call = await consented_call(client, owner)
+    rec = await start_recording(client, owner, call["id"])
+    xml = two_party_metadata(call["from"], call["counterparts"][0]["number"])
+    senders = [await rtp_from(), await rtp_from()]
+    body = siprec_body(offer(senders[0].port, streams=2, label=True), xml)
+    dialog = await caller.invite(
+        call["media"]["token"], body, headers=SIPREC, content_type="multipart/mixed;boundary=b1"
+    )
+    assert dialog.answer.status == 200, dialog.answer
+    for sender, port in zip(senders, dialog.rtp_ports, strict=True):
+        sender.to = ("127.0.0.1", port)
+    frames = [bytes([0x20 + n]) * 160 for n in range(100)]
+    customer_side = [senders[0].packet(f) for f in frames]
+    other_side = [senders[1].packet(f) for f in frames]
+    lost, swapped = range(5, 100, 10), 40  # a gap every 200 ms: some seal meets one
+    other_side[swapped], other_side[swapped + 1] = other_side[swapped + 1], other_side[swapped]
+    for n in lost:
+        other_side[n] = b""  # numbered, never sent
+
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def send(n: int) -> None:
+        for sender, packets in zip(senders, (customer_side, other_side), strict=True):
+            if packets[n]:
+                sender.transport.sendto(packets[n], sender.to)  # type: ignore[union-attr]
+        if n == len(frames) - 1:
+            done.set_result(None)
+
+    start = loop.time()
+    for n in range(len(frames)):
+        loop.call_at(start + 0.02 * n, send, n)
+    await done
+    await eventually(lambda: frames_received(client, call["id"]) >= 2 * len(frames) - len(lost))
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    for sender in senders:
+        sender.close()
+    await eventually(lambda: status_is(pool, rec["id"], "completed"), timeout_s=10)
+
+    url = f"/v1/recordings/{rec['id']}/audio?encoding=alaw"
+    wav = await (await client.get(url, headers=owner.auth)).read()
+    data = wav[wav.index(b"data") + 8 :]
+    counterparts, customer = data[0::2], data[1::2]
+    heard = [ALAW_SILENCE * 160 if n in lost else f for n, f in enumerate(frames)]
+    assert b"".join(frames) in customer, frames_found(customer, frames[0])
+    assert b"".join(heard) in counterparts, frames_found(counterparts, frames[0])
 
 
 def frames_found(channel: bytes, frame: bytes) -> str:

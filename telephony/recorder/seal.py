@@ -2,11 +2,11 @@
 
 Why shared: each writer sealing on its own timer paid a database round trip,
 a pool acquire and a thread hop per chunk, about 2 ms of CPU; with 200
-recordings that was half a core. Here every writer wakes on the same tick,
-and the chunks they seal in that turn go to PostgreSQL as one statement and
-to the spool as one worker-thread hop. Each writer still awaits its own
-chunk's verdict, so the order per recording (row, then seal, then append)
-and the window rule are unchanged.
+recordings that was half a core. Here the writers wake on a shared clock, a
+quarter of them a tick (SEAL_GROUPS), and the chunks they seal in that turn
+go to PostgreSQL as one statement and to the spool as one thread hop. Each
+writer still awaits its own chunk's verdict, so the order per recording
+(row, then seal, then append) and the window rule are unchanged.
 
 Parts of a recording's stream move from the spool to the blob store here
 too (`ship`): a whole part is put, then removed from the spool.
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 DATABASE_WAIT_S = 120.0  # then the turn fails as before (logged, frames past the bound dropped)
 
 SEAL_INTERVAL_S = 0.8  # with the jitter allowance, a crash loses under one second
+# The writers seal in this many groups, one a tick, each every SEAL_INTERVAL_S: all at once,
+# 400 RTP legs held the loop up to 100 ms each turn, and their packets waited (p99 lag
+# 300 ms, bench/rtp.py). A quarter at a time still makes one statement of many rows.
+SEAL_GROUPS = 4
 
 
 class Sealing(Protocol):
@@ -46,7 +50,8 @@ class ChunkSink:
         self.store = store
         self._rows: Batcher[ChunkRow, bool] = Batcher(self._insert_rows)
         self._appends: Batcher[tuple[Part, bytes], int] = Batcher(spool.append_many)
-        self._writers: set[Sealing] = set()
+        self._writers: dict[Sealing, int] = {}  # each writer's group, fixed while it lives
+        self._joined = 0
         self._clock: asyncio.Task[None] | None = None
 
     async def record(self, row: ChunkRow) -> bool:
@@ -79,12 +84,13 @@ class ChunkSink:
         await self.spool.remove(part)
 
     def register(self, writer: Sealing) -> None:
-        self._writers.add(writer)
+        self._writers[writer] = self._joined % SEAL_GROUPS
+        self._joined += 1
         if self._clock is None or self._clock.done():
             self._clock = asyncio.create_task(self._tick(), name="seal-clock")
 
     def unregister(self, writer: Sealing) -> None:
-        self._writers.discard(writer)
+        self._writers.pop(writer, None)
 
     async def close(self) -> None:
         if self._clock is not None:
@@ -93,10 +99,13 @@ class ChunkSink:
                 await self._clock
 
     async def _tick(self) -> None:
+        turn = 0
         while self._writers:
-            await asyncio.sleep(SEAL_INTERVAL_S)
-            for writer in list(self._writers):
-                writer.wake()
+            await asyncio.sleep(SEAL_INTERVAL_S / SEAL_GROUPS)
+            for writer, group in list(self._writers.items()):
+                if group == turn:
+                    writer.wake()
+            turn = (turn + 1) % SEAL_GROUPS
 
     async def _insert_rows(self, rows: list[ChunkRow]) -> list[bool | BaseException]:
         """The batch's rows, waiting out a database that is gone (a restart, a fail-over).

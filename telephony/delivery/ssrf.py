@@ -73,6 +73,11 @@ def screen_url(url: str, allow_private: bool) -> tuple[str, int]:
     except ValueError:
         raise TargetRefused("the URL's port is not valid") from None
     host = parts.hostname
+    if not _is_ip(host):
+        try:
+            host.encode("idna")  # what the HTTP client does with it, raising UnicodeError
+        except UnicodeError:
+            raise TargetRefused("the URL's host is not a valid name") from None
     if not allow_private and _is_ip(host):
         reason = address_refusal(host)
         if reason is not None:

@@ -506,6 +506,8 @@ async def test_after_a_rotation_deliveries_are_signed_with_the_new_secret(
         "http://0.0.0.0/hook",
         "http://localhost:8080/hook",
         "ftp://files.example.com/hook",
+        "https://hooks..example.com/hook",  # an empty label: no name the client can encode
+        f"https://{'x' * 64}.example.com/hook",  # a label past 63 characters
     ],
 )
 async def test_a_webhook_url_reaching_a_non_public_address_is_refused(
@@ -557,6 +559,35 @@ async def test_delivery_checks_the_address_again_and_refuses_a_private_one(
     assert event.last_error is not None
     assert event.last_error.startswith("refused: ")
     assert "loopback" in event.last_error
+
+
+async def test_a_stored_url_whose_host_is_no_name_is_a_refused_attempt_not_an_error(
+    client: TestClient,
+    owner: Customer,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by the fuzzer: a host the HTTP client cannot IDNA-encode raised UnicodeError
+    out of the delivery step (an error in the log, each pass). Refused, it is one failed
+    attempt with its reason, retried like any other; registering it is a 422."""
+    await subscribe(client, owner, receiver)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE accounts SET webhook_url = $1 WHERE id = $2",
+            "https://hooks..example.com/hook",
+            owner.account_id,
+        )
+    await consented_call(client, owner)
+
+    delivered = await deliver(pool, settings)
+
+    assert delivered == 0
+    [event] = await events_of(pool, owner)
+    assert (event.status, event.attempts) == ("pending", 1)
+    assert event.last_error == "refused: the URL's host is not a valid name"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(

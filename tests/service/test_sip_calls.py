@@ -8,6 +8,8 @@ the customer gets back: the stored audio, byte for byte in the codec sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import resource
 import sys
@@ -760,28 +762,75 @@ async def test_a_metadata_update_naming_a_new_participant_pauses_until_they_cons
 async def test_a_stream_silent_for_30_seconds_ends_with_our_bye_like_a_vanished_websocket(
     client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
 ) -> None:
-    """The production 30 s (SILENCE_S): the SBC died without a BYE. Our BYE goes to it,
-    and the recording completes with what came, as when a WebSocket vanishes."""
+    """The production timers, side by side in one half minute:
+    - 30 s without RTP (SILENCE_S): the SBC died without a BYE. Our BYE goes to it, resent
+      after T1 when the first goes unanswered (Timer E), and the recording completes with
+      what came, as when a WebSocket vanishes;
+    - a 200 never ACKed: resent at T1, doubling to T2, and after Timer H (32 s) given up
+      with our BYE, the dialog gone (RFC 3261 §13.3.1.4)."""
     call = await consented_call(client, owner)
     rec = await start_recording(client, owner, call["id"])
-    rtp = await rtp_from()
+    unacked_call = await consented_call(client, owner)
+    vanished = await SipCaller(client.app[SIP].port).open()
+    rtp, alive = await rtp_from(), await rtp_from()
+    keep_alive: asyncio.Task[None] | None = None
+    loop = asyncio.get_running_loop()
     try:
         dialog = await caller.invite(call["media"]["token"], offer(rtp.port))
         rtp.to = ("127.0.0.1", dialog.rtp_ports[0])
+        unacked = await vanished.invite(
+            unacked_call["media"]["token"], offer(rtp.port + 2), ack=False
+        )
+        answered_at = loop.time()
+        resent_200s: list[tuple[int, float]] = []
+
+        async def until_our_bye() -> tuple[Request, float]:
+            """What reaches the caller that never ACKed, timed as it comes, up to our BYE."""
+            while True:
+                message = await vanished.receive(timeout_s=45)
+                if isinstance(message, Request):
+                    vanished.answer(message, 200, "OK")
+                    return message, loop.time() - answered_at
+                resent_200s.append((message.status, loop.time() - answered_at))
+
+        given_up = asyncio.create_task(until_our_bye())
+        # A packet a second keeps its RTP alive: what ends it is the missing ACK alone.
+        alive.to = ("127.0.0.1", unacked.rtp_ports[0])
+        keep_alive = asyncio.create_task(alive.play(VOICE, 45, every_s=1.0))
         await rtp.play(VOICE, 25)
-        loop = asyncio.get_running_loop()
         quiet_from = loop.time()
 
-        bye = await caller.receive(timeout_s=45)  # the recorder's own request
+        first = await caller.receive(timeout_s=45)  # the recorder's own request, unanswered
         waited_s = loop.time() - quiet_from
-        assert isinstance(bye, Request) and bye.method == "BYE", bye
-        assert bye.call_id == dialog.call_id and "no RTP" in (bye.headers.get("reason") or "")
-        caller.answer(bye, 200, "OK")
+        again = await caller.receive(timeout_s=5)
+        resent_after_s = loop.time() - quiet_from - waited_s
+        caller.answer(again, 200, "OK")  # type: ignore[arg-type]
         await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+        ours, given_up_s = await given_up
     finally:
         rtp.close()
+        vanished.close()
+        alive.close()  # its play ends, cancelled, at the next packet
+        if keep_alive is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
+    assert isinstance(first, Request) and first.method == "BYE", first
+    assert first.call_id == dialog.call_id and "no RTP" in (first.headers.get("reason") or "")
     assert 29 <= waited_s <= 35, waited_s
+    assert isinstance(again, Request) and again.method == "BYE"
+    assert again.headers.get("via") == first.headers.get("via")  # the same transaction
+    assert again.headers.get("cseq") == first.headers.get("cseq")
+    assert 0.4 <= resent_after_s <= 1.5, resent_after_s  # T1
     assert await stored_audio(client, rec["id"]) == VOICE * 25
+
+    assert ours.method == "BYE" and ours.call_id == unacked.call_id
+    assert "no ACK" in (ours.headers.get("reason") or "")
+    assert 31 <= given_up_s <= 36, given_up_s  # Timer H, 64 T1
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *(at for _, at in resent_200s)])]
+    assert {status for status, _ in resent_200s} == {200}
+    assert 0.4 <= gaps[0] <= 0.8 and 0.8 <= gaps[1] <= 1.4, gaps  # T1, then doubling
+    assert max(gaps) <= 4.6 and len(resent_200s) >= 8, gaps  # capped at T2 (4 s)
     assert client.app[SIP].sessions.dialogs == {}
 
 

@@ -175,10 +175,12 @@ class SipCaller:
         headers: tuple[str, ...] = (),
         content_type: str = "application/sdp",
         after: Dialog | None = None,
+        ack: bool = True,
     ) -> Dialog:
         """INVITE sip:<user>@recorder; the final answer, ACKed (a 2xx's ACK is its own
-        transaction; a non-2xx's reuses the INVITE's branch). `after`: the INVITE this one
-        retries (a digest challenge's answer): its Call-ID and From tag, CSeq + 1."""
+        transaction; a non-2xx's reuses the INVITE's branch) unless `ack` is False, as a
+        caller that vanished. `after`: the INVITE this one retries (a digest challenge's
+        answer): its Call-ID and From tag, CSeq + 1."""
         uri = f"sip:{user}@127.0.0.1:{self.target[1]}"
         if after is None:
             call_id, from_tag = secrets.token_hex(8) + "@127.0.0.1", secrets.token_hex(4)
@@ -198,15 +200,16 @@ class SipCaller:
         )
         answer = await self.final("INVITE")
         to = answer.headers.get("to") or ""
-        self.request(
-            "ACK",
-            uri,
-            call_id=call_id,
-            from_tag=from_tag,
-            to=to,
-            cseq=cseq,
-            branch=None if answer.status < 300 else branch,
-        )
+        if ack:
+            self.request(
+                "ACK",
+                uri,
+                call_id=call_id,
+                from_tag=from_tag,
+                to=to,
+                cseq=cseq,
+                branch=None if answer.status < 300 else branch,
+            )
         dialog = Dialog(call_id, from_tag, to, uri, cseq, answer)
         if answer.status == 200:
             dialog.rtp_ports = [

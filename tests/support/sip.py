@@ -176,6 +176,7 @@ class SipCaller:
         content_type: str = "application/sdp",
         after: Dialog | None = None,
         ack: bool = True,
+        timeout_s: float = 10.0,
     ) -> Dialog:
         """INVITE sip:<user>@recorder; the final answer, ACKed (a 2xx's ACK is its own
         transaction; a non-2xx's reuses the INVITE's branch) unless `ack` is False, as a
@@ -198,7 +199,7 @@ class SipCaller:
             headers=headers,
             content_type=content_type,
         )
-        answer = await self.final("INVITE")
+        answer = await self.final("INVITE", timeout_s)
         to = answer.headers.get("to") or ""
         if ack:
             self.request(

@@ -266,6 +266,7 @@ class SipCalls(Sessions):
             remote_cseq=request.cseq[0],
             started=loop.time(),
             wall_start=_now(),
+            clock=loop.time,
             siprec=siprec,
             described=described,
             metrics=self.metrics,

@@ -10,11 +10,11 @@ the jitter window: a packet that came before the start is never kept.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 from telephony.domain.tracks import INBOUND
 from telephony.media.rtp.ports import Bound
@@ -46,7 +46,7 @@ class Leg:
         call, rtp = self.call, self.rtp
         if call is None or rtp is None or call.ended:
             return
-        now = asyncio.get_running_loop().time() - call.started
+        now = call.clock() - call.started
         call.heard_at = now
         out = rtp.receive(data, source, now)
         if out:
@@ -90,9 +90,17 @@ class SipCall:
     expires_at: float | None = None  # loop time the caller's session refresh is due by
     described: metadata.Metadata | None = None  # SIPREC: who sends which stream
     metrics: Metrics | None = None
+    # The loop's clock, kept: asyncio.get_running_loop() makes a getpid() system call (its
+    # fork check), and a packet must not cost one.
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        # Arrivals become wall-clock times from this: fromtimestamp is half the cost of
+        # adding a timedelta, and it runs for every packet.
+        self._wall_epoch = self.wall_start.timestamp()
 
     def deliver(self, leg: Leg, out: Sequence[Placed | Digit]) -> None:
-        writer, live, track, wall_start = self.live.writer, self.live, leg.track, self.wall_start
+        writer, live, track, epoch = self.live.writer, self.live, leg.track, self._wall_epoch
         for item in out:
             if type(item) is not Placed:
                 continue  # digits: the recorder keeps none, as from the WebSocket dialects
@@ -100,8 +108,8 @@ class SipCall:
             if self.metrics is not None and live.frames % METRIC_EVERY == 0:
                 # How far the placed audio runs behind its place on the recording clock:
                 # the jitter window's playout, and whatever the node falls behind by.
-                lag_s = asyncio.get_running_loop().time() - self.started - item.position / CLOCK_HZ
+                lag_s = self.clock() - self.started - item.position / CLOCK_HZ
                 self.metrics.media_lag.observe(lag_s)
             if writer is not None:
-                arrival = wall_start + timedelta(seconds=item.arrival)
+                arrival = datetime.fromtimestamp(epoch + item.arrival, UTC)
                 writer.offer_placed(track, item.payload, item.position, arrival)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -75,6 +76,10 @@ def by_window(
         else:
             groups.setdefault(index, []).append(f)
     return groups, dropped
+
+
+def in_arrival_order(frames: Sequence[Frame]) -> bool:
+    return all(a.arrival <= b.arrival for a, b in pairwise(frames))
 
 
 @dataclass

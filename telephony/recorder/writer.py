@@ -61,6 +61,7 @@ from telephony.recorder.timeline import (
     Timeline,
     Window,
     by_window,
+    in_arrival_order,
 )
 from telephony.usecases import media_lifecycle
 
@@ -232,7 +233,7 @@ class RecordingWriter:
         if arrival >= self._latest_arrival:
             self._latest_arrival = arrival
         else:
-            self._in_order = False  # by_window then checks every frame, from now on
+            self._in_order = False  # by_window checks every frame this turn
         if len(self._inbox) < self.queue_bound:
             self._inbox.append(Frame(channel, position, payload, arrival, samples))
         else:
@@ -381,7 +382,11 @@ class RecordingWriter:
             self._drop_pending()
             return
         pending, self._pending = self._pending, []
-        groups, dropped = by_window(pending, self.windows, ordered=self._in_order)
+        # Order is judged a turn at a time: one frame out of order (a jitter window's
+        # release, a leg latched after the other) must not cost every later turn the
+        # frame-by-frame check.
+        ordered, self._in_order = self._in_order, True
+        groups, dropped = by_window(pending, self.windows, ordered=ordered)
         self.stats.frames_dropped_window += dropped
         unstored = len(pending) - dropped
         try:
@@ -394,7 +399,7 @@ class RecordingWriter:
                     ready = frames
                 unstored -= len(frames) - len(ready)  # those held for jitter stay pending
                 if ready:
-                    await self._store(index, ready)
+                    await self._store(index, ready, ordered=ordered)
                 unstored -= len(ready)
             if final:
                 await self._write(b"", 0, self.timeline.out_samples, None, None, final=True)
@@ -402,6 +407,8 @@ class RecordingWriter:
             # This turn's frames not yet stored are lost (a group partly stored counts whole).
             self.stats.frames_dropped_storage += unstored
             self._drop_pending()
+        if not ordered and not in_arrival_order(self._pending):
+            self._in_order = False  # what is held for the next turn is out of order still
         self._pending_bytes = sum(len(f.payload) for f in self._pending)
 
     def _drop_pending(self) -> None:
@@ -472,7 +479,7 @@ class RecordingWriter:
         }
         await media_lifecycle.report_gap(self.sink.pool, self.recording_id, gap)
 
-    async def _store(self, window: int, frames: list[Frame]) -> None:
+    async def _store(self, window: int, frames: list[Frame], *, ordered: bool) -> None:
         """Write one segment's frames: a chunk never spans two segments (the database checks)."""
         self.timeline.enter(window)
         if await self._write_frames(frames):
@@ -481,7 +488,7 @@ class RecordingWriter:
         # segments, keep only the frames inside them, and try once more.
         segments = await media_lifecycle.segments_of(self.sink.pool, self.recording_id)
         self.windows = [Window(s.started_at, s.ended_at) for s in segments]
-        groups, dropped = by_window(frames, self.windows, ordered=self._in_order)
+        groups, dropped = by_window(frames, self.windows, ordered=ordered)
         self.stats.frames_dropped_window += dropped
         for index, kept in sorted(groups.items()):
             self.timeline.enter(index)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 HEADER = struct.Struct("!BBHII")
+_SEQ_TS_SSRC = struct.Struct("!HII")  # the header past its first two bytes
 MAX_DATAGRAM = 1500  # G.711 at 120 ms is 960 bytes of payload
 COMFORT_NOISE_PT = 13
 MAX_DROPOUT = 3000  # RFC 3550 A.1
@@ -146,6 +147,9 @@ class RtpStream:
     _latched_budget: _Bucket = field(default_factory=lambda: _Bucket())
     _others_budget: _Bucket = field(default_factory=lambda: _Bucket())
 
+    def __post_init__(self) -> None:
+        self._discontinuity = round(DISCONTINUITY_S * self.clock_hz)
+
     def receive(self, data: bytes, source: tuple[str, int], now: float) -> list[Placed | Digit]:
         """One datagram from `source` at `now` (seconds on the recording clock), and what
         goes out with it: itself when it is next in sequence (and whatever waited behind
@@ -157,6 +161,24 @@ class RtpStream:
         if not budget.admit(now):
             self.drops["rate"] += 1
             return []
+        if (
+            latched
+            and not self.held
+            and HEADER.size < len(data) <= MAX_DATAGRAM
+            and data[0] == 0x80
+            and data[1] == self.audio_pt
+        ):
+            # The usual packet, fifty a second a leg: the latched source's audio, no CSRC,
+            # extension, padding or marker. Next in sequence with nothing held (then what
+            # went out last is the highest seen), it is placed here; anything else takes
+            # the full path below, which would do the same with it.
+            assert current is not None
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            highest = current.highest
+            if ssrc == current.ssrc and seq == (highest + 1) & 0xFFFF and highest == self._released:
+                self._latched_at = now
+                self._released = current.highest = highest + 1
+                return self._place_audio(ts, data[HEADER.size :], now)
         try:
             packet = parse(data)
         except Dropped as dropped:
@@ -285,21 +307,29 @@ class RtpStream:
     def _place(self, packet: Packet, arrival: float) -> list[Placed | Digit]:
         source = self._source
         assert source is not None
-        position = source.anchor_position + signed32(packet.ts - source.anchor_ts)
         if packet.pt == self.event_pt:
+            position = source.anchor_position + signed32(packet.ts - source.anchor_ts)
             return self._event(packet, position)
-        limit = round(DISCONTINUITY_S * self.clock_hz)
-        if position < self._placed_end - limit or position > self._placed_end + limit:
-            # A discontinuity (a restarted sender, a huge jump): re-anchor where we are.
-            source.anchor_ts, source.anchor_position = packet.ts, self._placed_end
-            position = self._placed_end
-        if position < self._placed_end:
-            self.drops["behind"] += 1  # would overwrite what is placed
+        return self._place_audio(packet.ts, packet.payload, arrival)
+
+    def _place_audio(self, ts: int, payload: bytes, arrival: float) -> list[Placed | Digit]:
+        source = self._source
+        assert source is not None
+        position = source.anchor_position + signed32(ts - source.anchor_ts)
+        placed_end = self._placed_end
+        if position != placed_end:  # not right after the last (a gap, a repeat, a jump)
+            limit = self._discontinuity
+            if position < placed_end - limit or position > placed_end + limit:
+                # A discontinuity (a restarted sender, a huge jump): re-anchor where we are.
+                source.anchor_ts, source.anchor_position = ts, placed_end
+                position = placed_end
+            if position < placed_end:
+                self.drops["behind"] += 1  # would overwrite what is placed
+                return []
+        if not payload:
             return []
-        if not packet.payload:
-            return []
-        self._placed_end = position + len(packet.payload)  # G.711: a byte a sample
-        return [Placed(position, packet.payload, arrival)]
+        self._placed_end = position + len(payload)  # G.711: a byte a sample
+        return [Placed(position, payload, arrival)]
 
     def _event(self, packet: Packet, position: int) -> list[Placed | Digit]:
         """RFC 4733: one digit per (SSRC, timestamp), told when its end packet comes, or

@@ -876,6 +876,80 @@ async def test_session_timers_make_the_caller_refresh_and_refuse_short_intervals
     assert (await caller.in_dialog(dialog, "BYE")).status == 200
 
 
+async def test_a_cancel_before_the_answer_ends_the_invite_487_and_leaves_nothing_set_up(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """RFC 3261 §9.2 (SIP.md 2.4): a CANCEL while the INVITE is still being set up gets its
+    own 200, and the INVITE ends 487; the stream it was claiming is let go, its ports go
+    back, and the call's token still works for the INVITE that follows.
+
+    The INVITE is held mid-setup by the test's own uncommitted claim on the call's
+    media_streams row (the server's insert waits on it), not by a sleep."""
+    call = await consented_call(client, owner)
+    sessions = client.app[SIP].sessions
+    free = sessions.ports.free
+    uri = f"sip:{call['media']['token']}@127.0.0.1:{caller.target[1]}"
+    call_id, from_tag = "cancelled-invite@127.0.0.1", "c1"
+    async with pool.acquire() as blocker:
+        held = blocker.transaction()
+        await held.start()
+        await blocker.execute(
+            "INSERT INTO media_streams (call_id, node_id, dialect, connected_at)"
+            " VALUES ($1, 'the-test', 'sip', now())",
+            call["id"],
+        )
+        branch = caller.request(
+            "INVITE",
+            uri,
+            call_id=call_id,
+            from_tag=from_tag,
+            to=f"<{uri}>",
+            cseq=1,
+            body=offer(40000),
+        )
+
+        async def insert_waits() -> bool:
+            waiting = await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'INSERT INTO media_streams%'"
+            )
+            return bool(waiting)
+
+        await eventually(insert_waits)
+        caller.request(
+            "CANCEL",
+            uri,
+            call_id=call_id,
+            from_tag=from_tag,
+            to=f"<{uri}>",
+            cseq=1,
+            branch=branch,
+        )
+        cancel = await caller.final("CANCEL")
+        assert cancel.status == 200
+        await held.rollback()  # the server's claim goes ahead, and finds the CANCEL
+    answered = await caller.final("INVITE")
+    assert (answered.status, answered.reason) == (487, "Request Terminated")
+    caller.request(
+        "ACK",
+        uri,
+        call_id=call_id,
+        from_tag=from_tag,
+        to=answered.headers.get("to") or "",
+        cseq=1,
+        branch=branch,
+    )
+    assert not sessions.dialogs
+    await eventually(lambda: sessions.ports.free == free)
+    streams = await pool.fetchval(
+        "SELECT count(*) FROM media_streams WHERE call_id = $1", call["id"]
+    )
+    assert streams == 0
+    dialog = await caller.invite(call["media"]["token"], offer(40000))
+    assert dialog.answer.status == 200  # nothing of the cancelled INVITE is in its way
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+
+
 async def test_a_cancel_after_the_200_changes_nothing_and_one_for_no_invite_is_481(
     client: TestClient, owner: Customer, caller: SipCaller
 ) -> None:

@@ -277,7 +277,7 @@ class SipCalls(Sessions):
         sides = _track_names(answered.streams, described, attached)
         for leg, accepted, track in zip(legs, answered.streams, sides, strict=True):
             leg.rtp = RtpStream(accepted.pt, accepted.event_pt, expected_ip=_ip(accepted.remote))
-            leg.track = track
+            leg.track, leg.remote, leg.line = track, accepted.remote, accepted.index
         call.on_hold = all(a.direction == "inactive" for a in answered.streams)
         codec = ENCODING[answered.streams[0].codec]
         start = StreamStart(None, tuple(sides), codec, CLOCK_HZ, request.call_id)  # type: ignore[arg-type]
@@ -347,34 +347,36 @@ class SipCalls(Sessions):
             if offer.origin and offer.origin[2] == call.offer_version:
                 return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
             ports = [leg.bound.port for leg in call.legs if leg.bound]
-            answered = sdp.answer(offer, ports)
+            # Zeros for lines beyond ours, so a new one is refused below by name.
+            answered = sdp.answer(offer, ports + [0] * len(offer.streams))
         except requests.Refusal as refusal:
             return self._answer(
                 request, peer, call, refusal.status, refusal.reason, *refusal.headers
             )
         except (sdp.SdpError, multipart.BadMultipart, metadata.BadMetadata) as exc:
             return self._answer(request, peer, call, 400, "Bad Request", warning(399, str(exc)))
-        except (sdp.NotAcceptable, ValueError):
+        except sdp.NotAcceptable as exc:
             return self._answer(
-                request, peer, call, 488, "Not Acceptable Here", warning(399, "streams changed")
+                request, peer, call, 488, "Not Acceptable Here", warning(exc.warning, exc.reason)
             )
-        if len(answered.streams) != len(call.legs) or any(
-            ENCODING[a.codec] != call.live.fmt.encoding
-            for a in answered.streams
-            if call.live.fmt is not None
-        ):
-            # A new stream or another codec mid-call is not taken yet: the call goes on.
-            return self._answer(
-                request,
-                peer,
-                call,
-                488,
-                "Not Acceptable Here",
-                warning(305, "the same streams and codec only"),
-            )
+        # A recording keeps its channels and its format (one WAV) from start to end: a
+        # re-offer that changes either is refused, and the call goes on as it was (RFC 3261
+        # §14.2).
+        if [a.index for a in answered.streams] != [leg.line for leg in call.legs]:
+            why = warning(399, "the same streams only: a recording keeps its channels")
+            return self._answer(request, peer, call, 488, "Not Acceptable Here", why)
+        fmt = call.live.fmt
+        if fmt is not None and any(ENCODING[a.codec] != fmt.encoding for a in answered.streams):
+            why = warning(305, "the same codec only: a recording keeps its format")
+            return self._answer(request, peer, call, 488, "Not Acceptable Here", why)
         for leg, accepted in zip(call.legs, answered.streams, strict=True):
             if leg.rtp is not None:
                 leg.rtp.audio_pt, leg.rtp.event_pt = accepted.pt, accepted.event_pt
+                moved_to = _ip(accepted.remote)
+                # A new c= or port latches anew; c=0.0.0.0 (an old-style hold) moves nothing.
+                if accepted.remote != leg.remote and moved_to is not None:
+                    leg.remote = accepted.remote
+                    leg.rtp.moved(moved_to)
         call.on_hold = all(a.direction == "inactive" for a in answered.streams)
         call.offer_version = offer.origin[2] if offer.origin else None
         body = answered.render(

@@ -38,6 +38,8 @@ class Leg:
     bound: Bound | None = None
     rtp: RtpStream | None = None
     track: str = INBOUND.name
+    line: int = 0  # its m= line in the offer
+    remote: tuple[str, int] | None = None  # where the offer last said it sends from
     call: SipCall | None = None  # set once the dialog exists: packets before it are dropped
 
     holding: set[Leg] | None = None  # the node's legs whose jitter window holds packets

@@ -321,6 +321,69 @@ async def test_hold_and_resume_by_re_invite_keep_the_ports_and_answer_each_offer
     assert (await caller.in_dialog(dialog, "BYE")).status == 200
 
 
+async def test_a_re_invite_moving_the_stream_records_the_new_sender_from_its_first_packet(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """After a transfer an SBC re-INVITEs with the stream's new media port (SIP.md 5: re-latch
+    on a new c=/port): the new sender's audio is kept from its first packet, though the old
+    one spoke a moment ago (without the re-offer it would wait 2 s of silence); the port
+    we answered stays the same."""
+    call = await consented_call(client, owner)
+    first, second = await rtp_from(), await rtp_from()
+    sdp = offer(first.port)
+    dialog = await caller.invite(call["media"]["token"], sdp)
+    first.to = second.to = ("127.0.0.1", dialog.rtp_ports[0])
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    await first.play(VOICE, 25)
+    await eventually(lambda: frames_received(client, call["id"]) >= 25)
+
+    moved = await caller.in_dialog(
+        dialog, "INVITE", bump(sdp).replace(f"m=audio {first.port} ", f"m=audio {second.port} ")
+    )
+    assert moved.status == 200 and f"m=audio {dialog.rtp_ports[0]} " in moved.body.decode()
+    await second.play(MARKER, 25)
+    await eventually(lambda: frames_received(client, call["id"]) >= 50)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    stored = await stored_audio(client, rec["id"])
+    assert stored.startswith(VOICE * 25) and stored.endswith(MARKER * 25)
+    first.close()
+    second.close()
+
+
+async def test_a_re_offer_adding_a_stream_or_changing_the_codec_is_488_and_the_call_goes_on(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """A recording keeps one format and its channels for its whole length (one WAV), so a
+    re-offer with another stream or only another codec is refused 488 with a Warning naming
+    which (RFC 3261 §14.2: the session goes on as it was), and the audio after it is kept."""
+    call = await consented_call(client, owner)
+    rtp = await rtp_from()
+    sdp = offer(rtp.port)
+    dialog = await caller.invite(call["media"]["token"], sdp)
+    rtp.to = ("127.0.0.1", dialog.rtp_ports[0])
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    await rtp.play(VOICE, 10)
+
+    two_streams = bump(sdp) + f"m=audio {rtp.port + 2} RTP/AVP 8 0 101\r\na=sendonly\r\n"
+    pcmu_only = bump(bump(sdp)).replace(" RTP/AVP 8 0 101", " RTP/AVP 0 101")
+    for changed, why in (
+        (two_streams, '399 recorder "the same streams only: a recording keeps its channels"'),
+        (pcmu_only, '305 recorder "the same codec only: a recording keeps its format"'),
+    ):
+        refused = await caller.in_dialog(dialog, "INVITE", changed)
+        assert (refused.status, refused.headers.get("warning")) == (488, why)
+    await rtp.play(MARKER, 10)
+    await eventually(lambda: frames_received(client, call["id"]) >= 20)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+    assert await stored_audio(client, rec["id"]) == VOICE * 10 + MARKER * 10
+    rtp.close()
+
+
 def bump(sdp: str) -> str:
     """The same offer with its o= version one up (a changed offer, RFC 3264 §8)."""
     head, _, rest = sdp.partition("o=caller ")

@@ -230,7 +230,7 @@ class SipCaller:
         headers: tuple[str, ...] = (),
     ) -> Response:
         dialog.cseq += 1
-        self.request(
+        branch = self.request(
             method,
             dialog.uri,
             call_id=dialog.call_id,
@@ -242,7 +242,7 @@ class SipCaller:
             headers=headers,
         )
         answer = await self.final(method)
-        if method == "INVITE":
+        if method == "INVITE":  # a non-2xx's ACK is in the INVITE's transaction, as above
             self.request(
                 "ACK",
                 dialog.uri,
@@ -250,6 +250,7 @@ class SipCaller:
                 from_tag=dialog.from_tag,
                 to=dialog.to,
                 cseq=dialog.cseq,
+                branch=None if answer.status < 300 else branch,
             )
         return answer
 

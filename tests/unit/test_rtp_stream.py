@@ -217,6 +217,22 @@ def test_a_latched_source_is_kept_while_it_talks_and_replaced_after_silence() ->
     assert len(audio(later)) == 5  # 3 s of silence: the newcomer latched
 
 
+def test_a_re_offer_moving_the_stream_latches_the_new_sender_at_once() -> None:
+    """SIP.md 5: re-latch on a new c=/port in a re-offer. The new sender (another media
+    server after a transfer) is recorded from its first packets, not after 2 s of silence
+    of the old one; the old address then counts as any other, and a new c= is the only
+    address believed."""
+    s = stream()
+    moved_to = ("198.51.100.9", 31000)
+    feed(s, talk(5))
+    s.moved(moved_to[0])
+    taken = feed(s, talk(5, seq0=40, ts0=900, t0=10.12, ssrc=0x5EC0), moved_to)
+    old = s.receive(rtp(1005, 5000 + 5 * FRAME), SBC, 10.3)  # the old sender, still talking
+
+    assert len(audio(taken)) == 5 and taken[0].position >= 10 * 8000 + 5 * FRAME
+    assert old == [] and s.drops["wrong_source"] == 1
+
+
 def test_an_ssrc_change_re_anchors_no_earlier_than_what_was_placed() -> None:
     s = stream()
     first = audio(feed(s, talk(10)))

@@ -205,6 +205,17 @@ class RtpStream:
         self._latched_at = now
         return self._sequenced(packet, now)
 
+    def moved(self, expected_ip: str | None) -> None:
+        """A re-offer names another address or port for this stream (media anchored
+        elsewhere, after a transfer): the latched address is believed no more, and the
+        first source to pass probation from the offer's address takes the stream at once,
+        not after RELATCH_SILENCE_S (SIP.md 5, "Source latching")."""
+        self.expected_ip = expected_ip
+        if self._source is not None:
+            self._source.address = ("", 0)  # nobody's: every source is on probation now
+        self._latched_at = float("-inf")
+        self._probation = []
+
     @property
     def due(self) -> float | None:
         """When the next held packet is `playout` old (recording clock), if one is held:

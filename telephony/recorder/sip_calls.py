@@ -277,7 +277,8 @@ class SipCalls(Sessions):
         sides = _track_names(answered.streams, described, attached)
         for leg, accepted, track in zip(legs, answered.streams, sides, strict=True):
             leg.rtp = RtpStream(accepted.pt, accepted.event_pt, expected_ip=_ip(accepted.remote))
-            leg.track, leg.remote, leg.line = track, accepted.remote, accepted.index
+            leg.track = leg.track_before = track
+            leg.remote, leg.line, leg.label = accepted.remote, accepted.index, accepted.label
         call.on_hold = all(a.direction == "inactive" for a in answered.streams)
         codec = ENCODING[answered.streams[0].codec]
         start = StreamStart(None, tuple(sides), codec, CLOCK_HZ, request.call_id)  # type: ignore[arg-type]
@@ -346,9 +347,7 @@ class SipCalls(Sessions):
             offer = sdp.parse(offer_body)
             if offer.origin and offer.origin[2] == call.offer_version:
                 return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
-            ports = [leg.bound.port for leg in call.legs if leg.bound]
-            # Zeros for lines beyond ours, so a new one is refused below by name.
-            answered = sdp.answer(offer, ports + [0] * len(offer.streams))
+            taken = sdp.answer(offer, [0] * len(offer.streams)).streams  # which lines, no ports
         except requests.Refusal as refusal:
             return self._answer(
                 request, peer, call, refusal.status, refusal.reason, *refusal.headers
@@ -362,14 +361,22 @@ class SipCalls(Sessions):
         # A recording keeps its channels and its format (one WAV) from start to end: a
         # re-offer that changes either is refused, and the call goes on as it was (RFC 3261
         # §14.2).
-        if [a.index for a in answered.streams] != [leg.line for leg in call.legs]:
+        # A line set to port 0 closes its sockets, and one taken again gets new ones.
+        lines = {a.index for a in taken}
+        if not lines <= {leg.line for leg in call.legs}:
             why = warning(399, "the same streams only: a recording keeps its channels")
             return self._answer(request, peer, call, 488, "Not Acceptable Here", why)
         fmt = call.live.fmt
-        if fmt is not None and any(ENCODING[a.codec] != fmt.encoding for a in answered.streams):
+        if fmt is not None and any(ENCODING[a.codec] != fmt.encoding for a in taken):
             why = warning(305, "the same codec only: a recording keeps its format")
             return self._answer(request, peer, call, 488, "Not Acceptable Here", why)
-        for leg, accepted in zip(call.legs, answered.streams, strict=True):
+        if not await self._open_and_close(call, lines):
+            return self._answer(
+                request, peer, call, 503, "Service Unavailable", ("retry-after", str(RETRY_AFTER_S))
+            )
+        legs = [leg for leg in call.legs if leg.line in lines]
+        answered = sdp.answer(offer, [leg.bound.port for leg in legs if leg.bound])
+        for leg, accepted in zip(legs, answered.streams, strict=True):
             if leg.rtp is not None:
                 leg.rtp.audio_pt, leg.rtp.event_pt = accepted.pt, accepted.event_pt
                 moved_to = _ip(accepted.remote)
@@ -387,13 +394,37 @@ class SipCalls(Sessions):
             call.answer_body = body
         return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
 
+    async def _open_and_close(self, call: SipCall, lines: set[int]) -> bool:
+        """Bind the legs whose lines are taken again and close those set to port 0; False,
+        and nothing changed, when the range has no pair left for one."""
+        opened: list[Leg] = []
+        for leg in call.legs:
+            if leg.line in lines and leg.bound is None:
+                leg.bound = await self.ports.bind(leg.received, leg.rtcp)
+                if leg.bound is None:
+                    for undo in opened:
+                        self._release([undo])
+                        undo.bound = None
+                    return False
+                leg.remote = None  # a new port: its sender latches anew
+                opened.append(leg)
+        now = call.clock()
+        for leg in call.legs:
+            if leg.line not in lines and leg.bound is not None:
+                if leg.rtp is not None:
+                    call.deliver(leg, leg.rtp.release(now - call.started, everything=True))
+                self._release([leg])
+                leg.bound = None
+        return True
+
     async def _joined(self, call: SipCall, update: metadata.Metadata) -> None:
         """Merge a metadata update; a participant it names for the first time, with a number
         that is neither the customer's nor a known party's, becomes a pending counterpart
         and pauses a running recording until they consent, as one added over the API does
-        (R2; SIP.md 4.3). A stream's side stays what it was when its writer opened."""
+        (R2; SIP.md 4.3). Streams the update hands to the other side change channels."""
         before = call.described
         call.described = (before or metadata.Metadata()).merged(update)
+        _remap(call)
         attached = call.live.attached
         fresh = [
             number
@@ -613,6 +644,31 @@ def _track_names(
             wanted = caller_first[index] if index < 2 else INBOUND.name
         names.append(wanted if wanted not in names else f"stream{index + 1}")
     return names
+
+
+def _remap(call: SipCall) -> None:
+    """Re-map channels from the update's arrival (SIP.md 4.4): after a transfer a label may
+    carry the other side. Only a reshuffle of the tracks the recording has: its channels
+    are fixed from its start, so a stream whose sender is unknown or shared (a mix) keeps
+    its side, and an update that would put two streams on one side changes nothing."""
+    if call.described is None:
+        return
+    customer = call.live.attached.customer_number
+    wanted = []
+    for leg in call.legs:
+        sender = call.described.sender_of(leg.label)
+        if sender is None:
+            wanted.append(leg.track)
+        else:
+            wanted.append(OUTBOUND.name if customer in sender.numbers else INBOUND.name)
+    tracks = [leg.track for leg in call.legs]
+    if wanted == tracks or sorted(wanted) != sorted(tracks):
+        return
+    now = call.clock() - call.started
+    for leg, track in zip(call.legs, wanted, strict=True):
+        if track != leg.track:
+            leg.track_before, leg.track, leg.track_from = leg.track, track, now
+    log.info("a SIPREC update moved streams to other channels", extra={"sip": call.key[0]})
 
 
 def _parties(request: Request, described: metadata.Metadata | None, trunk: Trunk) -> list[str]:

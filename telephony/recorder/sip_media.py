@@ -38,6 +38,11 @@ class Leg:
     bound: Bound | None = None
     rtp: RtpStream | None = None
     track: str = INBOUND.name
+    # Packets that arrived before `track_from` (the recording clock) keep `track_before`:
+    # a SIPREC update may hand the stream to the other side (SipCalls._remap).
+    track_before: str = INBOUND.name
+    track_from: float = float("-inf")
+    label: str | None = None  # its a=label (SIPREC: the metadata's name for it)
     line: int = 0  # its m= line in the offer
     remote: tuple[str, int] | None = None  # where the offer last said it sends from
     call: SipCall | None = None  # set once the dialog exists: packets before it are dropped
@@ -102,7 +107,8 @@ class SipCall:
         self._wall_epoch = self.wall_start.timestamp()
 
     def deliver(self, leg: Leg, out: Sequence[Placed | Digit]) -> None:
-        writer, live, track, epoch = self.live.writer, self.live, leg.track, self._wall_epoch
+        writer, live, epoch = self.live.writer, self.live, self._wall_epoch
+        track, since = leg.track, leg.track_from
         for item in out:
             if type(item) is not Placed:
                 continue  # digits: the recorder keeps none, as from the WebSocket dialects
@@ -114,4 +120,5 @@ class SipCall:
                 self.metrics.media_lag.observe(lag_s)
             if writer is not None:
                 arrival = datetime.fromtimestamp(epoch + item.arrival, UTC)
-                writer.offer_placed(track, item.payload, item.position, arrival)
+                side = track if item.arrival >= since else leg.track_before
+                writer.offer_placed(side, item.payload, item.position, arrival)

@@ -384,6 +384,48 @@ async def test_a_re_offer_adding_a_stream_or_changing_the_codec_is_488_and_the_c
     rtp.close()
 
 
+async def test_a_line_set_to_port_0_closes_its_sockets_and_taken_again_gets_new_ones(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """SIP.md 3: a stream keeps its port across re-offers, a line set to port 0 closes its
+    sockets, and a line offered again gets new ports, its audio on the channel it had."""
+    call = await consented_call(client, owner)
+    sessions = client.app[SIP].sessions
+    first, second = await rtp_from(), await rtp_from()
+    sdp = offer(first.port, streams=2)
+    dialog = await caller.invite(call["media"]["token"], sdp)
+    kept, closed = dialog.rtp_ports
+    first.to, second.to = ("127.0.0.1", kept), ("127.0.0.1", closed)
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    await asyncio.gather(first.play(VOICE, 25, every_s=0.02), second.play(VOICE, 25, every_s=0.02))
+    await eventually(lambda: frames_received(client, call["id"]) >= 50)
+    free = sessions.ports.free
+
+    line = f"m=audio {first.port + 2} "
+    dropped = await caller.in_dialog(dialog, "INVITE", bump(sdp).replace(line, "m=audio 0 "))
+    assert dropped.status == 200
+    assert f"m=audio {kept} " in dropped.body.decode()
+    assert "m=audio 0 " in dropped.body.decode()
+    assert sessions.ports.free == free + 1
+    again = await caller.in_dialog(dialog, "INVITE", bump(bump(sdp)))
+    assert again.status == 200
+    ports = [int(m.split()[1]) for m in again.body.decode().splitlines() if m.startswith("m=")]
+    assert ports[0] == kept and ports[1] not in (0, closed)
+    second.to = ("127.0.0.1", ports[1])
+    await asyncio.gather(first.play(VOICE, 25, every_s=0.02), second.play(MARKER, 25, every_s=0.02))
+    await eventually(lambda: frames_received(client, call["id"]) >= 100)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    channels = [audio[0::2], audio[1::2]]
+    assert channels[0].count(VOICE) == 50 and MARKER not in channels[0]
+    assert channels[1].count(VOICE) == 25 and MARKER * 25 in channels[1]
+    first.close()
+    second.close()
+
+
 def bump(sdp: str) -> str:
     """The same offer with its o= version one up (a changed offer, RFC 3264 §8)."""
     head, _, rest = sdp.partition("o=caller ")
@@ -827,6 +869,55 @@ async def test_a_metadata_update_naming_a_new_participant_pauses_until_they_cons
         assert VOICE[::-1] * 25 in channel, frames_found(channel, VOICE[::-1])
     customer.close()
     party.close()
+
+
+async def test_an_update_handing_the_streams_to_the_other_sides_swaps_their_channels(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """SIP.md 4.4: re-map channels from the update's arrival. After it each stream is
+    stored on the side of the participant the update says sends it: what a leg sent
+    before stays in its old channel, what it sends after lands in the other one."""
+    call = await consented_call(client, owner)
+    other = call["counterparts"][0]["number"]
+    sdp = offer(40000, streams=2, label=True)
+    dialog = await caller.invite(
+        call["media"]["token"],
+        siprec_body(sdp, two_party_metadata(call["from"], other)),
+        headers=SIPREC,
+        content_type="multipart/mixed;boundary=b1",
+    )
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    first, second = [await RtpSender(p).open() for p in dialog.rtp_ports]
+
+    async def both(one: bytes, two: bytes, frames: int) -> None:
+        await asyncio.gather(first.play(one, 25, every_s=0.02), second.play(two, 25, every_s=0.02))
+        await eventually(lambda: frames_received(client, call["id"]) >= frames)
+
+    await both(VOICE, MARKER, 50)
+    swapped = (
+        '<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>partial</datamode>'
+        '<participantstreamassoc participant_id="a"><send>s2</send></participantstreamassoc>'
+        '<participantstreamassoc participant_id="b"><send>s1</send></participantstreamassoc>'
+        "</recording>"
+    )
+    answer = await caller.in_dialog(
+        dialog, "UPDATE", swapped, content_type="application/rs-metadata+xml"
+    )
+    assert answer.status == 200, answer
+    await both(VOICE[::-1], MARKER[::-1], 100)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    channels = [audio[0::2], audio[1::2]]
+    was_first = next(c for c in channels if VOICE * 25 in c)
+    was_second = next(c for c in channels if c is not was_first)
+    assert MARKER * 25 in was_second
+    assert MARKER[::-1] * 25 in was_first and VOICE[::-1] * 25 in was_second
+    assert was_first.index(VOICE * 25) < was_first.index(MARKER[::-1] * 25)
+    first.close()
+    second.close()
 
 
 @pytest.mark.timeout(90)

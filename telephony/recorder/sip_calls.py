@@ -21,9 +21,9 @@ One dialog, one call:
 SIPREC (`Require: siprec`, RFC 7866): the offer is a multipart body of SDP and
 metadata; each labelled stream goes to the side of the participant the
 metadata says sends it, the customer's own number on the customer's side
-(SIP.md 4.3). Without metadata, or for a label no one sends, the first
-`m=` line is the caller's: the counterparts' side on an inbound call, the
-customer's on an outbound one.
+(SIP.md 4.3; siprec_sides.py). Without metadata, or for a label no one
+sends, the first `m=` line is the caller's: the counterparts' side on an
+inbound call, the customer's on an outbound one.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import logging
 import re
 import secrets
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +42,6 @@ import asyncpg
 
 from storage.sip_trunks import Trunk
 from telephony.domain.errors import StreamRefused
-from telephony.domain.tracks import INBOUND, OUTBOUND
 from telephony.media.events import StreamStart
 from telephony.media.rtp.ports import PortPool
 from telephony.media.rtp.stream import RtpStream
@@ -59,12 +58,12 @@ from telephony.media.sip.replies import (
 )
 from telephony.media.sip.uas import ALLOW, SUPPORTED, T1_S, T2_S, Peer, Sessions
 from telephony.metrics import Metrics
+from telephony.recorder import siprec_sides
 from telephony.recorder.hub import LiveStream, MediaHub
 from telephony.recorder.sip_media import CLOCK_HZ, DialogKey, Leg, SipCall
 from telephony.recorder.sip_trunk_auth import TrunkAuth
-from telephony.usecases import calls, media_lifecycle, sip_trunks
+from telephony.usecases import media_lifecycle, sip_trunks
 from telephony.usecases.calls import MEDIA_TOKEN_PREFIX
-from telephony.usecases.media_lifecycle import Attached
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,7 @@ class SipCalls(Sessions):
                 created = await sip_trunks.create_call(
                     self.hub.pool,
                     trunk,
-                    _parties(request, described, trunk),
+                    siprec_sides.parties(request, described, trunk),
                     media_token_ttl_s=self.media_token_ttl_s,
                 )
             except sip_trunks.NoParties as exc:
@@ -274,7 +273,7 @@ class SipCalls(Sessions):
         call.answer_body = answered.render(
             address=self.advertise, session_id=call.session_id, version=call.version
         )
-        sides = _track_names(answered.streams, described, attached)
+        sides = siprec_sides.track_names(answered.streams, described, attached)
         for leg, accepted, track in zip(legs, answered.streams, sides, strict=True):
             leg.rtp = RtpStream(accepted.pt, accepted.event_pt, expected_ip=_ip(accepted.remote))
             leg.track = leg.track_before = track
@@ -326,7 +325,7 @@ class SipCalls(Sessions):
     async def _reoffer(self, request: Request, peer: Peer) -> Response:
         """A re-INVITE or UPDATE: the same streams answered anew (hold flips direction);
         an offer repeating its o= version gets the answer it had. SIPREC metadata in it
-        (or alone, in an UPDATE) may name a new participant: a new counterpart (`_joined`)."""
+        (or alone, in an UPDATE) may name a new participant (siprec_sides.joined)."""
         call = self.dialogs.get(_dialog_key(request))
         if call is None:
             return reply(
@@ -339,11 +338,11 @@ class SipCalls(Sessions):
             return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
         try:
             if requests.media_type(request) in metadata.MEDIA_TYPES:  # an UPDATE of metadata alone
-                await self._joined(call, metadata.parse(request.body))
+                await siprec_sides.joined(self.hub, call, metadata.parse(request.body))
                 return self._answer(request, peer, call, 200, "OK")
             offer_body, described = requests.offer_of(request)
             if described is not None:
-                await self._joined(call, described)
+                await siprec_sides.joined(self.hub, call, described)
             offer = sdp.parse(offer_body)
             if offer.origin and offer.origin[2] == call.offer_version:
                 return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
@@ -416,41 +415,6 @@ class SipCalls(Sessions):
                 self._release([leg])
                 leg.bound = None
         return True
-
-    async def _joined(self, call: SipCall, update: metadata.Metadata) -> None:
-        """Merge a metadata update; a participant it names for the first time, with a number
-        that is neither the customer's nor a known party's, becomes a pending counterpart
-        and pauses a running recording until they consent, as one added over the API does
-        (R2; SIP.md 4.3). Streams the update hands to the other side change channels."""
-        before = call.described
-        call.described = (before or metadata.Metadata()).merged(update)
-        _remap(call)
-        attached = call.live.attached
-        fresh = [
-            number
-            for pid, participant in call.described.participants.items()
-            if before is None or pid not in before.participants
-            for number in participant.numbers[:1]
-        ]
-        if not fresh:
-            return
-        view = await calls.get_call(self.hub.pool, attached.account_id, attached.call_id)
-        known = _numbers_of(before) | {attached.customer_number, view.call.from_number}
-        known |= {view.call.to_number} | {c.counterpart.number for c in view.counterparts}
-        for raw in fresh:
-            number = sip_trunks.as_e164(raw)
-            if number is None or number in known:
-                continue
-            known.add(number)
-            await calls.add_counterpart(
-                self.hub.pool,
-                attached.account_id,
-                media_lifecycle.node_actor(self.hub.node_id),
-                attached.call_id,
-                label="joined (SIPREC)",
-                number=number,
-            )
-            log.info("a SIPREC participant joined: a new counterpart", extra={"sip": call.key[0]})
 
     def _cancel(self, request: Request, peer: Peer) -> Response:
         """Before our answer: 200, and the INVITE ends 487. After it: 200, no effect (the
@@ -621,70 +585,6 @@ def _token_of(request: Request) -> str | None:
         if candidate and TOKEN.fullmatch(candidate.strip()):
             return candidate.strip()
     return None
-
-
-def _track_names(
-    streams: Sequence[sdp.Accepted], described: metadata.Metadata | None, attached: Attached
-) -> list[str]:
-    """A track per answered stream: on the side of the participant the metadata says sends
-    it (the customer's own number: the customer's side), else the caller's side first
-    (SIP.md 4.3 fallback), then the other. The customer's side is one track, `outbound`;
-    every further stream is a counterpart track of its own."""
-    caller_first = (
-        [OUTBOUND.name, INBOUND.name] if attached.outbound else [INBOUND.name, OUTBOUND.name]
-    )
-    names: list[str] = []
-    for index, stream in enumerate(streams):
-        sender = described.sender_of(stream.label) if described else None
-        if sender is not None:
-            wanted = OUTBOUND.name if attached.customer_number in sender.numbers else INBOUND.name
-        else:
-            if described is not None:
-                log.info("a SIPREC stream no participant sends", extra={"label": stream.label})
-            wanted = caller_first[index] if index < 2 else INBOUND.name
-        names.append(wanted if wanted not in names else f"stream{index + 1}")
-    return names
-
-
-def _remap(call: SipCall) -> None:
-    """Re-map channels from the update's arrival (SIP.md 4.4): after a transfer a label may
-    carry the other side. Only a reshuffle of the tracks the recording has: its channels
-    are fixed from its start, so a stream whose sender is unknown or shared (a mix) keeps
-    its side, and an update that would put two streams on one side changes nothing."""
-    if call.described is None:
-        return
-    customer = call.live.attached.customer_number
-    wanted = []
-    for leg in call.legs:
-        sender = call.described.sender_of(leg.label)
-        if sender is None:
-            wanted.append(leg.track)
-        else:
-            wanted.append(OUTBOUND.name if customer in sender.numbers else INBOUND.name)
-    tracks = [leg.track for leg in call.legs]
-    if wanted == tracks or sorted(wanted) != sorted(tracks):
-        return
-    now = call.clock() - call.started
-    for leg, track in zip(call.legs, wanted, strict=True):
-        if track != leg.track:
-            leg.track_before, leg.track, leg.track_from = leg.track, track, now
-    log.info("a SIPREC update moved streams to other channels", extra={"sip": call.key[0]})
-
-
-def _parties(request: Request, described: metadata.Metadata | None, trunk: Trunk) -> list[str]:
-    """The numbers a trunk's session names, the caller first: the metadata's participants
-    in its order (an SRC lists the caller first, SIP.md 4.3), else From and To."""
-    if described is not None and described.participants:
-        return [p.numbers[0] for p in described.participants.values() if p.numbers]
-    users = (uri_user(address_uri(request.headers.get(h)) or "") for h in ("from", "to"))
-    return [u for u in users if u and u != trunk.username]
-
-
-def _numbers_of(described: metadata.Metadata | None) -> set[str]:
-    if described is None:
-        return set()
-    numbers = (sip_trunks.as_e164(n) for p in described.participants.values() for n in p.numbers)
-    return {n for n in numbers if n}
 
 
 def _ip(remote: tuple[str, int] | None) -> str | None:

@@ -359,8 +359,8 @@ class SipCalls(Sessions):
             )
         # A recording keeps its channels and its format (one WAV) from start to end: a
         # re-offer that changes either is refused, and the call goes on as it was (RFC 3261
-        # §14.2).
-        # A line set to port 0 closes its sockets, and one taken again gets new ones.
+        # §14.2). Within them, a line set to port 0 closes its sockets, and one taken again
+        # gets new ones.
         lines = {a.index for a in taken}
         if not lines <= {leg.line for leg in call.legs}:
             why = warning(399, "the same streams only: a recording keeps its channels")

@@ -39,7 +39,7 @@ class Leg:
     rtp: RtpStream | None = None
     track: str = INBOUND.name
     # Packets that arrived before `track_from` (the recording clock) keep `track_before`:
-    # a SIPREC update may hand the stream to the other side (SipCalls._remap).
+    # a SIPREC update may hand the stream to the other side (siprec_sides.remap).
     track_before: str = INBOUND.name
     track_from: float = float("-inf")
     label: str | None = None  # its a=label (SIPREC: the metadata's name for it)

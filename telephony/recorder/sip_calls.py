@@ -168,7 +168,33 @@ class SipCalls(Sessions):
         return self._answer(request, peer, call, 200, "OK")  # INFO, PRACK, an offerless UPDATE
 
     def acknowledged(self, ack: Request) -> None:
-        pass  # the dialog was usable from our 200 on: RTP may come before the ACK
+        """The dialog was usable from our 200 on: RTP may come before the ACK. After an
+        offerless re-INVITE (a third-party call control transfer, RFC 3725) the ACK carries
+        the answer to the offer our 200 made: a stream it moves latches anew, as a re-offer's
+        would (SIP.md 4.4). An answer we cannot use changes nothing; an ACK is never
+        answered."""
+        call = self.dialogs.get(_dialog_key(ack))
+        if call is None or not call.offered:
+            return
+        call.offered = False
+        if not ack.body:
+            return
+        legs = [leg for leg in call.legs if leg.bound is not None]
+        try:
+            body, _ = requests.offer_of(ack)
+            answered = sdp.answer(sdp.parse(body), [leg.bound.port for leg in legs if leg.bound])
+        except (
+            requests.Refusal,
+            sdp.SdpError,
+            sdp.NotAcceptable,
+            multipart.BadMultipart,
+            metadata.BadMetadata,
+            ValueError,
+        ) as exc:
+            log.info("an ACK's answer not used", extra={"sip": call.key[0], "error": str(exc)})
+            return
+        if [a.index for a in answered.streams] == [leg.line for leg in legs]:
+            _follow(legs, answered)
 
     async def unacknowledged(self, invite: Request) -> None:
         for call in list(self.dialogs.values()):
@@ -335,6 +361,7 @@ class SipCalls(Sessions):
             return self._answer(request, peer, call, 500, "Server Internal Error")
         call.remote_cseq = request.cseq[0]
         if not request.body:
+            call.offered = True  # our 200 offers what we have; the answer comes in the ACK
             return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
         try:
             if requests.media_type(request) in metadata.MEDIA_TYPES:  # an UPDATE of metadata alone
@@ -375,14 +402,7 @@ class SipCalls(Sessions):
             )
         legs = [leg for leg in call.legs if leg.line in lines]
         answered = sdp.answer(offer, [leg.bound.port for leg in legs if leg.bound])
-        for leg, accepted in zip(legs, answered.streams, strict=True):
-            if leg.rtp is not None:
-                leg.rtp.audio_pt, leg.rtp.event_pt = accepted.pt, accepted.event_pt
-                moved_to = _ip(accepted.remote)
-                # A new c= or port latches anew; c=0.0.0.0 (an old-style hold) moves nothing.
-                if accepted.remote != leg.remote and moved_to is not None:
-                    leg.remote = accepted.remote
-                    leg.rtp.moved(moved_to)
+        _follow(legs, answered)
         call.on_hold = all(a.direction == "inactive" for a in answered.streams)
         call.offer_version = offer.origin[2] if offer.origin else None
         body = answered.render(
@@ -585,6 +605,18 @@ def _token_of(request: Request) -> str | None:
         if candidate and TOKEN.fullmatch(candidate.strip()):
             return candidate.strip()
     return None
+
+
+def _follow(legs: list[Leg], answered: sdp.Answer) -> None:
+    """Each leg takes what its line now says: payload types, and where its sender is."""
+    for leg, accepted in zip(legs, answered.streams, strict=True):
+        if leg.rtp is not None:
+            leg.rtp.audio_pt, leg.rtp.event_pt = accepted.pt, accepted.event_pt
+            moved_to = _ip(accepted.remote)
+            # A new c= or port latches anew; c=0.0.0.0 (an old-style hold) moves nothing.
+            if accepted.remote != leg.remote and moved_to is not None:
+                leg.remote = accepted.remote
+                leg.rtp.moved(moved_to)
 
 
 def _ip(remote: tuple[str, int] | None) -> str | None:

@@ -91,6 +91,7 @@ class SipCall:
     version: int = 1
     heard_at: float = 0.0  # recording clock of the last datagram
     on_hold: bool = False
+    offered: bool = False  # our 200 to an offerless re-INVITE awaits its answer in the ACK
     ended: bool = False
     local_cseq: int = 0
     siprec: bool = False

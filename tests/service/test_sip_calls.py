@@ -353,6 +353,49 @@ async def test_a_re_invite_moving_the_stream_records_the_new_sender_from_its_fir
     second.close()
 
 
+async def test_an_offerless_re_invite_takes_the_answer_in_the_ack_and_follows_a_moved_stream(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """RFC 3725's transfer (SIP.md 4.4): a re-INVITE without SDP gets our current SDP as the
+    offer in its 200, and the ACK answers it. When that answer moves the stream, the new
+    sender is kept from its first packet; an ACK whose body is not SDP changes nothing."""
+    call = await consented_call(client, owner)
+    first, second = await rtp_from(), await rtp_from()
+    sdp = offer(first.port)
+    dialog = await caller.invite(call["media"]["token"], sdp)
+    first.to = second.to = ("127.0.0.1", dialog.rtp_ports[0])
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    await first.play(VOICE, 25)
+    await eventually(lambda: frames_received(client, call["id"]) >= 25)
+
+    moved = bump(sdp).replace(f"m=audio {first.port} ", f"m=audio {second.port} ")
+    common = {"call_id": dialog.call_id, "from_tag": dialog.from_tag, "to": dialog.to}
+    for answer, kind in (("not sdp", "text/plain"), (moved, "application/sdp")):
+        dialog.cseq += 1
+        caller.request("INVITE", dialog.uri, cseq=dialog.cseq, **common)
+        ours = await caller.final("INVITE")
+        assert ours.status == 200 and f"m=audio {dialog.rtp_ports[0]} " in ours.body.decode()
+        caller.request(
+            "ACK", dialog.uri, cseq=dialog.cseq, body=answer, content_type=kind, **common
+        )
+    await eventually(lambda: client.app[SIP].sessions.dialogs[_key(dialog)].offered is False)
+    await second.play(MARKER, 25)
+    await eventually(lambda: frames_received(client, call["id"]) >= 50)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    stored = await stored_audio(client, rec["id"])
+    assert stored.startswith(VOICE * 25) and stored.endswith(MARKER * 25)
+    first.close()
+    second.close()
+
+
+def _key(dialog: Dialog) -> tuple[str, str, str]:
+    """The recorder's key of a dialog: Call-ID, the caller's tag, the recorder's."""
+    return (dialog.call_id, dialog.from_tag, dialog.to.rsplit("tag=", 1)[1])
+
+
 async def test_a_re_offer_adding_a_stream_or_changing_the_codec_is_488_and_the_call_goes_on(
     client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
 ) -> None:

@@ -193,8 +193,15 @@ class SipCalls(Sessions):
         ) as exc:
             log.info("an ACK's answer not used", extra={"sip": call.key[0], "error": str(exc)})
             return
-        if [a.index for a in answered.streams] == [leg.line for leg in legs]:
-            _follow(legs, answered)
+        fmt = call.live.fmt
+        same_codec = fmt is None or all(ENCODING[a.codec] == fmt.encoding for a in answered.streams)
+        if [a.index for a in answered.streams] != [leg.line for leg in legs] or not same_codec:
+            log.info(
+                "an ACK's answer changes the streams or codec: not used", extra={"sip": call.key[0]}
+            )
+            return
+        _follow(legs, answered)
+        call.on_hold = all(a.direction == "inactive" for a in answered.streams)
 
     async def unacknowledged(self, invite: Request) -> None:
         for call in list(self.dialogs.values()):
@@ -366,12 +373,14 @@ class SipCalls(Sessions):
         try:
             if requests.media_type(request) in metadata.MEDIA_TYPES:  # an UPDATE of metadata alone
                 await siprec_sides.joined(self.hub, call, metadata.parse(request.body))
+                siprec_sides.remap(call)
                 return self._answer(request, peer, call, 200, "OK")
             offer_body, described = requests.offer_of(request)
             if described is not None:
                 await siprec_sides.joined(self.hub, call, described)
             offer = sdp.parse(offer_body)
             if offer.origin and offer.origin[2] == call.offer_version:
+                siprec_sides.remap(call)  # the same SDP, perhaps new metadata
                 return self._answer(request, peer, call, 200, "OK", body=call.answer_body)
             taken = sdp.answer(offer, [0] * len(offer.streams)).streams  # which lines, no ports
         except requests.Refusal as refusal:
@@ -403,6 +412,7 @@ class SipCalls(Sessions):
         legs = [leg for leg in call.legs if leg.line in lines]
         answered = sdp.answer(offer, [leg.bound.port for leg in legs if leg.bound])
         _follow(legs, answered)
+        siprec_sides.remap(call)  # a refused request changed no channel
         call.on_hold = all(a.direction == "inactive" for a in answered.streams)
         call.offer_version = offer.origin[2] if offer.origin else None
         body = answered.render(
@@ -416,17 +426,18 @@ class SipCalls(Sessions):
     async def _open_and_close(self, call: SipCall, lines: set[int]) -> bool:
         """Bind the legs whose lines are taken again and close those set to port 0; False,
         and nothing changed, when the range has no pair left for one."""
-        opened: list[Leg] = []
+        opened: list[tuple[Leg, tuple[str, int] | None]] = []
         for leg in call.legs:
             if leg.line in lines and leg.bound is None:
                 leg.bound = await self.ports.bind(leg.received, leg.rtcp)
                 if leg.bound is None:
-                    for undo in opened:
+                    for undo, remote in opened:
                         self._release([undo])
-                        undo.bound = None
+                        undo.bound, undo.remote = None, remote
+                    log.warning("no free RTP port: a re-offer refused", extra={"free": 0})
                     return False
+                opened.append((leg, leg.remote))
                 leg.remote = None  # a new port: its sender latches anew
-                opened.append(leg)
         now = call.clock()
         for leg in call.legs:
             if leg.line not in lines and leg.bound is not None:

@@ -95,10 +95,9 @@ async def joined(hub: MediaHub, call: SipCall, update: metadata.Metadata) -> Non
     """Merge a metadata update; a participant it names for the first time, with a number
     that is neither the customer's nor a known party's, becomes a pending counterpart
     and pauses a running recording until they consent, as one added over the API does
-    (R2; SIP.md 4.3). Streams the update hands to the other side change channels."""
+    (R2; SIP.md 4.3). The channels follow by `remap`, once the request is taken."""
     before = call.described
     call.described = (before or metadata.Metadata()).merged(update)
-    remap(call)
     attached = call.live.attached
     fresh = [
         number

@@ -138,22 +138,22 @@ class Timeline:
         width = self.sample_bytes
         ends = [f.position + len(f.payload) // width for f in frames]
         horizon = max(ends) - int(JITTER_S * self.sample_rate_hz)
-        ready = [f for f, end in zip(frames, ends, strict=True) if end <= horizon]
-        held = [f for f, end in zip(frames, ends, strict=True) if end > horizon]
-        if self.tracks > 1:
-            # Tracks whose frames do not share boundaries (RTP streams, each anchored at its
-            # own first packet): a seal ending inside one track's frame would give the rest
-            # of it silence and cut its head when it comes. Cut at the horizon instead.
-            straddling = [f for f in held if f.position < horizon]
-            for f in straddling:
+        # Tracks whose frames do not share boundaries (RTP streams, each anchored at its own
+        # first packet): a seal ending inside one track's frame would give the rest of it
+        # silence and cut its head when it comes. Cut at the horizon instead. Both lists
+        # keep the frames' arrival order: the window check and the placement rely on it.
+        cut_straddling = self.tracks > 1
+        ready: list[Frame] = []
+        held: list[Frame] = []
+        for f, end in zip(frames, ends, strict=True):
+            if end <= horizon:
+                ready.append(f)
+            elif cut_straddling and f.position < horizon:
                 cut = (horizon - f.position) * width
                 ready.append(f._replace(payload=f.payload[:cut]))
-            held = [
-                f._replace(position=horizon, payload=f.payload[(horizon - f.position) * width :])
-                if f.position < horizon
-                else f
-                for f in held
-            ]
+                held.append(f._replace(position=horizon, payload=f.payload[cut:]))
+            else:
+                held.append(f)
         return ready, held
 
     def place(self, frames: list[Frame]) -> list[tuple[bytes, int]]:

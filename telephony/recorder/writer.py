@@ -177,7 +177,12 @@ class RecordingWriter:
         self._ship_warned_at = 0.0  # monotonic time of the last "move failed" warning
         self._held: _Held | None = None  # the record the spool's disk had no room for
         self._latest_arrival = datetime.min.replace(tzinfo=UTC)
-        self._in_order = True  # every frame offered arrived no earlier than the one before
+        # Order is judged per batch: `_in_order` for the frames offered since the queue was
+        # last taken (each no earlier than any before it), `_pending_ordered` for what the
+        # writer holds. One frame out of order (a jitter window's release, a leg latched
+        # after the other) must not cost every later turn the frame-by-frame window check.
+        self._in_order = True
+        self._pending_ordered = True
 
     # -- the media socket's side: never blocks ------------------------------------
 
@@ -303,6 +308,9 @@ class RecordingWriter:
     def _drain_queue(self) -> None:
         taken = list(self._inbox)
         self._inbox.clear()
+        # In the same step as the frames move: one offered meanwhile is judged with them.
+        self._pending_ordered = self._pending_ordered and self._in_order
+        self._in_order = True
         self._pending.extend(taken)
         self._pending_bytes += sum(len(f.payload) for f in taken)
         if self._pending_bytes >= MAX_CHUNK_BYTES:
@@ -382,10 +390,7 @@ class RecordingWriter:
             self._drop_pending()
             return
         pending, self._pending = self._pending, []
-        # Order is judged a turn at a time: one frame out of order (a jitter window's
-        # release, a leg latched after the other) must not cost every later turn the
-        # frame-by-frame check.
-        ordered, self._in_order = self._in_order, True
+        ordered = self._pending_ordered
         groups, dropped = by_window(pending, self.windows, ordered=ordered)
         self.stats.frames_dropped_window += dropped
         unstored = len(pending) - dropped
@@ -407,13 +412,14 @@ class RecordingWriter:
             # This turn's frames not yet stored are lost (a group partly stored counts whole).
             self.stats.frames_dropped_storage += unstored
             self._drop_pending()
-        if not ordered and not in_arrival_order(self._pending):
-            self._in_order = False  # what is held for the next turn is out of order still
+        # What is held for the next turn keeps its order (split_jitter keeps it), or not.
+        self._pending_ordered = ordered or in_arrival_order(self._pending)
         self._pending_bytes = sum(len(f.payload) for f in self._pending)
 
     def _drop_pending(self) -> None:
         self.stats.frames_dropped_storage += len(self._pending)
         self._pending = []
+        self._pending_ordered = True
         self._pending_bytes = 0
 
     # -- a spool disk without room (S7) ------------------------------------------
@@ -482,7 +488,7 @@ class RecordingWriter:
     async def _store(self, window: int, frames: list[Frame], *, ordered: bool) -> None:
         """Write one segment's frames: a chunk never spans two segments (the database checks)."""
         self.timeline.enter(window)
-        if await self._write_frames(frames):
+        if await self._write_frames(frames, ordered=ordered):
             return
         # The database knows of a pause or stop we were not told of yet: learn the
         # segments, keep only the frames inside them, and try once more.
@@ -492,16 +498,20 @@ class RecordingWriter:
         self.stats.frames_dropped_window += dropped
         for index, kept in sorted(groups.items()):
             self.timeline.enter(index)
-            if not await self._write_frames(kept):
+            if not await self._write_frames(kept, ordered=ordered):
                 log.warning(
                     "audio outside the recorded window dropped",
                     extra={"recording_id": self.recording_id},
                 )
 
-    async def _write_frames(self, frames: list[Frame]) -> bool:
+    async def _write_frames(self, frames: list[Frame], *, ordered: bool) -> bool:
         """Seal and store frames; False (and nothing stored) when the window check refuses."""
         snapshot = self.timeline.snapshot()
-        arrivals = (frames[0].arrival, frames[-1].arrival)  # frames keep their arrival order
+        # The chunk's arrival bounds, which the database checks against the segments.
+        if ordered:
+            arrivals = (frames[0].arrival, frames[-1].arrival)
+        else:
+            arrivals = (min(f.arrival for f in frames), max(f.arrival for f in frames))
         first = self.timeline.out_samples
         for number, (piece, samples) in enumerate(self.timeline.place(frames)):
             try:

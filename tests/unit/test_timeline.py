@@ -599,6 +599,22 @@ def test_split_jitter_cuts_frames_of_several_tracks_at_the_horizon() -> None:
     assert audio[1::2] == b"\xff" * 5 + b"\x02" * 1000  # whole: nothing cut, no hole
 
 
+def test_split_jitter_keeps_the_arrival_order_of_cut_frames() -> None:
+    """The window check reads a turn's first and last arrivals when the frames are in
+    order (R2): a cut frame must stay where it arrived, not go to the end of the list."""
+    tl = timeline(tracks=2)
+    frames = [
+        fr(0, b"\x01" * 240, arrival_ms=0, channel=0),  # straddles the horizon
+        fr(5, b"\x02" * 160, arrival_ms=10, channel=1),  # ready whole
+        fr(165, b"\x02" * 840, arrival_ms=20, channel=1),  # straddles, the newest end
+    ]
+
+    ready, held = tl.split_jitter(frames)  # the horizon: 1005 - 800 = 205
+
+    assert [f.arrival for f in ready] == [at(0), at(10), at(20)]
+    assert [f.arrival for f in held] == [at(0), at(20)]
+
+
 # -- by_window: frames sorted into the windows they arrived in ---------------------------
 
 CLOSED = Window(at(0), at(1000))

@@ -336,13 +336,16 @@ async def test_hold_and_resume_by_re_invite_keep_the_ports_and_answer_each_offer
     assert (await caller.in_dialog(dialog, "BYE")).status == 200
 
 
-async def test_a_re_invite_moving_the_stream_records_the_new_sender_from_its_first_packet(
-    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+@pytest.mark.parametrize("how", ["re-offer", "offerless re-INVITE, answer in the ACK"])
+async def test_a_stream_moved_mid_call_records_the_new_sender_from_its_first_packet(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller, how: str
 ) -> None:
-    """After a transfer an SBC re-INVITEs with the stream's new media port (SIP.md 5: re-latch
-    on a new c=/port): the new sender's audio is kept from its first packet, though the old
-    one spoke a moment ago (without the re-offer it would wait 2 s of silence); the port
-    we answered stays the same."""
+    """After a transfer the stream's media comes from elsewhere (SIP.md 5: re-latch on a new
+    c=/port), said by a re-offer, or by the ACK's answer to the offer our 200 makes to an
+    offerless re-INVITE (RFC 3725, SIP.md 4.4). The new sender's audio is kept from its
+    first packet, though the old one spoke a moment ago (without the move it would wait 2 s
+    of silence); the port we answered stays the same. An ACK whose body is not SDP
+    changes nothing."""
     call = await consented_call(client, owner)
     first, second = await rtp_from(), await rtp_from()
     sdp = offer(first.port)
@@ -352,66 +355,35 @@ async def test_a_re_invite_moving_the_stream_records_the_new_sender_from_its_fir
     await eventually(lambda: writer_of(client, call["id"]) is not None)
     await first.play(VOICE, 25)
     await eventually(lambda: frames_received(client, call["id"]) >= 25)
-
-    moved = await caller.in_dialog(
-        dialog, "INVITE", bump(sdp).replace(f"m=audio {first.port} ", f"m=audio {second.port} ")
-    )
-    assert moved.status == 200 and f"m=audio {dialog.rtp_ports[0]} " in moved.body.decode()
-    await second.play(MARKER, 25)
-    await eventually(lambda: frames_received(client, call["id"]) >= 50)
-    leg = client.app[SIP].sessions.dialogs[_key(dialog)].legs[0]
-    assert leg.rtp is not None and leg.rtp.drops["other_source"] == 0  # none waited
-    assert (await caller.in_dialog(dialog, "BYE")).status == 200
-    await eventually(lambda: status_is(pool, rec["id"], "completed"))
-
-    stored = await stored_audio(client, rec["id"])
-    assert stored.startswith(VOICE * 25) and stored.endswith(MARKER * 25)
-    first.close()
-    second.close()
-
-
-async def test_an_offerless_re_invite_takes_the_answer_in_the_ack_and_follows_a_moved_stream(
-    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
-) -> None:
-    """RFC 3725's transfer (SIP.md 4.4): a re-INVITE without SDP gets our current SDP as the
-    offer in its 200, and the ACK answers it. When that answer moves the stream, the new
-    sender is kept from its first packet; an ACK whose body is not SDP changes nothing."""
-    call = await consented_call(client, owner)
-    first, second = await rtp_from(), await rtp_from()
-    sdp = offer(first.port)
-    dialog = await caller.invite(call["media"]["token"], sdp)
-    first.to = second.to = ("127.0.0.1", dialog.rtp_ports[0])
-    rec = await start_recording(client, owner, call["id"])
-    await eventually(lambda: writer_of(client, call["id"]) is not None)
-    await first.play(VOICE, 25)
-    await eventually(lambda: frames_received(client, call["id"]) >= 25)
-
     sip_call = client.app[SIP].sessions.dialogs[_key(dialog)]
     moved = bump(sdp).replace(f"m=audio {first.port} ", f"m=audio {second.port} ")
-    common = {"call_id": dialog.call_id, "from_tag": dialog.from_tag, "to": dialog.to}
-    for answer, kind in (("not sdp", "text/plain"), (moved, "application/sdp")):
-        dialog.cseq += 1
-        caller.request("INVITE", dialog.uri, cseq=dialog.cseq, **common)
-        ours = await caller.final("INVITE")
-        assert ours.status == 200 and f"m=audio {dialog.rtp_ports[0]} " in ours.body.decode()
-        caller.request(
-            "ACK", dialog.uri, cseq=dialog.cseq, body=answer, content_type=kind, **common
-        )
-        await eventually(lambda: sip_call.offered is False)
-        if kind == "text/plain":  # not an answer: the stream stays where it was
-            assert sip_call.legs[0].remote == ("127.0.0.1", first.port)
+
+    if how == "re-offer":
+        answer = await caller.in_dialog(dialog, "INVITE", moved)
+        assert answer.status == 200 and f"m=audio {dialog.rtp_ports[0]} " in answer.body.decode()
+    else:
+        common = {"call_id": dialog.call_id, "from_tag": dialog.from_tag, "to": dialog.to}
+        for body, kind in (("not sdp", "text/plain"), (moved, "application/sdp")):
+            dialog.cseq += 1
+            caller.request("INVITE", dialog.uri, cseq=dialog.cseq, **common)
+            ours = await caller.final("INVITE")
+            assert ours.status == 200 and f"m=audio {dialog.rtp_ports[0]} " in ours.body.decode()
+            caller.request(
+                "ACK", dialog.uri, cseq=dialog.cseq, body=body, content_type=kind, **common
+            )
+            await eventually(lambda: sip_call.offered is False)
+            if kind == "text/plain":  # not an answer: the stream stays where it was
+                assert sip_call.legs[0].remote == ("127.0.0.1", first.port)
     assert sip_call.legs[0].remote == ("127.0.0.1", second.port)
     await second.play(MARKER, 25)
     await eventually(lambda: frames_received(client, call["id"]) >= 50)
-    assert sip_call.legs[0].rtp is not None
-    assert sip_call.legs[0].rtp.drops["other_source"] == 0
+    rtp = sip_call.legs[0].rtp
+    assert rtp is not None and rtp.drops["other_source"] == 0  # none of its packets waited
     assert (await caller.in_dialog(dialog, "BYE")).status == 200
     await eventually(lambda: status_is(pool, rec["id"], "completed"))
 
     stored = await stored_audio(client, rec["id"])
     assert stored.startswith(VOICE * 25) and stored.endswith(MARKER * 25)
-    first.close()
-    second.close()
 
 
 def _key(dialog: Dialog) -> tuple[str, str, str]:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,44 @@ async def test_marker_rtp_outside_the_window_touches_no_disk(
     for record in caplog.records:
         assert MARKER[:16].hex() not in record.getMessage() + repr(record.__dict__)
     rtp.close()
+
+
+async def test_audio_that_arrived_before_the_start_is_dropped_among_frames_out_of_order(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """R2 inside the writer: a frame whose arrival precedes the recorded window is dropped
+    even when it is offered between frames that arrived inside it (as a jitter window's
+    release is), so a check of a turn's first and last arrival alone would keep it. Turn
+    after turn: one out of order must not leave the next ones trusted, nor the reverse."""
+    call = await consented_call(client, owner)
+    dialog = await caller.invite(call["media"]["token"], offer(40000))
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    writer = writer_of(client, call["id"])
+    start, track = writer.windows[-1].start, writer.fmt.tracks[0].name
+    position = 0
+
+    def offer_frame(payload: bytes, arrived_s: float) -> None:
+        nonlocal position
+        writer.offer_placed(track, payload, position, start + timedelta(seconds=arrived_s))
+        position += len(payload)
+
+    for turn in range(3):  # arrivals inside the window so far: after its start, before now
+        base = 0.01 + 0.05 * turn
+        offer_frame(VOICE, base)
+        offer_frame(MARKER, -1.0)  # arrived before the customer's start
+        offer_frame(VOICE, base + 0.002)
+        for later in range(10):  # in order: past the jitter hold, so the turn seals some
+            offer_frame(VOICE, base + 0.004 + later / 500)
+        dropped = turn + 1
+        writer.wake()
+        await eventually(lambda: writer.stats.frames_dropped_window >= dropped)  # noqa: B023
+    await eventually(lambda: datetime.now(UTC) > start + timedelta(seconds=0.2))
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    audio = await stored_audio(client, rec["id"])
+    assert MARKER[:16] not in audio and audio.count(VOICE) == 36
 
 
 # -- bad input (issue 13, "Bad input") -------------------------------------------------------

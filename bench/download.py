@@ -125,10 +125,11 @@ BARE_SERVER = textwrap.dedent(
 )
 
 # With --blob-url, the baseline is the same WAV as one object in the same store, streamed by
-# a bare handler through the same client library: what the store and aiobotocore cost alone.
+# a bare handler through the same client library: what the store and obstore cost alone.
 BARE_OBJECT_SERVER = textwrap.dedent(
     """
     import sys
+    import obstore
     from aiohttp import web
     from storage.blobs.s3 import S3BlobStore, parse_s3_url
 
@@ -139,13 +140,12 @@ BARE_OBJECT_SERVER = textwrap.dedent(
 
     async def audio(request):
         store = request.app["store"]
-        answer = await store.client.get_object(Bucket=store.location.bucket, Key=sys.argv[4])
+        answer = await obstore.get_async(store.store, store._object(sys.argv[4]))
         response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
-        response.content_length = answer["ContentLength"]
+        response.content_length = answer.meta["size"]
         await response.prepare(request)
-        async with answer["Body"] as body:
-            while piece := await body.read(256 * 1024):
-                await response.write(piece)
+        async for piece in answer.stream(min_chunk_size=1 << 20):
+            await response.write(bytes(piece))
         await response.write_eof()
         return response
 
@@ -423,8 +423,7 @@ class BareServer:
             store = await S3BlobStore.open(parse_s3_url(self.blob_url))
             try:
                 body = await asyncio.to_thread(self.path.read_bytes)
-                bucket = store.location.bucket
-                await store.client.put_object(Bucket=bucket, Key=BARE_OBJECT_KEY, Body=body)
+                await store.put(BARE_OBJECT_KEY, body)
             finally:
                 await store.close()
         self.process = subprocess.Popen(self.args, cwd=ROOT)  # noqa: ASYNC220 - once, before measuring

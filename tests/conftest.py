@@ -142,10 +142,6 @@ def blocking_guard() -> Iterator[BlockBuster]:
         for fn in ("os.stat", "os.path.exists", "io.BufferedReader.read"):
             if fn in bb.functions:
                 bb.functions[fn].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
-        # Making an S3 client reads botocore's data files and AWS configuration: once per
-        # store, at start-up, before any request (storage/blobs/s3.py).
-        for function in bb.functions.values():
-            function.can_block_in("aiobotocore/session.py", "_create_client")
         yield bb
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from storage.recordings import ControlMessage
 from telephony.domain.errors import IntegrityFailure, NotFound, Unavailable
 from telephony.domain.recordings import Control
 from telephony.domain.tracks import INBOUND, MAX_TRACKS, named
-from telephony.media.events import StreamStart
+from telephony.media.events import Audio, StreamStart
 from telephony.recorder.seal import ChunkSink
 from telephony.recorder.timeline import Window
 from telephony.recorder.writer import PART_SECONDS, AudioFormat, RecordingWriter
@@ -50,6 +51,14 @@ def node_folder(node_id: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "_", node_id.lower())[:64] or "node"
 
 
+# A recording's start is committed, and answered 201, before the node holding its stream
+# has opened the writer (a NOTIFY, then a transaction and a key unwrap away: most of a
+# second under load). What arrives meanwhile waits here, in memory only, and the writer
+# gets what of it arrived inside the recording's segment (R2): without it, the first
+# frames after a start were lost with no gap to show for it (bench/ingest.py, 400 legs).
+PREROLL_FRAMES = 100  # per stream: two seconds of 20 ms frames on one track
+
+
 @dataclass
 class LiveStream:
     """One connected media socket of a call."""
@@ -60,10 +69,32 @@ class LiveStream:
     started_mono: float | None = None  # monotonic time of timestamp 0, from the first frame
     frames: int = 0  # audio frames received, for the batched frame counter
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Frames that arrived while no writer was open: (Audio, arrival) from a WebSocket,
+    # (track, payload, position, arrival) placed RTP. The oldest fall out.
+    preroll: deque[tuple[Audio, datetime] | tuple[str, bytes, int, datetime]] = field(
+        default_factory=lambda: deque(maxlen=PREROLL_FRAMES)
+    )
 
     @property
     def call_id(self) -> str:
         return self.attached.call_id
+
+    def replay(self, writer: RecordingWriter) -> None:
+        """Offer the held frames that arrived since the writer's first segment began; the
+        rest are dropped, in memory, as frames outside a window always are."""
+        since = writer.windows[0].start if writer.windows else None
+        held, self.preroll = self.preroll, deque(maxlen=PREROLL_FRAMES)
+        if since is None:
+            return
+        for item in held:
+            if len(item) == 2:
+                audio, arrival = item
+                if arrival >= since:
+                    writer.offer(audio, arrival)
+            else:
+                track, payload, position, arrival = item
+                if arrival >= since:
+                    writer.offer_placed(track, payload, position, arrival)
 
 
 @dataclass
@@ -298,3 +329,4 @@ class MediaHub:
         )
         writer.start()
         stream.writer = writer
+        stream.replay(writer)  # before any frame that follows: the order stays arrival's

@@ -119,7 +119,9 @@ class SipCall:
                 # the jitter window's playout, and whatever the node falls behind by.
                 lag_s = self.clock() - self.started - item.position / CLOCK_HZ
                 self.metrics.media_lag.observe(lag_s)
+            arrival = datetime.fromtimestamp(epoch + item.arrival, UTC)
+            side = track if item.arrival >= since else leg.track_before
             if writer is not None:
-                arrival = datetime.fromtimestamp(epoch + item.arrival, UTC)
-                side = track if item.arrival >= since else leg.track_before
                 writer.offer_placed(side, item.payload, item.position, arrival)
+            else:  # until the writer opens (hub.PREROLL_FRAMES)
+                live.preroll.append((side, item.payload, item.position, arrival))

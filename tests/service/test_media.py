@@ -95,6 +95,9 @@ async def test_marker_audio_outside_the_window_touches_no_disk(
     await peer.media(MARKER, frames=10)  # before consent and before any recording
     await decide(client, owner, call["id"], party, "granted")
     await peer.media(MARKER, frames=10)  # consented, but no recording started (R1)
+    # The window is judged by arrival at the server (DESIGN.md): taken before the start,
+    # they are before it, though they wait in the stream's pre-roll for a writer.
+    await eventually(lambda: frames_received(client, call["id"]) >= peer.seq)
     rec = await start_recording(client, owner, call["id"])
     await eventually(lambda: writer_of(client, call["id"]) is not None)
     await peer.media(VOICE, frames=50)
@@ -292,6 +295,36 @@ async def finish(client: TestClient, pool: asyncpg.Pool, peer: TwilioPeer, rec: 
     await peer.stop()
     await eventually(lambda: status_is(pool, rec["id"], "completed"))
     return await stored_audio(client, rec["id"])
+
+
+async def test_audio_between_a_start_and_its_writer_opening_is_kept_and_earlier_audio_is_not(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """A start is answered 201 before the stream's node has opened the writer (a NOTIFY, a
+    transaction and a key unwrap away). Audio that arrives in between is recorded, with
+    no loss; audio from before the start is not (R2). The writer's opening is held by the
+    test holding the stream's lock, which the start's control message waits for: not a
+    sleep. Without the pre-roll the recording holds none of the voice."""
+    call = await consented_call(client, owner)
+    peer = await connect(client, call)
+    await peer.start(tracks=("inbound",))
+    await peer.media(MARKER, frames=10)  # before any recording
+    await eventually(lambda: frames_received(client, call["id"]) >= 10)
+    stream = client.app[HUB].streams[call["id"]]
+    async with stream.lock:
+        resp = await client.post(
+            f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
+        )
+        assert resp.status == 201
+        rec = await resp.json()
+        await peer.media(VOICE, frames=25)
+        await eventually(lambda: frames_received(client, call["id"]) >= 35)
+        assert stream.writer is None  # the start still waits for the lock
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+
+    audio = await finish(client, pool, peer, rec)
+
+    assert audio == VOICE * 25
 
 
 async def test_silence_mode_fills_a_pause_with_silence(

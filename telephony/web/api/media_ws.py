@@ -328,6 +328,8 @@ async def _handle(
             writer = stream.writer
             if writer is not None:
                 writer.offer(event, datetime.now(UTC))
+            else:
+                stream.preroll.append((event, datetime.now(UTC)))
         elif isinstance(event, StreamStart):
             liveness.started = True
             await hub.attach(stream, event)

@@ -168,7 +168,8 @@ class S3BlobStore:
             raise Unavailable(f"the object store does not answer: {_reason(exc)}") from None
         return UNLIMITED
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | Path) -> None:
+        """One PUT; of a Path, the file is read by obstore's own threads, not this one."""
         name = self._object(key)
         try:
             async with self.stats.timing("put"):
@@ -177,13 +178,7 @@ class S3BlobStore:
             raise Unavailable(f"the object store refused a write: {_reason(exc)}") from None
 
     async def put_file(self, key: str, path: Path) -> None:
-        """The file is read by obstore's own threads, not this one's."""
-        name = self._object(key)
-        try:
-            async with self.stats.timing("put"):
-                await obstore.put_async(self._store, name, path, use_multipart=False)
-        except _FAILED as exc:
-            raise Unavailable(f"the object store refused a write: {_reason(exc)}") from None
+        await self.put(key, path)
 
     async def copy_to(self, key: str, target: S3BlobStore, target_key: str) -> None:
         """A server-side copy into `target`, a store in the same bucket (backups, S8): no

@@ -74,18 +74,27 @@ class LiveStream:
     preroll: deque[tuple[Audio, datetime] | tuple[str, bytes, int, datetime]] = field(
         default_factory=lambda: deque(maxlen=PREROLL_FRAMES)
     )
+    fell_out_at: datetime | None = None  # arrival of the latest frame the pre-roll let go
+
+    def hold(self, item: tuple[Audio, datetime] | tuple[str, bytes, int, datetime]) -> None:
+        """Keep a frame that arrived with no writer open (see PREROLL_FRAMES)."""
+        if len(self.preroll) == PREROLL_FRAMES:
+            self.fell_out_at = self.preroll[0][-1]
+        self.preroll.append(item)
 
     @property
     def call_id(self) -> str:
         return self.attached.call_id
 
-    def replay(self, writer: RecordingWriter) -> None:
+    def replay(self, writer: RecordingWriter) -> float:
         """Offer the held frames that arrived since the writer's first segment began; the
-        rest are dropped, in memory, as frames outside a window always are."""
+        rest are dropped, in memory, as frames outside a window always are. Returns the
+        seconds of that segment's audio the pre-roll let go (the writer opened late)."""
         since = writer.windows[0].start if writer.windows else None
         held, self.preroll = self.preroll, deque(maxlen=PREROLL_FRAMES)
+        fell_out_at, self.fell_out_at = self.fell_out_at, None
         if since is None:
-            return
+            return 0.0
         for item in held:
             if len(item) == 2:
                 audio, arrival = item
@@ -95,6 +104,9 @@ class LiveStream:
                 track, payload, position, arrival = item
                 if arrival >= since:
                     writer.offer_placed(track, payload, position, arrival)
+        if fell_out_at is None or fell_out_at < since:
+            return 0.0
+        return (fell_out_at - since).total_seconds()
 
 
 @dataclass
@@ -329,4 +341,12 @@ class MediaHub:
         )
         writer.start()
         stream.writer = writer
-        stream.replay(writer)  # before any frame that follows: the order stays arrival's
+        lost_s = stream.replay(writer)  # before any frame that follows: arrival's order
+        if lost_s > 0:
+            gap = {
+                "at_ms": start.secrets.out_samples * 1000 // stream.fmt.sample_rate_hz,
+                "duration_ms": round(lost_s * 1000),
+                "reason": "overload",
+            }
+            log.error("the writer opened late: audio lost", extra={"recording_id": recording_id})
+            await media_lifecycle.report_gap(self.pool, recording_id, gap)

@@ -124,4 +124,4 @@ class SipCall:
             if writer is not None:
                 writer.offer_placed(side, item.payload, item.position, arrival)
             else:  # until the writer opens (hub.PREROLL_FRAMES)
-                live.preroll.append((side, item.payload, item.position, arrival))
+                live.hold((side, item.payload, item.position, arrival))

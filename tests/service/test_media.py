@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from storage.chunks import ChunkRow
 from storage.pgcluster import find_bindir
+from telephony.recorder.hub import PREROLL_FRAMES
 from telephony.settings import Settings
 from telephony.web.api import media_ws
 from telephony.web.app import create_app
@@ -297,14 +298,16 @@ async def finish(client: TestClient, pool: asyncpg.Pool, peer: TwilioPeer, rec: 
     return await stored_audio(client, rec["id"])
 
 
+@pytest.mark.parametrize("sent", [25, PREROLL_FRAMES + 30], ids=["fits", "overflows"])
 async def test_audio_between_a_start_and_its_writer_opening_is_kept_and_earlier_audio_is_not(
-    client: TestClient, owner: Customer, pool: asyncpg.Pool
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, sent: int
 ) -> None:
     """A start is answered 201 before the stream's node has opened the writer (a NOTIFY, a
     transaction and a key unwrap away). Audio that arrives in between is recorded, with
     no loss; audio from before the start is not (R2). The writer's opening is held by the
     test holding the stream's lock, which the start's control message waits for: not a
-    sleep. Without the pre-roll the recording holds none of the voice."""
+    sleep. Without the pre-roll the recording holds none of the voice. Past the pre-roll's
+    bound the oldest frames go, and the recording says so with an `overload` gap."""
     call = await consented_call(client, owner)
     peer = await connect(client, call)
     await peer.start(tracks=("inbound",))
@@ -317,14 +320,21 @@ async def test_audio_between_a_start_and_its_writer_opening_is_kept_and_earlier_
         )
         assert resp.status == 201
         rec = await resp.json()
-        await peer.media(VOICE, frames=25)
-        await eventually(lambda: frames_received(client, call["id"]) >= 35)
+        await peer.media(VOICE, frames=sent)
+        await eventually(lambda: frames_received(client, call["id"]) >= 10 + sent)
         assert stream.writer is None  # the start still waits for the lock
     await eventually(lambda: writer_of(client, call["id"]) is not None)
 
     audio = await finish(client, pool, peer, rec)
 
-    assert audio == VOICE * 25
+    kept = min(sent, PREROLL_FRAMES)
+    assert audio == VOICE * kept
+    gaps = await pool.fetchval("SELECT gaps FROM recordings WHERE id = $1", rec["id"])
+    if sent > kept:
+        assert [g["reason"] for g in gaps] == ["overload"]
+        assert gaps[0]["at_ms"] == 0 and gaps[0]["duration_ms"] >= 0
+    else:
+        assert gaps == []
 
 
 async def test_silence_mode_fills_a_pause_with_silence(

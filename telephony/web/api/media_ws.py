@@ -329,7 +329,7 @@ async def _handle(
             if writer is not None:
                 writer.offer(event, datetime.now(UTC))
             else:
-                stream.preroll.append((event, datetime.now(UTC)))
+                stream.hold((event, datetime.now(UTC)))
         elif isinstance(event, StreamStart):
             liveness.started = True
             await hub.attach(stream, event)

@@ -163,7 +163,7 @@ BARE_OBJECT_SERVER = textwrap.dedent(
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
     """
 )
-BARE_OBJECT_KEY = "baseline/baseline.wav"
+BARE_OBJECT_KEY = "baseline/baseline-wav"  # a blob key: ids joined by /
 
 _INSERT_CHUNK = """
 INSERT INTO recording_chunks (recording_id, idx, blob_offset, record_bytes, first_sample,

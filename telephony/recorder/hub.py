@@ -130,6 +130,7 @@ class MediaHub:
 
     def __post_init__(self) -> None:
         self.sink = ChunkSink(self.writer_pool or self.pool, self.spool, self.blobs)
+        self._applying: set[asyncio.Task[None]] = set()
 
     async def recover_until_done(self, first_retry_s: float = 1.0) -> None:
         """`recover`, retried while the blob store (or the database) is unreachable, with
@@ -187,11 +188,17 @@ class MediaHub:
                 )
             await conn.add_listener(recordings.CONTROL_CHANNEL, on_notify)
             while (payload := await queue.get()) is not None:
-                try:
-                    await self.apply(ControlMessage.parse(payload))
-                except (ValueError, KeyError, asyncpg.PostgresError, OSError):
-                    log.exception("control message failed")
+                # Each message in a task of its own: opening a writer is a transaction and
+                # a key unwrap, and 600 starts one after another kept the last call's
+                # writer seconds away (overload gaps, bench/ingest.py). One call's messages
+                # keep their order: each task takes the stream's lock, which is first come,
+                # first served, before it yields.
+                task = asyncio.create_task(self._apply_logged(payload), name="control")
+                self._applying.add(task)
+                task.add_done_callback(self._applying.discard)
         finally:
+            if self._applying:  # what was begun ends: a writer half-opened or half-closed
+                await asyncio.gather(*self._applying, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await conn.remove_listener(recordings.CONTROL_CHANNEL, on_notify)
             if held:
@@ -277,6 +284,12 @@ class MediaHub:
             await media_lifecycle.complete_after_sealing(
                 self.pool, writer.recording_id, self.node_id
             )
+
+    async def _apply_logged(self, payload: str) -> None:
+        try:
+            await self.apply(ControlMessage.parse(payload))
+        except Exception:  # a task's error would otherwise go unread; the next message runs
+            log.exception("control message failed")
 
     async def apply(self, message: ControlMessage) -> None:
         stream = self.streams.get(message.call_id)

@@ -337,6 +337,31 @@ async def test_audio_between_a_start_and_its_writer_opening_is_kept_and_earlier_
         assert gaps == []
 
 
+async def test_one_call_s_writer_opening_late_does_not_hold_back_another_call_s(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """Control messages are applied each in its own task: a start whose writer cannot open
+    yet (here its stream's lock is held by the test) leaves the next call's start free to
+    open at once. Applied one after another, the second waited for the first, and under
+    load the last of 600 starts lost seconds of audio (bench/ingest.py)."""
+    held_call, free_call = await consented_call(client, owner), await consented_call(client, owner)
+    held_peer, free_peer = await connect(client, held_call), await connect(client, free_call)
+    await held_peer.start(tracks=("inbound",))
+    await free_peer.start(tracks=("inbound",))
+    streams = client.app[HUB].streams
+    await eventually(lambda: held_call["id"] in streams and free_call["id"] in streams)
+    held = client.app[HUB].streams[held_call["id"]]
+    async with held.lock:
+        await start_recording(client, owner, held_call["id"])
+        rec = await start_recording(client, owner, free_call["id"])
+        await eventually(lambda: writer_of(client, free_call["id"]) is not None)
+        assert held.writer is None
+    await eventually(lambda: writer_of(client, held_call["id"]) is not None)
+    await free_peer.media(VOICE, frames=5)
+
+    assert await finish(client, pool, free_peer, rec) == VOICE * 5
+
+
 async def test_silence_mode_fills_a_pause_with_silence(
     client: TestClient, owner: Customer, pool: asyncpg.Pool
 ) -> None:

@@ -219,9 +219,11 @@ async def open_legs(
                     }
                 )
             )
+            leg = Leg(ws, None)
+            # Kept alive from here: under load the recording's start can take a while.
+            opened.append(leg)
             if not record:
-                opened.append(Leg(ws, None))
-                return opened[-1]
+                return leg
             async with http.post(
                 f"{base}/v1/calls/{call['id']}/recordings",
                 headers=headers,
@@ -229,8 +231,8 @@ async def open_legs(
             ) as resp:
                 rec = await resp.json()
                 assert resp.status == 201, rec
-            opened.append(Leg(ws, rec["id"]))
-            return opened[-1]
+            leg.recording_id = rec["id"]
+            return leg
 
     opened: list[Leg] = []
     keeping = asyncio.create_task(keep_alive(opened))

@@ -275,6 +275,15 @@ async def test_unknown_dialect_is_a_404(client: TestClient) -> None:
     assert resp.status == 404
 
 
+async def test_a_plain_get_of_a_dialect_is_a_400_problem(client: TestClient) -> None:
+    """/openapi.json lists 400 for a request that is not a WebSocket upgrade."""
+    resp = await client.get("/v1/media/twilio")
+
+    assert resp.status == 400
+    assert resp.content_type == "application/problem+json"
+    assert (await resp.json())["code"] == "malformed-request"
+
+
 async def record_with(
     client: TestClient, owner: Customer, pause_behavior: str = "skip"
 ) -> tuple[dict, dict, TwilioPeer]:

@@ -295,8 +295,8 @@ async def _pump(
             break
         # Audio is offered without a coroutine; only what follows a control event (a
         # start, a stop) goes through `_handle`, which may await the hub.
-        taken = _offer_audio(metrics, stream, events)
-        if taken < len(events) and await _handle(hub, metrics, stream, events[taken:], liveness):
+        taken = _offer_audio(metrics, stream, events, 0)
+        if taken < len(events) and await _handle(hub, metrics, stream, events, liveness, taken):
             return True
         if stream.frames >= retune_at:
             retune_at = stream.frames + RETUNE_FRAMES
@@ -317,10 +317,11 @@ def _count_frames(metrics: Metrics, stream: LiveStream, event: Audio) -> None:
         metrics.media_lag.observe(lag_s)
 
 
-def _offer_audio(metrics: Metrics, stream: LiveStream, events: list[MediaEvent]) -> int:
-    """Offer the leading audio frames to the writer (or the pre-roll, until it opens);
-    the index of the first event that is not audio, len(events) when all were."""
-    for index, event in enumerate(events):
+def _offer_audio(metrics: Metrics, stream: LiveStream, events: list[MediaEvent], start: int) -> int:
+    """Offer the audio frames from `start` on to the writer (or the pre-roll, until it
+    opens); the index of the first event that is not audio, len(events) when all were."""
+    for index in range(start, len(events)):
+        event = events[index]
         if type(event) is not Audio:
             return index
         stream.frames += 1
@@ -343,18 +344,19 @@ async def _handle(
     stream: LiveStream,
     events: list[MediaEvent],
     liveness: Liveness,
+    start: int = 0,
 ) -> bool:
-    """Every event in order: audio offered, a start attached, a stop the end (True)."""
-    while events:
-        taken = _offer_audio(metrics, stream, events)
-        if taken == len(events):
-            break
-        event, events = events[taken], events[taken + 1 :]
+    """The events from `start` on, in order: audio offered, a start attached, a stop the
+    end (True)."""
+    index = _offer_audio(metrics, stream, events, start)
+    while index < len(events):
+        event = events[index]
         if isinstance(event, StreamStart):
             liveness.started = True
             await hub.attach(stream, event)
         elif isinstance(event, StreamStop):
             return True
+        index = _offer_audio(metrics, stream, events, index + 1)
     return False
 
 

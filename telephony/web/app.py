@@ -37,7 +37,7 @@ from telephony.recorder.hub import MediaHub, default_node_id, node_folder
 from telephony.recorder.sip_calls import SipCalls
 from telephony.settings import Settings, master_keys
 from telephony.usecases import backups, compaction, media_lifecycle, retention
-from telephony.web import access_log, portal
+from telephony.web import access_log, capacity, portal
 from telephony.web.api import (
     accounts,
     audit,
@@ -58,6 +58,7 @@ from telephony.web.appkeys import (
     BACKUPS,
     BLOBS,
     CATALOGUE,
+    FREE_SPACE,
     HASHER,
     HUB,
     JOURNAL,
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
     registry.register(ops.SipCollector(app))
     app[ACCESS_QUEUE] = asyncio.Queue(maxsize=ACCESS_QUEUE_BOUND)
     app[KEYS] = ServiceKeys(master_keys(settings))
+    app[FREE_SPACE] = capacity.shared_free_space(app)
     routes = all_routes()
     app[OPENAPI] = build_openapi(routes, choices={"data-regions": settings.region_names()})
     app[ROUTE_INDEX] = {route.handler: route for route in routes}

@@ -23,6 +23,7 @@ from telephony.recorder.hub import MediaHub
 from telephony.settings import Settings
 from telephony.usecases.backups import BackupStatus
 from telephony.web.routes import Route
+from telephony.web.shared_reading import SharedReading
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -39,6 +40,8 @@ SIP = web.AppKey("sip", SipListener)  # only where TELEPHONY_SIP_LISTEN is not o
 BACKUPS = web.AppKey("backups", BackupLocation)  # where backups and the journal live (S8)
 JOURNAL = web.AppKey("journal", DeletionJournal)  # deletions a restore re-applies
 BACKUP_STATUS = web.AppKey("backup_status", BackupStatus)  # the last good backup, for /metrics
+# Free bytes by store, one probe shared by whoever asks meanwhile (capacity.free_space).
+FREE_SPACE: web.AppKey[SharedReading[dict[str, int]]] = web.AppKey("free_space")
 HASHER = web.AppKey("hasher", PasswordHasher)  # Argon2id on a thread of its own
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 CATALOGUE = web.AppKey("catalogue", Catalogue)  # the en/pl messages of pages and mail

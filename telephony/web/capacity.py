@@ -3,7 +3,9 @@ against TELEPHONY_STORAGE_RESERVE_MB, read on their own threads and bounded in t
 
 A full disk must be found before the first failed write: a new recording is
 refused with 503 `storage-low`, and /readyz answers 503 so a load balancer sends
-calls to a node with room, while recordings already running go on.
+calls to a node with room, while recordings already running go on. Starts,
+/readyz and /metrics that ask at the same time share one probe of the stores
+(`SharedReading`): a burst of starts is not a burst of object-store listings.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from aiohttp import web
 
 from storage.blobs.regions import RegionalBlobStore
 from telephony.domain.errors import StorageLow, Unavailable
-from telephony.web.appkeys import BLOBS, SETTINGS, SPOOL
+from telephony.web.appkeys import BLOBS, FREE_SPACE, SETTINGS, SPOOL
+from telephony.web.shared_reading import SharedReading
 
 PROBE_TIMEOUT_S = 2.0
 MIB = 1024 * 1024
@@ -34,9 +37,18 @@ def _stores(app: web.Application) -> list[tuple[str, Probed]]:
     return [*blobs, ("spool", app[SPOOL])]
 
 
+def shared_free_space(app: web.Application) -> SharedReading[dict[str, int]]:
+    """The app's one reading of free space (create_app keeps it as FREE_SPACE)."""
+    return SharedReading(lambda: _probe_all(app))
+
+
 async def free_space(app: web.Application) -> dict[str, int]:
     """{"blob store": bytes, "spool": bytes}, a blob store per region when there are
-    regions; Unavailable when one does not answer."""
+    regions; Unavailable when one does not answer. Joins a probe under way."""
+    return await app[FREE_SPACE]()
+
+
+async def _probe_all(app: web.Application) -> dict[str, int]:
     found: dict[str, int] = {}
     for name, store in _stores(app):
         try:

@@ -3,6 +3,7 @@ recording while free space is under the reserve."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import asyncpg
@@ -10,6 +11,8 @@ from aiohttp.test_utils import TestClient
 
 from telephony.settings import Settings
 from telephony.web.app import create_app
+from telephony.web.appkeys import BLOBS
+from telephony.web.capacity import free_space
 from tests.conftest import Customer, ServiceServer, consented_call, new_customer
 from tests.support.mail import MAILBOX
 from tests.support.recordings import record
@@ -81,3 +84,25 @@ async def test_object_store_requests_and_errors_are_counted(
     assert metric(text, "object_store_requests_total", '{op="get"}') >= 1
     assert metric(text, "object_store_request_seconds_total", '{op="put"}') > 0
     assert 'storage_free_bytes{store="blob_store"}' not in text  # an object store has no figure
+
+
+async def test_starts_probing_at_once_share_one_object_store_listing(
+    settings: Settings, pool: asyncpg.Pool, s3_server: S3Server, mailbox: object
+) -> None:
+    # 800 starts at once each listing the bucket timed out in bench/ingest.py: all 503.
+    url = await s3_server.new_bucket("telephony")
+    app = create_app(settings.replace(blob_url=url), run_workers=False)
+    app[MAILBOX] = mailbox  # type: ignore[assignment]
+    async with TestClient(ServiceServer(app)) as client:
+        stats = client.app[BLOBS].stats  # type: ignore[attr-defined]
+        before = stats.requests.get("head", 0)
+        readings = await asyncio.gather(*(free_space(client.app) for _ in range(40)))
+        shared = stats.requests.get("head", 0) - before
+        await free_space(client.app)
+        afresh = stats.requests.get("head", 0) - before - shared
+
+    assert shared == 1 and afresh == 1
+    assert all(r == readings[0] for r in readings) and set(readings[0]) == {
+        "blob store",
+        "spool",
+    }

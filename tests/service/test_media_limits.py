@@ -194,3 +194,25 @@ async def test_no_reconnect_after_the_call_has_ended(
     ws = await client.ws_connect(f"/v1/media/twilio?token={call['media']['token']}")
 
     assert await close_of(ws) == (1008, "the call has ended")
+
+
+async def test_a_stream_whose_start_waits_on_the_database_is_not_taken_for_silent(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bench/ingest.py at 800 legs: a start's attach held past the silence limit by a
+    # loaded pool, and the watchdog closed a socket whose engine was talking all along.
+    monkeypatch.setattr(media_ws, "SILENCE_S", 1.0)
+    monkeypatch.setattr(media_ws, "WATCH_EVERY_S", 0.1)
+    call = await new_call(client, owner)
+    peer = await connect(client, call)
+    async with pool.acquire() as conn, conn.transaction():
+        # The attach looks for the call's live recording: it waits on this lock.
+        await conn.execute("LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE")
+        await peer.start(tracks=("inbound",))
+        await peer.paced(b"\xff" * 160, frames=100, interval_s=0.02)  # twice the limit
+        still_open = not peer.ws.closed
+    await eventually(lambda: call["id"] in client.app[HUB].streams)
+    await peer.paced(b"\xff" * 160, frames=10, interval_s=0.02)
+
+    assert still_open and not peer.ws.closed
+    await peer.stop()

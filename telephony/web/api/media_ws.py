@@ -73,6 +73,10 @@ class Liveness:
 
     messages: int = 0
     started: bool = False
+    # While the pump awaits the hub (a start's attach, a database query that a loaded
+    # pool can hold for many seconds), it reads nothing: that is our delay, not the
+    # peer's silence, and the peer's frames wait in the socket meanwhile.
+    attaching: bool = False
     closing_reason: str | None = None
 
 
@@ -176,7 +180,7 @@ async def _watch(ws: web.WebSocketResponse, liveness: Liveness) -> None:
             liveness.closing_reason = f"no start within {START_S:g} s"
             await ws.close(code=POLICY, message=liveness.closing_reason.encode())
             return
-        if liveness.messages != seen:
+        if liveness.messages != seen or liveness.attaching:
             seen, quiet_since = liveness.messages, now
         elif now - quiet_since >= SILENCE_S:
             liveness.closing_reason = f"nothing received for {SILENCE_S:g} s"
@@ -352,8 +356,11 @@ async def _handle(
     while index < len(events):
         event = events[index]
         if isinstance(event, StreamStart):
-            liveness.started = True
-            await hub.attach(stream, event)
+            liveness.started = liveness.attaching = True
+            try:
+                await hub.attach(stream, event)
+            finally:
+                liveness.attaching = False
         elif isinstance(event, StreamStop):
             return True
         index = _offer_audio(metrics, stream, events, index + 1)

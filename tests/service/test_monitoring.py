@@ -7,6 +7,7 @@ import asyncio
 import re
 
 import asyncpg
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from telephony.settings import Settings
@@ -64,13 +65,18 @@ async def test_under_the_reserve_a_new_recording_is_503_storage_low_and_the_node
     assert listed["items"] == []  # nothing was started
 
 
-async def test_object_store_requests_and_errors_are_counted(
-    settings: Settings, pool: asyncpg.Pool, s3_server: S3Server, mailbox: object
-) -> None:
+async def app_on_s3(settings: Settings, s3_server: S3Server, mailbox: object) -> web.Application:
+    """The service with its blobs in a new bucket of the test's S3 server."""
     url = await s3_server.new_bucket("telephony")
     app = create_app(settings.replace(blob_url=url), run_workers=False)
     app[MAILBOX] = mailbox  # type: ignore[assignment]
-    async with TestClient(ServiceServer(app)) as client:
+    return app
+
+
+async def test_object_store_requests_and_errors_are_counted(
+    settings: Settings, pool: asyncpg.Pool, s3_server: S3Server, mailbox: object
+) -> None:
+    async with TestClient(ServiceServer(await app_on_s3(settings, s3_server, mailbox))) as client:
         owner = await new_customer(client)
         rec = await record(client, owner, pool, frames=50)
         await (await client.get(f"/v1/recordings/{rec}/audio", headers=owner.auth)).read()
@@ -90,10 +96,7 @@ async def test_starts_probing_at_once_share_one_object_store_listing(
     settings: Settings, pool: asyncpg.Pool, s3_server: S3Server, mailbox: object
 ) -> None:
     # 800 starts at once each listing the bucket timed out in bench/ingest.py: all 503.
-    url = await s3_server.new_bucket("telephony")
-    app = create_app(settings.replace(blob_url=url), run_workers=False)
-    app[MAILBOX] = mailbox  # type: ignore[assignment]
-    async with TestClient(ServiceServer(app)) as client:
+    async with TestClient(ServiceServer(await app_on_s3(settings, s3_server, mailbox))) as client:
         stats = client.app[BLOBS].stats  # type: ignore[attr-defined]
         before = stats.requests.get("head", 0)
         readings = await asyncio.gather(*(free_space(client.app) for _ in range(40)))

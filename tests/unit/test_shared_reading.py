@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from telephony.web.shared_reading import SharedReading
+from tests.support.waiting import eventually
 
 
 class Probe:
@@ -28,7 +29,7 @@ async def test_callers_during_a_reading_share_it_and_the_next_caller_reads_afres
     shared = SharedReading(probe)
 
     callers = [asyncio.ensure_future(shared()) for _ in range(50)]
-    await asyncio.sleep(0)  # every caller has joined; the reading is still under way
+    await eventually(lambda: probe.runs == 1)  # every caller has joined; it waits on us
     probe.release.set()
     results = await asyncio.gather(*callers)
     later = await shared()
@@ -43,7 +44,7 @@ async def test_a_failure_reaches_every_caller_and_is_not_kept() -> None:
     shared = SharedReading(probe)
 
     callers = [asyncio.ensure_future(shared()) for _ in range(3)]
-    await asyncio.sleep(0)
+    await eventually(lambda: probe.runs == 1)
     probe.release.set()
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
     probe.fail = False
@@ -58,7 +59,7 @@ async def test_one_caller_cancelled_leaves_the_reading_to_the_others() -> None:
     shared = SharedReading(probe)
 
     impatient, patient = asyncio.ensure_future(shared()), asyncio.ensure_future(shared())
-    await asyncio.sleep(0)
+    await eventually(lambda: probe.runs == 1)
     impatient.cancel()
     with pytest.raises(asyncio.CancelledError):
         await impatient

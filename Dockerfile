@@ -1,6 +1,17 @@
 # The service image. It needs an external PostgreSQL: set TELEPHONY_DATABASE_URL
 # (the embedded cluster of `make run` is for laptops and tests, not containers)
 # and TELEPHONY_MASTER_KEY (base64 of 32 random bytes). See docker-compose.yml.
+# The wheel is built apart: rtp/_batch.c needs a C compiler, which the image does not keep.
+FROM python:3.11-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY telephony ./telephony
+COPY storage ./storage
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,11 +27,8 @@ RUN groupadd --system telephony \
  && chown telephony:telephony /var/lib/telephony \
  && chmod 0700 /var/lib/telephony
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY telephony ./telephony
-COPY storage ./storage
-RUN pip install --no-compile . && rm -rf /app/build
+COPY --from=build /wheels /wheels
+RUN pip install --no-compile /wheels/*.whl && rm -rf /wheels
 
 USER telephony
 VOLUME ["/var/lib/telephony"]

@@ -7,7 +7,7 @@ AXE    := tests/browser/node_modules/axe-core
 
 .PHONY: run test lint format bench clean messages
 
-$(STAMP): pyproject.toml scripts/system-packages
+$(STAMP): pyproject.toml scripts/system-packages telephony/media/rtp/_batch.c
 	scripts/system-packages $(PYTHON)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -135,7 +135,9 @@ class SipCalls(Sessions):
             for leg in call.legs:
                 if leg.rtp is not None:
                     total.update(leg.rtp.drops)
-        return total
+                if leg.bound is not None:
+                    total["socket_buffer"] += self.ports.dropped(leg.bound)
+        return +total
 
     # -- the listener's extension points -------------------------------------------------
 
@@ -340,7 +342,7 @@ class SipCalls(Sessions):
         legs: list[Leg] = []
         for _ in range(wanted):
             leg = Leg()
-            leg.bound = await self.ports.bind(leg.received, leg.rtcp)
+            leg.bound = await self.ports.bind(leg, leg.rtcp)
             if leg.bound is None:
                 self._release(legs)
                 log.warning("no free RTP port: a SIP call refused", extra={"free": 0})
@@ -429,7 +431,7 @@ class SipCalls(Sessions):
         opened: list[tuple[Leg, tuple[str, int] | None]] = []
         for leg in call.legs:
             if leg.line in lines and leg.bound is None:
-                leg.bound = await self.ports.bind(leg.received, leg.rtcp)
+                leg.bound = await self.ports.bind(leg, leg.rtcp)
                 if leg.bound is None:
                     for undo, remote in opened:
                         self._release([undo])
@@ -468,8 +470,11 @@ class SipCalls(Sessions):
         hub finalizes the recording (unless this node is leaving: a deploy)."""
         if call.ended:
             return
-        call.ended = True
         self.dialogs.pop(call.key, None)
+        for leg in call.legs:
+            if leg.bound is not None:
+                self.ports.flush(leg.bound)  # what came before the BYE, unread till a tick
+        call.ended = True
         now = asyncio.get_running_loop().time() - call.started
         for leg in call.legs:
             self._holding.discard(leg)
@@ -479,6 +484,8 @@ class SipCalls(Sessions):
         for leg in call.legs:
             if leg.rtp is not None:
                 self._ended_drops.update(leg.rtp.drops)
+            if leg.bound is not None:
+                self._ended_drops["socket_buffer"] += leg.bound.kernel_drops
         if bye is not None:
             self._send_bye(call, bye)
         if self.metrics is not None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from telephony.domain.tracks import INBOUND
 from telephony.media.rtp.ports import Bound
@@ -24,6 +25,9 @@ from telephony.media.sip.message import Request
 from telephony.media.sip.uas import Peer
 from telephony.metrics import Metrics
 from telephony.recorder.hub import LiveStream
+
+if TYPE_CHECKING:
+    from telephony.media.rtp._batch import Run  # the stub's alias: no such name at run time
 
 CLOCK_HZ = 8000
 METRIC_EVERY = 10  # one lag sample in ten frames, as the WebSocket path takes
@@ -49,13 +53,14 @@ class Leg:
 
     holding: set[Leg] | None = None  # the node's legs whose jitter window holds packets
 
-    def received(self, data: bytes, source: tuple[str, int]) -> None:
+    def received_run(self, run: Run) -> None:
+        """What the node's batch read from this leg's socket this tick (rtp/ports.py)."""
         call, rtp = self.call, self.rtp
         if call is None or rtp is None or call.ended:
             return
-        now = call.clock() - call.started
-        call.heard_at = now
-        out = rtp.receive(data, source, now)
+        _, source, data, count, pt, seq, ts, ssrc, arrivals = run
+        call.heard_at = arrivals[-1] - call.started
+        out = rtp.receive_run(source, data, count, (pt, seq, ts, ssrc), arrivals, call.started)
         if out:
             call.deliver(self, out)
         if rtp.held and self.holding is not None:
@@ -113,15 +118,29 @@ class SipCall:
         for item in out:
             if type(item) is not Placed:
                 continue  # digits: the recorder keeps none, as from the WebSocket dialects
-            live.frames += 1
-            if self.metrics is not None and live.frames % METRIC_EVERY == 0:
+            arrivals = item.arrivals
+            if arrivals is not None and (writer is None or item.arrival < since):
+                # A run that the pre-roll keeps, or that may straddle a handover of the
+                # stream to the other side: its packets, each judged by its own arrival.
+                self.deliver(leg, item.split(self.started))
+                continue
+            packets = 1 if arrivals is None else len(arrivals)
+            live.frames += packets
+            if self.metrics is not None and live.frames % METRIC_EVERY < packets:
                 # How far the placed audio runs behind its place on the recording clock:
-                # the jitter window's playout, and whatever the node falls behind by.
+                # the jitter window's playout, the batch's tick, and whatever the node
+                # falls behind by (a run's first packet: the oldest).
                 lag_s = self.clock() - self.started - item.position / CLOCK_HZ
                 self.metrics.media_lag.observe(lag_s)
             arrival = datetime.fromtimestamp(epoch + item.arrival, UTC)
             side = track if item.arrival >= since else leg.track_before
-            if writer is not None:
-                writer.offer_placed(side, item.payload, item.position, arrival)
-            else:  # until the writer opens (hub.PREROLL_FRAMES)
+            if writer is None:  # until the writer opens (hub.PREROLL_FRAMES)
                 live.hold((side, item.payload, item.position, arrival))
+            elif arrivals is None:
+                writer.offer_placed(side, item.payload, item.position, arrival)
+            else:
+                offset = epoch - self.started  # the loop's clock to wall-clock seconds
+                until = datetime.fromtimestamp(offset + arrivals[-1], UTC)
+                writer.offer_placed(
+                    side, item.payload, item.position, arrival, (until, arrivals, offset)
+                )

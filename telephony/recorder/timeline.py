@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -42,6 +42,34 @@ class Frame(NamedTuple):
     payload: bytes
     arrival: datetime
     samples: int = 0  # a packet's length (PacketTimeline); sample codecs count bytes
+    # A run of RTP packets read in one tick (rtp/ports.py): the last one's arrival, and
+    # each one's on the loop's clock with the offset to wall-clock seconds, so a window's
+    # edge inside the run is judged packet by packet (`packets_of`). None: one packet.
+    until: datetime | None = None
+    spans: tuple[tuple[float, ...], float] | None = None
+
+
+def packets_of(frame: Frame) -> list[Frame]:
+    """A run as its packets, each with its own arrival (sample codecs, equal packets)."""
+    if frame.spans is None:
+        return [frame]
+    arrivals, offset = frame.spans
+    size, samples = len(frame.payload) // len(arrivals), frame.samples // len(arrivals)
+    return [
+        Frame(
+            frame.channel,
+            frame.position + i * samples,
+            frame.payload[i * size : (i + 1) * size],
+            datetime.fromtimestamp(offset + at, UTC),
+            samples,
+        )
+        for i, at in enumerate(arrivals)
+    ]
+
+
+def last_arrival(frames: Sequence[Frame]) -> datetime:
+    """When the last of the frames' audio arrived (a run's last packet counts)."""
+    return max(f.arrival if f.until is None else f.until for f in frames)
 
 
 @dataclass
@@ -65,12 +93,20 @@ def by_window(
         # In arrival order, when the first and the last arrived inside the latest
         # window, all did (the usual case, checked in two comparisons).
         last = windows[-1]
-        if last.contains(frames[0].arrival) and last.contains(frames[-1].arrival):
+        if last.contains(frames[0].arrival) and last.contains(last_arrival(frames)):
             return {len(windows) - 1: frames}, 0
     groups: dict[int, list[Frame]] = {}
     dropped = 0
     for f in frames:
         index = next((i for i, w in enumerate(windows) if w.contains(f.arrival)), None)
+        if f.until is not None and (index is None or not windows[index].contains(f.until)):
+            # An edge falls inside the run (or the run began outside every window): each
+            # of its packets is judged by its own arrival, as if it had come alone.
+            parts, dropped_parts = by_window(packets_of(f), windows, ordered=False)
+            for i, kept in parts.items():
+                groups.setdefault(i, []).extend(kept)
+            dropped += dropped_parts
+            continue
         if index is None:
             dropped += 1
         else:
@@ -143,6 +179,15 @@ class Timeline:
         # silence and cut its head when it comes. Cut at the horizon instead. Both lists
         # keep the frames' arrival order: the window check and the placement rely on it.
         cut_straddling = self.tracks > 1
+        if cut_straddling and any(f.spans is not None for f in frames):
+            # A run is cut at a packet's edge, and the packet straddling the horizon as a
+            # frame is: what is held keeps each packet's arrival (`packets_of`).
+            frames = [
+                p
+                for f, end in zip(frames, ends, strict=True)
+                for p in (packets_of(f) if end > horizon and f.position < horizon else (f,))
+            ]
+            ends = [f.position + len(f.payload) // width for f in frames]
         ready: list[Frame] = []
         held: list[Frame] = []
         for f, end in zip(frames, ends, strict=True):

@@ -62,6 +62,7 @@ from telephony.recorder.timeline import (
     Window,
     by_window,
     in_arrival_order,
+    last_arrival,
 )
 from telephony.usecases import media_lifecycle
 
@@ -216,16 +217,38 @@ class RecordingWriter:
         self._next_pos[channel] = position + samples
         self._admit(channel, position, audio.payload, arrival, samples)
 
-    def offer_placed(self, track: str, payload: bytes, position: int, arrival: datetime) -> None:
+    def offer_placed(
+        self,
+        track: str,
+        payload: bytes,
+        position: int,
+        arrival: datetime,
+        run: tuple[datetime, tuple[float, ...], float] | None = None,
+    ) -> None:
         """`offer` for audio already placed on the stream's clock (RTP's): the same window
-        and queue, without an `Audio` made for each packet."""
+        and queue, without an `Audio` made for each packet. `run`: the audio is a run of
+        packets (rtp/ports.py), with the last one's arrival and each one's (Frame.spans),
+        so the window rule still judges every packet."""
         self.stats.frames_in += 1
         channel = self._channel_of.get(track)
-        if channel is not None:
+        if channel is None:
+            return
+        if run is None:
             self._admit(channel, position, payload, arrival, len(payload) // self._width)
+        else:
+            until, arrivals, offset = run
+            samples = len(payload) // self._width
+            self._admit(channel, position, payload, arrival, samples, until, (arrivals, offset))
 
     def _admit(
-        self, channel: int, position: int, payload: bytes, arrival: datetime, samples: int
+        self,
+        channel: int,
+        position: int,
+        payload: bytes,
+        arrival: datetime,
+        samples: int,
+        until: datetime | None = None,
+        spans: tuple[tuple[float, ...], float] | None = None,
     ) -> None:
         windows = self.windows
         if self._closed or not windows:
@@ -242,7 +265,8 @@ class RecordingWriter:
         else:
             self._in_order = False  # by_window checks every frame this turn
         if len(self._inbox) < self.queue_bound:
-            self._inbox.append(_frame(Frame, (channel, position, payload, arrival, samples)))
+            frame = (channel, position, payload, arrival, samples, until, spans)
+            self._inbox.append(_frame(Frame, frame))
         else:
             self.stats.frames_dropped_overflow += 1
             if self._overflow_since is None:
@@ -510,10 +534,8 @@ class RecordingWriter:
         """Seal and store frames; False (and nothing stored) when the window check refuses."""
         snapshot = self.timeline.snapshot()
         # The chunk's arrival bounds, which the database checks against the segments.
-        if ordered:
-            arrivals = (frames[0].arrival, frames[-1].arrival)
-        else:
-            arrivals = (min(f.arrival for f in frames), max(f.arrival for f in frames))
+        first_arrival = frames[0].arrival if ordered else min(f.arrival for f in frames)
+        arrivals = (first_arrival, last_arrival(frames))
         first = self.timeline.out_samples
         for number, (piece, samples) in enumerate(self.timeline.place(frames)):
             try:

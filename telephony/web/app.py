@@ -243,6 +243,7 @@ async def _sip(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await calls.close()  # our BYEs leave through the listener's sockets
+    ports.close()
     await listener.close()
 
 

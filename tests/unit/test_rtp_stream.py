@@ -344,3 +344,122 @@ def test_any_order_within_the_window_loses_nothing(order: list[int], seq0: int, 
     out = audio(feed(stream(), [*head, *arrivals]))
 
     assert [o.payload for o in out] == [p[0][12:] for p in packets]
+
+
+# -- runs: what the node's batch reads a tick at a time (rtp/_batch.c) ---------------------
+
+
+# What a drain hands a stream, less its owner and source: data, count, header, arrivals.
+Run = tuple[bytes, int, tuple[int, int, int, int], tuple[float, ...]]
+
+
+def runs_of(packets: list[tuple[bytes, float]]) -> list[Run]:
+    """The batch's grouping (see _batch.c): plain packets that continue each other join;
+    anything else comes alone, count 0. (data, count, (pt, seq, ts, ssrc), arrivals)."""
+    out: list[Run] = []
+    for data, at in packets:
+        plain = 12 < len(data) <= MAX_DATAGRAM and data[0] == 0x80 and data[1] < 128
+        if not plain:
+            out.append((data, 0, (0, 0, 0, 0), (at,)))
+            continue
+        pt, seq, ts, ssrc = struct.unpack_from("!xBHII", data)
+        if out and out[-1][1]:
+            joined, count, (pt0, seq0, ts0, ssrc0), ats = out[-1]
+            size = len(joined) // count
+            if (pt, ssrc, len(data) - 12) == (pt0, ssrc0, size) and (
+                seq == (seq0 + count) % 65536 and ts == (ts0 + size * count) % 2**32
+            ):
+                out[-1] = (joined + data[12:], count + 1, (pt0, seq0, ts0, ssrc0), (*ats, at))
+                continue
+        out.append((data[12:], 1, (pt, seq, ts, ssrc), (at,)))
+    return out
+
+
+def feed_runs(s: RtpStream, runs: list[Run], started: float) -> list[Placed]:
+    out: list[Placed | Digit] = []
+    for data, count, header, arrivals in runs:
+        out += s.receive_run(SBC, data, count, header, arrivals, started)
+        out += s.release(arrivals[-1] - started)
+    out += s.release(runs[-1][3][-1] - started + 1.0, everything=True)
+    return [p for o in audio(out) for p in o.split(started)]
+
+
+def test_a_run_of_the_latched_source_is_one_placement_of_its_packets() -> None:
+    packets = talk(6)
+    alone = audio(feed(stream(), packets))
+    s = stream()
+    feed(s, packets[:2])  # latched
+    ((data, count, header, arrivals),) = runs_of([(d, at + 64.0) for d, at in packets[2:]])
+
+    (run,) = audio(s.receive_run(SBC, data, count, header, arrivals, 64.0))
+
+    assert run.arrivals == arrivals  # the loop's clock, for the writer's window rule
+    assert run.arrival == pytest.approx(10.04)  # the recording clock's, as one by one
+    assert [(p.position, p.payload) for p in run.split(64.0)] == [
+        (p.position, p.payload) for p in alone[2:]
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["send", "lose", "repeat", "marker", "renumber"]), min_size=3, max_size=40
+    ),
+    st.integers(0, 65535),
+    st.integers(0, 2**32 - 1),
+)
+def test_runs_place_exactly_what_their_packets_would_one_by_one(
+    events: list[str], seq0: int, ts0: int
+) -> None:
+    """In-order streams with losses, repeats, markers and a renumbering sender: fed as the
+    batch would group them, the audio out is the same packets, at the same places, with
+    the same arrivals, as fed one at a time."""
+    packets: list[tuple[bytes, float]] = []
+    seq, ts, at, ssrc = seq0, ts0, 10.0, 0xDEE0EE8F
+    for event in ["send", "send", *events]:
+        if event == "renumber":
+            seq, ts, ssrc = seq + 20_000, ts + 5_000_000, ssrc + 1
+        if event != "lose":
+            data = rtp(seq, ts, marker=event == "marker", ssrc=ssrc)
+            packets.append((data, at))
+            if event == "repeat":
+                packets.append((data, at + 0.001))
+        seq, ts, at = seq + 1, ts + FRAME, at + 0.02
+
+    one_by_one = audio(feed(stream(), packets))
+    by_runs = feed_runs(stream(), runs_of(packets), 0.0)  # the loop's clock as the recording's
+
+    assert by_runs == one_by_one
+
+
+def test_a_run_from_another_source_is_dropped_packet_by_packet() -> None:
+    s = stream()
+    feed(s, talk(2))
+    data, count, header, arrivals = runs_of(talk(5, seq0=1002, ts0=5000 + 2 * FRAME, t0=10.04))[0]
+
+    out = s.receive_run((SBC[0], 40000), data, count, header, arrivals, 0.0)
+
+    assert out == [] and s.drops["other_source"] == 5
+
+
+def test_a_run_past_the_latched_budget_keeps_only_what_the_budget_admits() -> None:
+    """150 packets in one millisecond (a sender's burst after a stall): the budget's 100
+    go in, one by one, the rest are counted as a flood."""
+    s = stream()
+    feed(s, talk(2))
+    burst = [(rtp(1002 + i, 5000 + FRAME * (2 + i)), 20.0 + i / 150_000) for i in range(150)]
+    ((data, count, header, arrivals),) = runs_of(burst)
+
+    out = audio(s.receive_run(SBC, data, count, header, arrivals, 0.0))
+
+    assert count == 150
+    assert sum(len(p.payload) for p in out) == 100 * FRAME and s.drops["rate"] == 50
+
+
+def test_a_lone_datagram_of_a_run_list_is_judged_as_received() -> None:
+    s = stream()
+    feed(s, talk(2))
+
+    out = s.receive_run(SBC, b"\x80\xc8\x00\x01" + bytes(24), 0, (0, 0, 0, 0), (10.1,), 0.0)
+
+    assert out == [] and s.drops["rtcp"] == 1

@@ -24,6 +24,8 @@ from telephony.recorder.timeline import (
     Window,
     by_window,
     interleave,
+    last_arrival,
+    packets_of,
     pieces,
 )
 
@@ -676,6 +678,94 @@ def test_when_all_arrived_in_the_last_window_the_frames_are_returned_as_they_are
     assert groups[1] is frames
     assert list(groups) == [1]
     assert dropped == 0
+
+
+def run(position: int, arrivals_ms: list[int], channel: int = 0) -> Frame:
+    """A run of 20 ms packets read in one tick (rtp/ports.py), packet k filled with k+1."""
+    payload = b"".join(bytes([k + 1]) * 160 for k in range(len(arrivals_ms)))
+    offset = T0.timestamp()  # the "loop's clock" here is milliseconds after T0, in seconds
+    spans = tuple(ms / 1000 for ms in arrivals_ms)
+    return Frame(
+        channel,
+        position,
+        payload,
+        at(arrivals_ms[0]),
+        len(payload),
+        at(arrivals_ms[-1]),
+        (spans, offset),
+    )
+
+
+@pytest.mark.parametrize(
+    ("windows", "kept", "dropped"),
+    [
+        pytest.param([Window(at(0), at(50))], {0: [1, 2, 3]}, 1, id="consent-ends-inside-the-run"),
+        pytest.param([Window(at(30))], {0: [3, 4]}, 2, id="the-start-falls-inside-the-run"),
+        pytest.param(
+            [Window(at(0), at(30)), Window(at(50))],
+            {0: [1, 2], 1: [4]},
+            1,
+            id="a-pause-inside-the-run",
+        ),
+        pytest.param([Window(at(200))], {}, 4, id="the-run-before-every-window"),
+    ],
+)
+def test_a_run_with_a_window_edge_inside_is_judged_packet_by_packet(
+    windows: list[Window], kept: dict[int, list[int]], dropped: int
+) -> None:
+    """R2 for RTP read a tick at a time: a packet is kept only if *it* arrived inside a
+    window, though it came in one run with others that did not."""
+    frames = [run(0, [0, 20, 40, 60])]
+
+    groups, result_dropped = by_window(frames, windows)
+
+    assert {w: [f.payload[0] for f in fs] for w, fs in groups.items()} == kept
+    assert all(len(f.payload) == 160 for fs in groups.values() for f in fs)
+    assert [f.arrival for f in groups.get(0, [])] == [at(20 * (k - 1)) for k in kept.get(0, [])]
+    assert result_dropped == dropped
+
+
+def test_a_run_wholly_inside_the_open_window_stays_whole() -> None:
+    frames = [run(0, [2000, 2020]), run(320, [2040, 2060])]
+
+    groups, dropped = by_window(frames, [CLOSED, OPEN])
+
+    assert groups == {1: frames} and dropped == 0
+
+
+def test_the_last_packet_of_an_earlier_run_bounds_the_turn() -> None:
+    """Runs are ordered by their first arrival; the turn's last arrival may be another's:
+    one past the window's end is found, not hidden behind a later-starting run."""
+    late = run(0, [900, 1100])  # its second packet arrived after CLOSED's end
+    frames = [late, fr(500, b"\x09" * 160, 950)]
+
+    groups, dropped = by_window(frames, [CLOSED])
+
+    assert [f.payload[0] for f in groups[0]] == [1, 9] and dropped == 1
+    assert last_arrival(frames) == at(1100)
+
+
+def test_split_jitter_cuts_a_run_at_its_packets_and_each_keeps_its_arrival() -> None:
+    tl = timeline(tracks=2)
+    frames = [run(0, [0, 20, 40, 60], channel=0), fr(0, b"\x07" * 1000, 70, channel=1)]
+
+    ready, held = tl.split_jitter(frames)  # the horizon: 1000 - 800 = 200
+
+    assert [(f.position, len(f.payload), f.arrival) for f in ready if f.channel == 0] == [
+        (0, 160, at(0)),
+        (160, 40, at(20)),
+    ]
+    assert [(f.position, len(f.payload), f.arrival) for f in held if f.channel == 0] == [
+        (200, 120, at(20)),
+        (320, 160, at(40)),
+        (480, 160, at(60)),
+    ]
+    assert all(f.spans is None for f in ready + held)
+
+
+def test_packets_of_a_single_frame_is_the_frame() -> None:
+    frame = fr(0, b"\x01" * 160, 5)
+    assert packets_of(frame) == [frame]
 
 
 @pytest.mark.parametrize(

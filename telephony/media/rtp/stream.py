@@ -53,6 +53,19 @@ class Placed(NamedTuple):
     position: int  # in samples of the recording's clock
     payload: bytes  # codec bytes as received
     arrival: float  # when it was received (the recording clock): the window judges that
+    # A run of packets (receive_run): each one's arrival, on the loop's clock (not the
+    # recording's), for whoever must judge them one by one; None for a single packet.
+    arrivals: tuple[float, ...] | None = None
+
+    def split(self, started: float) -> list[Placed]:
+        """A run as its packets, each at its own arrival (a byte a sample: G.711)."""
+        if self.arrivals is None:
+            return [self]
+        size = len(self.payload) // len(self.arrivals)
+        return [
+            Placed(self.position + i * size, self.payload[i * size : (i + 1) * size], at - started)
+            for i, at in enumerate(self.arrivals)
+        ]
 
 
 @dataclass(frozen=True)
@@ -205,6 +218,49 @@ class RtpStream:
         self._latched_at = now
         return self._sequenced(packet, now)
 
+    def receive_run(
+        self,
+        source: tuple[str, int],
+        data: bytes,
+        count: int,
+        header: tuple[int, int, int, int],
+        arrivals: tuple[float, ...],
+        started: float,
+    ) -> list[Placed | Digit]:
+        """What the node's batch read (rtp/_batch.c): `count` packets of one source, pt,
+        SSRC, in sequence and contiguous in time, their payloads joined in `data` and their
+        (pt, seq, ts, ssrc) those of the first; or, count 0, one datagram as received.
+        `arrivals` are the loop's clock; `started` is the recording clock's zero on it.
+
+        The usual run, the latched source's next packets with nothing held, goes out as one
+        Placed: what `receive` would make of them one by one, joined. Anything else is
+        taken apart and goes through `receive`, packet by packet."""
+        current = self._source
+        pt, seq, ts, ssrc = header
+        if (
+            count
+            and current is not None
+            and source == current.address
+            and not self.held
+            and pt == self.audio_pt
+            and ssrc == current.ssrc
+            and seq == (current.highest + 1) & 0xFFFF
+            and current.highest == self._released
+        ):
+            first, last = arrivals[0] - started, arrivals[-1] - started
+            if self._latched_budget.admit_many(count, last):
+                self._latched_at = last
+                self._released = current.highest = current.highest + count
+                return self._place_audio(ts, data, first, arrivals if count > 1 else None)
+        if not count:
+            return self.receive(data, source, arrivals[0] - started)
+        out: list[Placed | Digit] = []
+        size = len(data) // count
+        for i, at in enumerate(arrivals):
+            packet = HEADER.pack(0x80, pt, (seq + i) & 0xFFFF, (ts + i * size) & 0xFFFFFFFF, ssrc)
+            out += self.receive(packet + data[i * size : (i + 1) * size], source, at - started)
+        return out
+
     def moved(self, expected_ip: str | None) -> None:
         """A re-offer names another address or port for this stream (media anchored
         elsewhere, after a transfer): the latched address is believed no more, and the
@@ -323,7 +379,9 @@ class RtpStream:
             return self._event(packet, position)
         return self._place_audio(packet.ts, packet.payload, arrival)
 
-    def _place_audio(self, ts: int, payload: bytes, arrival: float) -> list[Placed | Digit]:
+    def _place_audio(
+        self, ts: int, payload: bytes, arrival: float, arrivals: tuple[float, ...] | None = None
+    ) -> list[Placed | Digit]:
         source = self._source
         assert source is not None
         position = source.anchor_position + signed32(ts - source.anchor_ts)
@@ -340,7 +398,7 @@ class RtpStream:
         if not payload:
             return []
         self._placed_end = position + len(payload)  # G.711: a byte a sample
-        return [Placed(position, payload, arrival)]
+        return [Placed(position, payload, arrival, arrivals)]
 
     def _event(self, packet: Packet, position: int) -> list[Placed | Digit]:
         """RFC 4733: one digit per (SSRC, timestamp), told when its end packet comes, or
@@ -385,4 +443,13 @@ class _Bucket:
         if self.tokens < 1.0:
             return False
         self.tokens -= 1.0
+        return True
+
+    def admit_many(self, count: int, now: float) -> bool:
+        """A run's packets, all or none (none: they are taken one by one, and `admit`
+        drops those past the budget)."""
+        tokens = min(BURST, self.tokens + (now - self.at) * RATE_PER_S)
+        if tokens < count:
+            return False
+        self.tokens, self.at = tokens - count, now
         return True

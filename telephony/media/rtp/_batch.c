@@ -346,16 +346,28 @@ static PyObject *Batch_drain(Batch *self, PyObject *arg)
     return out;
 }
 
-static PyObject *Batch_take(Batch *self, PyObject *args)
+/* The descriptor `arg` names, if registered; -1 with KeyError (or TypeError) if not. */
+static int registered_fd(Batch *self, PyObject *arg)
 {
-    int fd;
-    Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "in:take", &fd, &limit))
-        return NULL;
+    int fd = (int)PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
     if (fd < 0 || fd >= self->capacity || self->slots[fd].owner == NULL) {
         PyErr_SetString(PyExc_KeyError, "descriptor not registered");
-        return NULL;
+        return -1;
     }
+    return fd;
+}
+
+static PyObject *Batch_take(Batch *self, PyObject *args)
+{
+    PyObject *descriptor;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "On:take", &descriptor, &limit))
+        return NULL;
+    int fd = registered_fd(self, descriptor);
+    if (fd < 0)
+        return NULL;
     if (limit < 1) {
         PyErr_SetString(PyExc_ValueError, "limit must be positive");
         return NULL;
@@ -417,25 +429,17 @@ static PyObject *Batch_register(Batch *self, PyObject *args)
 
 static PyObject *Batch_dropped(Batch *self, PyObject *arg)
 {
-    int fd = (int)PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
+    int fd = registered_fd(self, arg);
+    if (fd < 0)
         return NULL;
-    if (fd < 0 || fd >= self->capacity || self->slots[fd].owner == NULL) {
-        PyErr_SetString(PyExc_KeyError, "descriptor not registered");
-        return NULL;
-    }
     return PyLong_FromUnsignedLong(self->slots[fd].overflow);
 }
 
 static PyObject *Batch_unregister(Batch *self, PyObject *arg)
 {
-    int fd = (int)PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
+    int fd = registered_fd(self, arg);
+    if (fd < 0)
         return NULL;
-    if (fd < 0 || fd >= self->capacity || self->slots[fd].owner == NULL) {
-        PyErr_SetString(PyExc_KeyError, "descriptor not registered");
-        return NULL;
-    }
     epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL); /* before the socket closes */
     uint32_t dropped = self->slots[fd].overflow;
     Py_CLEAR(self->slots[fd].owner);

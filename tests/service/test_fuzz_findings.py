@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from telephony.delivery.ssrf import TargetRefused, screen_url
+from telephony.web.api.accounts import WEBHOOK_URL_PATTERN
 from telephony.web.inputs import KEYSET_CURSOR, SEQUENCE_CURSOR, parse_keyset, parse_sequence
 from tests.conftest import Customer, new_call
 
@@ -169,6 +171,33 @@ async def test_a_webhook_url_the_pattern_refuses_is_a_422_not_a_500(
 
     assert resp.status == 422
     assert [e["field"] for e in (await resp.json())["errors"]] == ["webhook_url"]
+
+
+# -- webhook URLs: a host with an empty label passed the pattern and got 422 (issue 13) -------
+
+
+@pytest.mark.parametrize("url", ["http://.6t40RZrx6:28277", "https://a..example/", "http://./"])
+async def test_a_host_with_an_empty_label_is_refused_by_the_pattern_too(
+    client: TestClient, owner: Customer, url: str
+) -> None:
+    pattern = body_schema(await schema_of(client), "AccountPatch")["properties"]["webhook_url"]
+    pattern = pattern["anyOf"][0]["pattern"]
+
+    resp = await client.patch("/v1/account", json={"webhook_url": url}, headers=owner.auth)
+
+    assert re.fullmatch(pattern, url) is None
+    assert resp.status == 422
+    assert [e["field"] for e in (await resp.json())["errors"]] == ["webhook_url"]
+
+
+@given(st.from_regex(WEBHOOK_URL_PATTERN, fullmatch=True))
+def test_every_url_the_pattern_admits_the_ssrf_screen_reads_as_a_url(url: str) -> None:
+    """The screen may still refuse the address (private, loopback), never the URL's form:
+    that 422 would be one the schema did not warn of."""
+    try:
+        screen_url(url, allow_private=True)
+    except TargetRefused as refused:
+        raise AssertionError(f"{url!r}: {refused}") from None
 
 
 # -- phone numbers and consent times: formats, since no pattern can hold them ---------------------

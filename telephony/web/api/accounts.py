@@ -55,9 +55,12 @@ LoginEmail = Annotated[str, StringConstraints(min_length=1, max_length=254, patt
 LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=FREE_TEXT)]
 # A public http(s) URL: the SSRF guard decides what is reachable; this says what is a URL.
 # A host name or IPv4 address (an IPv6 literal is refused: a host name serves IPv6 too),
-# an optional port in range, a path of visible ASCII.
+# an optional port in range, a path of visible ASCII. The host's labels are 1 to 63
+# characters, as the IDNA encoding the delivery client applies demands (an empty one, as
+# in ".example" or "a..b", it refuses); a name's 253 in all is DNS's to refuse.
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
-WEBHOOK_URL_PATTERN = rf"^https?://[A-Za-z0-9.-]{{1,253}}(:{_PORT})?(/[!-~]*)?$"
+_LABEL = r"[A-Za-z0-9-]{1,63}"
+WEBHOOK_URL_PATTERN = rf"^https?://{_LABEL}(\.{_LABEL})*\.?(:{_PORT})?(/[!-~]*)?$"
 WebhookUrl = Annotated[
     str, StringConstraints(min_length=10, max_length=2000, pattern=WEBHOOK_URL_PATTERN)
 ]

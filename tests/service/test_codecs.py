@@ -47,6 +47,9 @@ CASES = [
 ]
 
 
+WRITER_STATS: dict[str, object] = {}  # recording id: its writer's counts
+
+
 async def stream(
     client: TestClient,
     owner: Customer,
@@ -66,7 +69,8 @@ async def stream(
         peer = await connect(client, call, "telnyx")
         await peer.start(tracks=None, encoding=name, sample_rate=declared)
     rec = await start_recording(client, owner, call["id"])
-    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    writer = await eventually(lambda: writer_of(client, call["id"]))
+    WRITER_STATS[str(rec["id"])] = writer.stats  # for a failure's message: what it dropped
     for n, a in enumerate(inbound):
         await peer.media(a, "inbound", timestamp_ms=20 * n)
         if outbound is not None:
@@ -112,8 +116,9 @@ async def test_each_codec_is_kept_as_received_and_decoded_on_download(
         stored = await stored_audio(client, recording_id)
         dtype = ">i2" if codec == "l16be" else np.uint8
         kept = np.frombuffer(stored, dtype).reshape(-1, 2)
-        assert kept[:, 0].tobytes() == b"".join(inbound)
-        assert kept[:, 1].tobytes() == b"".join(outbound)
+        stats = WRITER_STATS[recording_id]
+        assert kept[:, 0].tobytes() == b"".join(inbound), stats
+        assert kept[:, 1].tobytes() == b"".join(outbound), stats
         if codec == "l16be":  # and decoded to exactly the samples sent
             assert (
                 samples[:, 0].tobytes()
@@ -273,10 +278,10 @@ async def test_alaw_downloads_keep_stored_alaw_and_translate_mulaw(
     # Dual, the default: channel 0 the counterparts' track, channel 1 the silent other side.
     assert struct.unpack_from("<HHI", same, 20) == (6, 2, 8000)  # WAVE_FORMAT_ALAW
     data = same[same.index(b"data") + 8 :]
-    assert data[0::2] == b"".join(alaw)  # as received
+    assert data[0::2] == b"".join(alaw), WRITER_STATS[stored_alaw]  # as received
     assert set(data[1::2]) == {0xD5}  # A-law silence
     translated = bytes(linear_to_alaw(ulaw_to_linear(c)) for c in b"".join(mulaw))
-    assert other[other.index(b"data") + 8 :][0::2] == translated
+    assert other[other.index(b"data") + 8 :][0::2] == translated, WRITER_STATS[stored_mulaw]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ import numpy as np
 
 from telephony.domain.recordings import PauseBehavior
 from telephony.media.codecs import pack
+from telephony.media.rtp.stream import run_packets
 
 SILENCE = {"mulaw": b"\xff", "alaw": b"\xd5", "l16le": b"\x00\x00", "l16be": b"\x00\x00"}
 JITTER_S = 0.1  # late frames within this much are still placed
@@ -54,16 +55,16 @@ def packets_of(frame: Frame) -> list[Frame]:
     if frame.spans is None:
         return [frame]
     arrivals, offset = frame.spans
-    size, samples = len(frame.payload) // len(arrivals), frame.samples // len(arrivals)
+    samples = frame.samples // len(arrivals)
     return [
         Frame(
             frame.channel,
             frame.position + i * samples,
-            frame.payload[i * size : (i + 1) * size],
+            part,
             datetime.fromtimestamp(offset + at, UTC),
             samples,
         )
-        for i, at in enumerate(arrivals)
+        for i, (part, at) in enumerate(run_packets(frame.payload, arrivals))
     ]
 
 

@@ -1,12 +1,19 @@
 # The C extension's interface (_batch.c): the node's RTP sockets read a tick at a time.
 
+from typing import Protocol
+
 # (owner, source, data, count, pt, seq, ts, ssrc, arrivals): `count` packets whose joined
 # payloads are `data`, the first numbered `seq` and stamped `ts`, arrived at `arrivals`
 # (CLOCK_MONOTONIC seconds, one a packet); count 0: `data` is one whole datagram, unparsed.
-Run = tuple[object, tuple[str, int], bytes, int, int, int, int, int, tuple[float, ...]]
+Run = tuple[Owner, tuple[str, int], bytes, int, int, int, int, int, tuple[float, ...]]
+
+class Owner(Protocol):
+    """What a registered socket's runs go to (sip_media.Leg): the batch only holds it."""
+
+    def received_run(self, run: Run, /) -> None: ...
 
 class Batch:
-    def register(self, fd: int, owner: object, /) -> None: ...
+    def register(self, fd: int, owner: Owner, /) -> None: ...
     def unregister(self, fd: int, /) -> int: ...
     def dropped(self, fd: int, /) -> int: ...
     def drain(self, limit: int, /) -> list[Run]: ...

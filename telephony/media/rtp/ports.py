@@ -25,24 +25,20 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from telephony.media.rtp._batch import Batch
 
 if TYPE_CHECKING:
-    from telephony.media.rtp._batch import Run  # the stub's alias: no such name at run time
+    # The stub's names (rtp/_batch.pyi): no such names at run time.
+    from telephony.media.rtp._batch import Owner as Runs
+    from telephony.media.rtp._batch import Run
 
 log = logging.getLogger(__name__)
 
 Receive = Callable[[bytes, tuple[str, int]], None]
 TICK_S = 0.04  # two 20 ms packets a leg a tick: half the calls into Python
 READ_LIMIT = 2048  # datagrams a socket a tick: a flood past it waits in the kernel's buffer
-
-
-class Runs(Protocol):
-    """What a bound RTP socket hands its packets to (sip_media.Leg)."""
-
-    def received_run(self, run: Run) -> None: ...
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -165,7 +161,7 @@ class PortPool:
     def _hand(runs: list[Run]) -> None:
         for run in runs:
             try:
-                run[0].received_run(run)  # type: ignore[attr-defined]
+                run[0].received_run(run)
             except Exception:
                 # One stream's fault must not lose the others' packets of this tick.
                 log.exception("an RTP run could not be taken")

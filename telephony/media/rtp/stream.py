@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -61,11 +62,17 @@ class Placed(NamedTuple):
         """A run as its packets, each at its own arrival (a byte a sample: G.711)."""
         if self.arrivals is None:
             return [self]
-        size = len(self.payload) // len(self.arrivals)
         return [
-            Placed(self.position + i * size, self.payload[i * size : (i + 1) * size], at - started)
-            for i, at in enumerate(self.arrivals)
+            Placed(self.position + i * len(part), part, at - started)
+            for i, (part, at) in enumerate(run_packets(self.payload, self.arrivals))
         ]
+
+
+def run_packets(payload: bytes, arrivals: Sequence[float]) -> list[tuple[bytes, float]]:
+    """A run's joined payload cut back into its packets' (equal ones, as rtp/_batch.c only
+    joins those), each with its arrival."""
+    size = len(payload) // len(arrivals)
+    return [(payload[i * size : (i + 1) * size], at) for i, at in enumerate(arrivals)]
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from telephony.web.api import (
     accounts,
     audit,
     calls,
+    encryption_keys,
     media_ws,
     ops,
     privacy,
@@ -98,6 +99,7 @@ def all_routes() -> list[Route]:
         *security.ROUTES,
         *webhooks.ROUTES,
         *sip_trunks.ROUTES,
+        *encryption_keys.ROUTES,
     ]
 
 

@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    RootModel,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -247,11 +248,19 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
-        for err in exc.errors(include_input=False, include_url=False)
-    ]
+def field_errors(exc: ValidationError, *, tagged: bool = False) -> list[dict[str, str]]:
+    """`tagged`: the body is one of several shapes by a tag field (a RootModel over a
+    discriminated union): pydantic's location starts with the tag's value, which is no
+    field of the body, and a bad tag is the tag field's error."""
+    found = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = err["loc"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (str(err.get("ctx", {}).get("discriminator", "body")).strip("'"),)
+        elif tagged:
+            loc = loc[1:]
+        found.append({"field": ".".join(str(p) for p in loc) or "body", "message": err["msg"]})
+    return found
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
@@ -276,7 +285,8 @@ def parse_body(raw: bytes, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(
-            "the request body has invalid fields", errors=field_errors(exc)
+            "the request body has invalid fields",
+            errors=field_errors(exc, tagged=issubclass(model, RootModel)),
         ) from None
 
 

@@ -4,16 +4,21 @@
 the schema names the format and this strategy draws such numbers: every
 example number libphonenumber knows, fixed line and mobile, for every region.
 `cidr`: likewise for networks, whose IPv6 grammar no pattern holds.
+`x25519-public-pem`, `rsa-public-pem`, `mlkem768-x25519-public-base64`: public keys,
+each a real one of its scheme (a pattern cannot say "a point on the curve").
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import phonenumbers
 import schemathesis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem, rsa, x25519
 from hypothesis import strategies as st
 
 
@@ -39,6 +44,32 @@ schemathesis.openapi.format(
         st.ip_addresses().map(str),
     ),
 )
+
+
+def _public_keys() -> dict[str, list[str]]:
+    """A few real public keys of each scheme (API.md "Customer-held keys"): the fuzzer may
+    register one twice, which is a 409, as any client would be told."""
+    spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    hybrid = []
+    for _ in range(4):
+        m, x = mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+        raw = m.public_key().public_bytes_raw() + x.public_key().public_bytes_raw()
+        hybrid.append(base64.b64encode(raw).decode())
+    return {
+        "x25519-public-pem": [
+            x25519.X25519PrivateKey.generate().public_key().public_bytes(*spki).decode()
+            for _ in range(8)
+        ],
+        "rsa-public-pem": [
+            rsa.generate_private_key(65537, bits).public_key().public_bytes(*spki).decode()
+            for bits in (3072, 4096)
+        ],
+        "mlkem768-x25519-public-base64": hybrid,
+    }
+
+
+for _format, _keys in _public_keys().items():
+    schemathesis.openapi.format(_format, st.sampled_from(_keys))
 
 
 def _rfc3339(at: datetime, offset_minutes: int) -> str:

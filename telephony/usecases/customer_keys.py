@@ -1,0 +1,80 @@
+"""Customer-held keys (API.md "Customer-held keys", R3): the account owner's public keys.
+
+Registering and deleting a key (and, with the sealing that comes next in issue 14,
+activating one) changes who can read the account's future recordings: each is audited
+and sent to staff (S4) with the key's id, algorithm and fingerprint, never the key
+itself. A registered key is not yet used: until one is activated, the account's
+recordings are sealed under the service's key hierarchy as before.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from storage import customer_keys
+from storage.customer_keys import StoredKey
+from storage.ids import new_id
+from storage.keys.customer import KeyRefused, parse
+from telephony.domain.errors import InvalidInput
+from telephony.domain.roles import CustomerPrincipal
+from telephony.usecases.trail import notify_admin_change, transaction
+
+
+def _subject(key: StoredKey) -> dict[str, str]:
+    return {"encryption_key_id": key.id}
+
+
+def _facts(key: StoredKey) -> dict[str, str]:
+    return {"algorithm": key.key.algorithm, "fingerprint": key.fingerprint}
+
+
+async def register(
+    pool: asyncpg.Pool, owner: CustomerPrincipal, algorithm: str, public_key: str, now: datetime
+) -> StoredKey:
+    """A new key, inactive until activated: registering one is not yet using it."""
+    try:
+        key = parse(algorithm, public_key)
+    except KeyRefused as refused:
+        raise InvalidInput(
+            "the public key cannot be used",
+            errors=[{"field": "public_key", "message": str(refused)}],
+        ) from None
+    async with transaction(pool) as tx:
+        stored = await customer_keys.insert(
+            tx.conn, id=new_id("key"), account_id=owner.account_id, key=key, now=now
+        )
+        await notify_admin_change(
+            tx,
+            "encryption_key.registered",
+            now=now,
+            actor=owner.actor,
+            account_id=owner.account_id,
+            subject=_subject(stored),
+            changes=_facts(stored),
+        )
+    return stored
+
+
+async def list_keys(
+    pool: asyncpg.Pool, owner: CustomerPrincipal, after: tuple[datetime, str] | None, limit: int
+) -> list[StoredKey]:
+    async with pool.acquire() as conn:
+        return await customer_keys.list_for(conn, owner.account_id, after, limit)
+
+
+async def delete(pool: asyncpg.Pool, owner: CustomerPrincipal, key_id: str, now: datetime) -> None:
+    """Never used again. Recordings sealed to it stay readable with its private key, which
+    only the customer has."""
+    async with transaction(pool) as tx:
+        stored = await customer_keys.delete(tx.conn, owner.account_id, key_id, now)
+        await notify_admin_change(
+            tx,
+            "encryption_key.deleted",
+            now=now,
+            actor=owner.actor,
+            account_id=owner.account_id,
+            subject=_subject(stored),
+            changes=_facts(stored),
+        )

@@ -1,4 +1,6 @@
-"""The only module that touches `cryptography.hazmat`: passwords, key wrapping, chunk cipher.
+"""The service's own cryptography: passwords, key wrapping, chunk cipher. (Beside it,
+`customer.py` wraps to customers' public keys and `signing.py` signs receipts; no other
+module touches `cryptography.hazmat`.)
 
 Password hashes (S1) are Argon2id PHC strings
 (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`): the salt is random per password and

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from storage.db import Conn
-from storage.keys import hierarchy
+from storage.keys import hierarchy, signing
 from storage.keys.crypto import (
     derive_key,
     new_key,
@@ -67,6 +67,10 @@ class KeyProvider(Protocol):
         """Small data the service must read back later (an idempotent reply with a token)."""
         ...
 
+    async def signing_key(self, conn: Conn, now: datetime) -> signing.SigningKey:
+        """The service's key for receipts (API.md "Signed receipts"), made on first use."""
+        ...
+
     def open_record(self, purpose: str, sealed: bytes, context: str) -> bytes:
         """IntegrityFailure when no configured key opens it."""
         ...
@@ -112,6 +116,9 @@ class ServiceKeys:
         self, conn: Conn, account_id: str, owner: str, wrapped: bytes, now: datetime
     ) -> bytes:
         return unwrap_key(await self._kek(conn, account_id, now), wrapped, owner)
+
+    async def signing_key(self, conn: Conn, now: datetime) -> signing.SigningKey:
+        return await signing.current(conn, self.master, now)
 
     def seal_record(self, purpose: str, plaintext: bytes, context: str) -> bytes:
         return seal(derive_key(self.master.current, purpose), plaintext, context)

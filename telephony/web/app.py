@@ -46,6 +46,7 @@ from telephony.web.api import (
     media_ws,
     ops,
     privacy,
+    receipts,
     recordings,
     security,
     sip_trunks,
@@ -100,6 +101,7 @@ def all_routes() -> list[Route]:
         *webhooks.ROUTES,
         *sip_trunks.ROUTES,
         *encryption_keys.ROUTES,
+        *receipts.ROUTES,
     ]
 
 

@@ -8,16 +8,21 @@ person would. Screenshots of the main pages land in var/screenshots/ (not commit
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from joserfc import jws
+from joserfc.jwk import KeySet
 from playwright.async_api import Page, expect
 
 from telephony.delivery.maildrop import text_of
+from telephony.web.api.receipts import JWKS_PATH
 from tests.browser.harness import NewPage, ResponseLog, axe_violations, screenshot
 from tests.conftest import PASSWORD, Customer, consented_call, signup_body
 from tests.support.mail import inbox, mailed_token
@@ -230,6 +235,44 @@ async def test_a_recorded_call_is_listed_plays_seeks_and_shows_its_pause(
     assert all(r.headers["content-range"].startswith("bytes ") for r in ranged)
 
 
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated:joserfc.errors.SecurityWarning")
+async def test_consent_and_deletion_receipts_are_shown_and_download_verifiable(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, new_page: NewPage, tmp_path: Path
+) -> None:
+    """The call page links each consent event's receipt and each deleted recording's; a
+    receipt page shows what it states, and its download verifies with the JWKS alone."""
+    made = await recorded_call(client, owner, pool)
+    call_id, rec_id = made["call"]["id"], made["recording"]["id"]
+    assert (await client.delete(f"/v1/recordings/{rec_id}", headers=owner.auth)).status == 204
+    page = await new_page(base_url=site(client), accept_downloads=True)
+    await sign_in(page, owner.email)
+    keys = KeySet.import_key_set(await (await client.get(JWKS_PATH)).json())
+
+    await page.goto(f"/calls/{call_id}")
+    await page.get_by_role("link", name="Signed receipt").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Consent receipt")
+    await expect(page.locator("dl.facts")).to_contain_text("granted")
+    async with page.expect_download() as consent_info:
+        await page.get_by_role("link", name="Download the signed receipt (JSON)").click()
+    await page.goto(f"/calls/{call_id}")
+    await page.get_by_role("link", name="Deletion receipt").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Deletion receipt")
+    await expect(page.locator("dl.facts")).to_contain_text("key destroyed")
+    async with page.expect_download() as deletion_info:
+        await page.get_by_role("link", name="Download the signed receipt (JSON)").click()
+
+    for info, kind in ((consent_info, "consent"), (deletion_info, "deletion")):
+        path = tmp_path / f"{kind}.json"
+        await (await info.value).save_as(path)
+        body = json.loads(await asyncio.to_thread(path.read_text))
+        header, _, signature = body["signature"].split(".")
+        jws.deserialize_compact(
+            f"{header}.{body['payload']}.{signature}", keys, algorithms=["EdDSA"]
+        )
+        assert body["receipt"]["type"] == kind and body["receipt"]["call_id"] == call_id
+    assert body["receipt"]["recording_id"] == rec_id
+
+
 async def test_the_downloaded_wav_is_the_apis_bytes(
     client: TestClient, owner: Customer, pool: asyncpg.Pool, new_page: NewPage, tmp_path: Path
 ) -> None:
@@ -402,6 +445,8 @@ async def test_axe_finds_no_serious_violation_on_any_page(
     await client.post(
         "/v1/privacy-requests", json={"kind": "access", "details": ""}, headers=owner.auth
     )
+    consents = await client.get(f"/v1/calls/{call_id}/consents", headers=owner.auth)
+    event_id = (await consents.json())["items"][0]["id"]
     found: dict[str, list[dict[str, Any]]] = {}
 
     async def check(page: Page, path: str, shot: str | None = None) -> None:
@@ -426,6 +471,7 @@ async def test_axe_finds_no_serious_violation_on_any_page(
         ("/recordings", "recordings"),
         (f"/recordings/{rec_id}", None),
         (f"/recordings/{rec_id}/delete", None),
+        (f"/calls/{call_id}/consents/{event_id}/receipt", "consent-receipt"),
         ("/keys", "keys"),
         ("/members", None),
         ("/settings", "settings"),
@@ -448,4 +494,4 @@ async def test_axe_finds_no_serious_violation_on_any_page(
     await check(admin, "/security/log", "security-log")
 
     assert {path: v for path, v in found.items() if v} == {}
-    assert len(found) == 20
+    assert len(found) == 21

@@ -17,7 +17,7 @@ from aiohttp import web
 from telephony.domain.errors import CsrfFailed, ServiceError, TooManyRequests
 from telephony.i18n import N_, speaking
 from telephony.web.appkeys import CATALOGUE
-from telephony.web.portal import account, people, records, render, staff
+from telephony.web.portal import account, people, receipts, records, render, staff
 from telephony.web.problems import status_of
 
 PortalHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,6 +78,7 @@ ROUTES: list[tuple[str, str, PortalHandler]] = [
     ("POST", "/language", people.switch_language),
     ("GET", "/policy", people.policy_page),
     *records.ROUTES,
+    *receipts.ROUTES,
     *account.ROUTES,
     *staff.ROUTES,
 ]

@@ -21,7 +21,7 @@ from telephony.domain.errors import Forbidden, InvalidInput
 from telephony.domain.roles import CustomerPrincipal, Scope
 from telephony.i18n import N_
 from telephony.media.containers import CONTAINERS
-from telephony.usecases import calls, recording_control, retention
+from telephony.usecases import calls, receipts, recording_control, retention
 from telephony.web.api.recordings import duration_ms, send_audio
 from telephony.web.appkeys import BLOBS, JOURNAL, POOL
 from telephony.web.filters import CALL_FILTERS, RECORDING_FILTERS, call_filter, recording_filter
@@ -147,6 +147,12 @@ async def call_page(request: web.Request) -> web.Response:
     history = sorted(
         (event for cp in view.counterparts for event in cp.events), key=lambda e: e.seq
     )
+    may_read = principal.may(Scope.RECORDINGS_READ)
+    shredded = (
+        await receipts.deleted_recordings(request.app[POOL], principal, view.call.id)
+        if may_read
+        else []
+    )
     return page(
         request,
         "call.html",
@@ -154,7 +160,8 @@ async def call_page(request: web.Request) -> web.Response:
             "view": view,
             "history": history,
             "labels": labels,
-            "may_read": principal.may(Scope.RECORDINGS_READ),
+            "may_read": may_read,
+            "shredded": shredded,
             "deleted": bool(request.query.get("deleted")),
             "duration_ms": duration_ms,
         },

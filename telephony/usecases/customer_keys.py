@@ -19,15 +19,22 @@ from storage.ids import new_id
 from storage.keys.customer import KeyRefused, parse
 from telephony.domain.errors import InvalidInput
 from telephony.domain.roles import CustomerPrincipal
-from telephony.usecases.trail import notify_admin_change, transaction
+from telephony.usecases.trail import Tx, notify_admin_change, transaction
 
 
-def _subject(key: StoredKey) -> dict[str, str]:
-    return {"encryption_key_id": key.id}
-
-
-def _facts(key: StoredKey) -> dict[str, str]:
-    return {"algorithm": key.key.algorithm, "fingerprint": key.fingerprint}
+async def _tell_staff(
+    tx: Tx, event: str, owner: CustomerPrincipal, stored: StoredKey, now: datetime
+) -> None:
+    """S4 and the audit trail: the key's id, algorithm and fingerprint, never the key."""
+    await notify_admin_change(
+        tx,
+        event,
+        now=now,
+        actor=owner.actor,
+        account_id=owner.account_id,
+        subject={"encryption_key_id": stored.id},
+        changes={"algorithm": stored.key.algorithm, "fingerprint": stored.fingerprint},
+    )
 
 
 async def register(
@@ -45,15 +52,7 @@ async def register(
         stored = await customer_keys.insert(
             tx.conn, id=new_id("key"), account_id=owner.account_id, key=key, now=now
         )
-        await notify_admin_change(
-            tx,
-            "encryption_key.registered",
-            now=now,
-            actor=owner.actor,
-            account_id=owner.account_id,
-            subject=_subject(stored),
-            changes=_facts(stored),
-        )
+        await _tell_staff(tx, "encryption_key.registered", owner, stored, now)
     return stored
 
 
@@ -69,12 +68,4 @@ async def delete(pool: asyncpg.Pool, owner: CustomerPrincipal, key_id: str, now:
     only the customer has."""
     async with transaction(pool) as tx:
         stored = await customer_keys.delete(tx.conn, owner.account_id, key_id, now)
-        await notify_admin_change(
-            tx,
-            "encryption_key.deleted",
-            now=now,
-            actor=owner.actor,
-            account_id=owner.account_id,
-            subject=_subject(stored),
-            changes=_facts(stored),
-        )
+        await _tell_staff(tx, "encryption_key.deleted", owner, stored, now)

@@ -248,29 +248,27 @@ async def test_consent_and_deletion_receipts_are_shown_and_download_verifiable(
     await sign_in(page, owner.email)
     keys = KeySet.import_key_set(await (await client.get(JWKS_PATH)).json())
 
-    await page.goto(f"/calls/{call_id}")
-    await page.get_by_role("link", name="Signed receipt").click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text("Consent receipt")
-    await expect(page.locator("dl.facts")).to_contain_text("granted")
-    async with page.expect_download() as consent_info:
-        await page.get_by_role("link", name="Download the signed receipt (JSON)").click()
-    await page.goto(f"/calls/{call_id}")
-    await page.get_by_role("link", name="Deletion receipt").click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text("Deletion receipt")
-    await expect(page.locator("dl.facts")).to_contain_text("key destroyed")
-    async with page.expect_download() as deletion_info:
-        await page.get_by_role("link", name="Download the signed receipt (JSON)").click()
-
-    for info, kind in ((consent_info, "consent"), (deletion_info, "deletion")):
+    downloaded: dict[str, dict[str, Any]] = {}
+    for link, kind, heading, stated in (
+        ("Signed receipt", "consent", "Consent receipt", "granted"),
+        ("Deletion receipt", "deletion", "Deletion receipt", "key destroyed"),
+    ):
+        await page.goto(f"/calls/{call_id}")
+        await page.get_by_role("link", name=link).click()
+        await expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+        await expect(page.locator("dl.facts")).to_contain_text(stated)
+        async with page.expect_download() as info:
+            await page.get_by_role("link", name="Download the signed receipt (JSON)").click()
         path = tmp_path / f"{kind}.json"
         await (await info.value).save_as(path)
-        body = json.loads(await asyncio.to_thread(path.read_text))
+        downloaded[kind] = body = json.loads(await asyncio.to_thread(path.read_text))
+
         header, _, signature = body["signature"].split(".")
         jws.deserialize_compact(
             f"{header}.{body['payload']}.{signature}", keys, algorithms=["EdDSA"]
         )
         assert body["receipt"]["type"] == kind and body["receipt"]["call_id"] == call_id
-    assert body["receipt"]["recording_id"] == rec_id
+    assert downloaded["deletion"]["receipt"]["recording_id"] == rec_id
 
 
 async def test_the_downloaded_wav_is_the_apis_bytes(

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
 from storage.keys.passwords import PasswordHasher
 from telephony.domain.roles import StaffRole
@@ -26,6 +28,18 @@ from tests.conftest import (
     start_recording,
 )
 
+RSA_PEM = (
+    rsa.generate_private_key(65537, 3072)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)  # another key than the body's, so registering that one is no conflict
+X25519_PEM = (
+    x25519.X25519PrivateKey.generate()
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 # A valid body for every route that takes one, so validation never answers first.
 BODIES: dict[tuple[str, str], dict] = {
     ("POST", "/v1/signup"): {},
@@ -39,6 +53,7 @@ BODIES: dict[tuple[str, str], dict] = {
     ("PATCH", "/v1/users/{id}"): {"name": "x"},
     ("POST", "/v1/api-keys"): {"name": "k", "scopes": ["calls"]},
     ("POST", "/v1/sip-trunks"): {"name": "t", "allowed_sources": ["198.51.100.0/24"]},
+    ("POST", "/v1/encryption-keys"): {"algorithm": "hpke-x25519", "public_key": X25519_PEM},
     ("POST", "/v1/calls"): {
         "direction": "outbound",
         "from": "+48221234567",
@@ -62,6 +77,9 @@ ID_KIND = {
     "/v1/users/{id}": "user",
     "/v1/api-keys/{id}": "key",
     "/v1/sip-trunks/{id}": "trunk",
+    "/v1/encryption-keys/{id}": "encryption_key",
+    "/v1/calls/{id}/consents/{event_id}/receipt": "call",
+    "/v1/recordings/{id}/deletion-receipt": "recording",
     "/v1/calls/{id}": "call",
     "/v1/calls/{id}/counterparts": "call",
     "/v1/calls/{id}/consents": "call",
@@ -125,9 +143,17 @@ async def world(client: TestClient, customer: Customer) -> dict[str, str]:
         json={"name": "t", "allowed_sources": ["198.51.100.0/24"]},
         headers=customer.auth,
     )
+    encryption_key = await client.post(
+        "/v1/encryption-keys",
+        json={"algorithm": "rsa-oaep-sha256", "public_key": RSA_PEM},
+        headers=customer.auth,
+    )
+    consents = await client.get(f"/v1/calls/{call['id']}/consents", headers=customer.auth)
     # The consent and the recording above each wrote a customer webhook event.
     webhook_events = await client.get("/v1/webhook-events", headers=customer.auth)
     return {
+        "encryption_key": (await encryption_key.json())["id"],
+        "consent_event": (await consents.json())["items"][0]["id"],
         "webhook_event": (await webhook_events.json())["items"][0]["id"],
         "call": call["id"],
         "counterpart": call["counterparts"][0]["id"],
@@ -141,6 +167,7 @@ async def world(client: TestClient, customer: Customer) -> dict[str, str]:
 
 def request_for(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict | None]:
     url = path.replace("{id}", ids[ID_KIND[path]]) if "{id}" in path else path
+    url = url.replace("{event_id}", ids["consent_event"])
     body = BODIES.get((method, path))
     if body is not None:
         body = {k: (ids["counterpart"] if v == "{counterpart}" else v) for k, v in body.items()}

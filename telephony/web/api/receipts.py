@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from telephony.domain.roles import Scope
+from telephony.domain.roles import CustomerPrincipal, Scope
 from telephony.usecases import receipts
+from telephony.usecases.receipts import Signed
 from telephony.web.appkeys import KEYS, POOL
 from telephony.web.auth import require_scope
 from telephony.web.inputs import path_id
@@ -22,9 +23,9 @@ async def signing_keys(request: web.Request) -> web.Response:
     return web.json_response(found, content_type="application/jwk-set+json")
 
 
-async def consent_receipt(request: web.Request) -> web.Response:
-    principal = await require_scope(request, Scope.CALLS)
-    signed = await receipts.consent_receipt(
+async def signed_consent(request: web.Request, principal: CustomerPrincipal) -> Signed:
+    """The receipt of the consent event the path names (the API's and the portal's)."""
+    return await receipts.consent_receipt(
         request.app[POOL],
         request.app[KEYS],
         principal,
@@ -32,15 +33,23 @@ async def consent_receipt(request: web.Request) -> web.Response:
         path_id(request, "event_id"),
         datetime.now(UTC),
     )
-    return web.json_response(signed.as_json())
+
+
+async def signed_deletion(request: web.Request, principal: CustomerPrincipal) -> Signed:
+    """The receipt of the deleted recording the path names (the API's and the portal's)."""
+    return await receipts.deletion_receipt(
+        request.app[POOL], request.app[KEYS], principal, path_id(request), datetime.now(UTC)
+    )
+
+
+async def consent_receipt(request: web.Request) -> web.Response:
+    principal = await require_scope(request, Scope.CALLS)
+    return web.json_response((await signed_consent(request, principal)).as_json())
 
 
 async def deletion_receipt(request: web.Request) -> web.Response:
     principal = await require_scope(request, Scope.RECORDINGS_READ)
-    signed = await receipts.deletion_receipt(
-        request.app[POOL], request.app[KEYS], principal, path_id(request), datetime.now(UTC)
-    )
-    return web.json_response(signed.as_json())
+    return web.json_response((await signed_deletion(request, principal)).as_json())
 
 
 ROUTES = [

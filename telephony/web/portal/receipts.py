@@ -7,40 +7,26 @@ for the customer to keep and hand over.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 
 from telephony.domain.errors import Forbidden
-from telephony.domain.roles import CustomerPrincipal, Scope
-from telephony.usecases import receipts
+from telephony.domain.roles import Scope
 from telephony.usecases.receipts import Signed
-from telephony.web.api.receipts import JWKS_PATH
-from telephony.web.appkeys import KEYS, POOL
+from telephony.web.api.receipts import JWKS_PATH, signed_consent, signed_deletion
 from telephony.web.inputs import path_id
 from telephony.web.portal.render import page
 from telephony.web.portal.session import require_customer
 
 
 async def _consent(request: web.Request) -> Signed:
-    principal = await require_customer(request)
-    return await receipts.consent_receipt(
-        request.app[POOL],
-        request.app[KEYS],
-        principal,
-        path_id(request),
-        path_id(request, "event_id"),
-        datetime.now(UTC),
-    )
+    return await signed_consent(request, await require_customer(request))
 
 
 async def _deletion(request: web.Request) -> Signed:
-    principal: CustomerPrincipal = await require_customer(request)
+    principal = await require_customer(request)
     if not principal.may(Scope.RECORDINGS_READ):
         raise Forbidden("your role does not read recordings")
-    return await receipts.deletion_receipt(
-        request.app[POOL], request.app[KEYS], principal, path_id(request), datetime.now(UTC)
-    )
+    return await signed_deletion(request, principal)
 
 
 def _shown(request: web.Request, signed: Signed, download: str) -> web.Response:

@@ -50,7 +50,7 @@ async def register(
         ) from None
     async with transaction(pool) as tx:
         stored = await customer_keys.insert(
-            tx.conn, id=new_id("key"), account_id=owner.account_id, key=key, now=now
+            tx.conn, id=new_id("ek"), account_id=owner.account_id, key=key, now=now
         )
         await _tell_staff(tx, "encryption_key.registered", owner, stored, now)
     return stored

@@ -87,7 +87,7 @@ async def test_each_algorithm_registers_with_the_fingerprint_a_customer_computes
     for _, key in made:
         assert key["fingerprint"] == expected[key["algorithm"]]
         assert key["active"] is False  # registered is not yet used
-        assert key["id"].startswith("key_") and key["created_at"].endswith("Z")
+        assert key["id"].startswith("ek_") and key["created_at"].endswith("Z")
         assert set(key) == {"id", "algorithm", "fingerprint", "created_at", "active"}
     assert [k["id"] for k in await listed(client, owner)] == [k["id"] for _, k in made]
 

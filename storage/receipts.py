@@ -114,7 +114,9 @@ async def consent_facts(
 async def deletion_facts(conn: Conn, account_id: str, recording_id: str) -> DeletionFacts | None:
     """The deletion's facts; None when the recording is unknown or not deleted."""
     row = await conn.fetchrow(
-        """SELECT r.id, r.call_id, r.deleted_at, r.wrapped_key IS NULL AS key_destroyed,
+        """SELECT r.id, r.call_id, r.deleted_at, (r.wrapped_key IS NULL AND NOT EXISTS (
+                      SELECT 1 FROM recording_key_epochs e WHERE e.recording_id = r.id))
+                  AS key_destroyed,
                   a.seq, a.hash, a.prev_hash, a.at
            FROM recordings r
            JOIN audit_events a ON a.account_id = r.account_id AND a.action = 'recording.deleted'

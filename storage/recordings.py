@@ -25,7 +25,7 @@ from telephony.domain.tracks import Track, from_stored
 
 _COLS = (
     "id, call_id, account_id, status, pause_reason, stop_reason, channels, pause_behavior,"
-    " started_at, ended_at, size_bytes, started_by_type, started_by_id, source"
+    " started_at, ended_at, size_bytes, started_by_type, started_by_id, source, customer_key_id"
 )
 # A recording's segments come with it, in the same statement (one round trip, not two).
 # Segments change only under the call's row lock, like the recording's state.
@@ -66,6 +66,8 @@ class Recording:
     # another format); what the customer is told, since nothing else would show it.
     gaps: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None  # websocket, sip or siprec: the first stream's; None before
+    # Sealed to this customer key (SEALED-FORMAT.md); None: the service's key hierarchy.
+    customer_key_id: str | None = None
 
 
 def _segment(row: asyncpg.Record | tuple[datetime, datetime | None, str | None]) -> Segment:
@@ -92,6 +94,7 @@ def _recording(row: asyncpg.Record, segments: list[Segment] | None = None) -> Re
         segments=segments if segments is not None else [_segment(t) for t in row["segments"]],
         gaps=[g for g in row.get("gaps") or [] if isinstance(g, dict)],
         source=row["source"],
+        customer_key_id=row["customer_key_id"],
     )
 
 
@@ -104,17 +107,20 @@ async def insert(
     channels: Channels,
     pause_behavior: PauseBehavior,
     started_by: Actor,
-    wrapped_key: bytes,
-    nonce_prefix: bytes,
+    wrapped_key: bytes | None,
+    nonce_prefix: bytes | None,
     now: datetime,
+    customer_key_id: str | None = None,
 ) -> Recording:
-    """The recording and its first segment, open from `now`: one statement."""
+    """The recording and its first segment, open from `now`: one statement. A recording
+    sealed to `customer_key_id` has no data key here: its writers make them (key_epochs)."""
     row = await conn.fetchrow(
         f"""WITH rec AS (
                 INSERT INTO recordings (id, call_id, account_id, status, channels,
                                         pause_behavior, started_at, started_by_type,
-                                        started_by_id, wrapped_key, nonce_prefix)
-                VALUES ($1, $2, $3, 'recording', $4, $5, $6, $7, $8, $9, $10)
+                                        started_by_id, wrapped_key, nonce_prefix,
+                                        customer_key_id)
+                VALUES ($1, $2, $3, 'recording', $4, $5, $6, $7, $8, $9, $10, $11)
                 RETURNING {_COLS}),
             opened AS (
                 INSERT INTO recording_segments (recording_id, started_at)
@@ -130,6 +136,7 @@ async def insert(
         started_by.id or "",
         wrapped_key,
         nonce_prefix,
+        customer_key_id,
     )
     assert row is not None
     return _recording(row, [Segment(now, None, None)])
@@ -566,6 +573,9 @@ async def find_for_deletion(
 async def shred(conn: Conn, recording_id: str, now: datetime) -> None:
     """Destroy the wrapped data key: from this commit on the audio is unreadable everywhere.
 
+    A recording sealed to a customer's key loses its epochs' wrapped keys too: the
+    service's copy cannot be opened even with the customer's private key.
+
     The chunk rows go too (they map blobs that are about to go); the blobs
     themselves are removed after the commit (`mark_blobs_deleted` once done).
     """
@@ -577,6 +587,7 @@ async def shred(conn: Conn, recording_id: str, now: datetime) -> None:
         now,
     )
     await conn.execute("DELETE FROM recording_chunks WHERE recording_id = $1", recording_id)
+    await conn.execute("DELETE FROM recording_key_epochs WHERE recording_id = $1", recording_id)
 
 
 async def blobs_pending_deletion(conn: Conn, limit: int) -> list[str]:

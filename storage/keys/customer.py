@@ -38,7 +38,7 @@ X25519_PUBLIC_BYTES = 32
 # recording it was made for.
 WRAP_CONTEXT = b"telephony recording data key v1\x00"
 
-_HPKE = {
+HPKE_SUITES = {
     "hpke-x25519": hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM),
     "hpke-mlkem768-x25519": hpke.Suite(
         hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM
@@ -97,7 +97,7 @@ def wrap(key: CustomerKey, data_key: bytes, recording_id: str) -> bytes:
             mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=context
         )
         return public.encrypt(data_key, label)
-    return _HPKE[key.algorithm].encrypt(data_key, _hpke_public(key), info=context)
+    return HPKE_SUITES[key.algorithm].encrypt(data_key, _hpke_public(key), info=context)
 
 
 def _hpke_public(key: CustomerKey) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
@@ -161,3 +161,10 @@ def _kind(public: object) -> str:
     if isinstance(public, rsa.RSAPublicKey):
         return "an RSA key"
     return f"a key of type {type(public).__name__.removesuffix('PublicKey')}"
+
+
+def hybrid_private(
+    kem: mlkem.MLKEM768PrivateKey, dh: x25519.X25519PrivateKey
+) -> hpke.MLKEM768X25519PrivateKey:
+    """The hybrid's private key from its two halves (the customer's side: decrypt)."""
+    return hpke.MLKEM768X25519PrivateKey(kem, dh)

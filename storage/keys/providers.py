@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from storage.db import Conn
-from storage.keys import hierarchy, signing
+from storage.keys import customer, hierarchy, signing
 from storage.keys.crypto import (
     derive_key,
     new_key,
@@ -33,6 +33,15 @@ class NewRecordingKey:
     data_key: bytes
     wrapped: bytes
     nonce_prefix: bytes
+
+
+def customer_recording_key(key: customer.CustomerKey, recording_id: str) -> NewRecordingKey:
+    """A data key for a recording sealed to the customer's key (SEALED-FORMAT.md): made
+    where it is used, by the writer, and wrapped at once. Nothing the service keeps opens
+    `wrapped`; the plaintext lives in the writer's memory only. ValueError when the key
+    cannot be used."""
+    data_key = new_key()
+    return NewRecordingKey(data_key, customer.wrap(key, data_key, recording_id), new_nonce_prefix())
 
 
 class KeyProvider(Protocol):

@@ -58,11 +58,15 @@ class SigningKey:
     def __repr__(self) -> str:  # never print key material
         return f"SigningKey(kid={self.kid!r})"
 
-    def sign_detached(self, payload: bytes) -> str:
+    @property
+    def jwk(self) -> dict[str, str]:
+        return jwk_of(self.private.public_key().public_bytes_raw())
+
+    def sign_detached(self, payload: bytes, typ: str = RECEIPT_TYPE) -> str:
         """`header..signature` over `payload` (RFC 7515 appendix F)."""
         header = b64url(
             json.dumps(
-                {"alg": "EdDSA", "kid": self.kid, "typ": RECEIPT_TYPE}, separators=(",", ":")
+                {"alg": "EdDSA", "kid": self.kid, "typ": typ}, separators=(",", ":")
             ).encode()
         )
         signature = self.private.sign(f"{header}.{b64url(payload)}".encode("ascii"))

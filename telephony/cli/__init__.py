@@ -1,5 +1,6 @@
 """The `telephony` command: serve, migrate, staff, security-log, purge, audit, keys, account,
-export, policy, news, backup. A module per area; each adds its subcommands to the parser."""
+export, policy, news, backup, decrypt. A module per area; each adds its subcommands to the
+parser."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from storage.keys.hierarchy import MasterKeyError
 from telephony import logs
-from telephony.cli import account, audit, backup, keys, policy, security, serve, staff
+from telephony.cli import account, audit, backup, decrypt, keys, policy, security, serve, staff
 from telephony.cli.common import CliError, database, migrate
 from telephony.domain.errors import ServiceError
 from telephony.settings import Settings, SettingsError
@@ -40,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     account.add(sub)
     policy.add(sub)
     backup.add(sub)
+    decrypt.add(sub)
     return p
 
 

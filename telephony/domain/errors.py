@@ -162,6 +162,14 @@ class CallNotActive(Conflict):
     title = "The call has ended"
 
 
+class CustomerKeyRequired(Conflict):
+    """The account seals recordings to its own key and has none usable: the service's
+    key is never used instead (API.md "Customer-held keys")."""
+
+    code = "customer-key-required"
+    title = "The account's encryption key cannot be used"
+
+
 class RecordingInProgress(Conflict):
     code = "recording-in-progress"
     title = "The call already has a live recording"

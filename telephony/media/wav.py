@@ -219,3 +219,34 @@ class WavLayout:
             if source:
                 out[:, channel] = samples[:, list(source)].sum(axis=1, dtype=np.int32)
         return out.clip(-32768, 32767).astype(np.int16)
+
+
+def native_header(encoding: str, sample_rate_hz: int, channels: int, frames: int) -> bytes:
+    """RIFF header for stored samples as they are, one channel per track (`telephony
+    decrypt`'s output): μ-law and A-law stay G.711, L16 becomes little-endian PCM.
+    `tools/decrypt.py` writes the same bytes, and a test holds the two together."""
+    width = _WIDTH[encoding]
+    tag = _FORMAT_TAG.get(encoding, 1)
+    fmt = struct.pack(
+        "<HHIIHH",
+        tag,
+        channels,
+        sample_rate_hz,
+        sample_rate_hz * width * channels,
+        width * channels,
+        8 * width,
+    )
+    extra = b""
+    if tag != 1:
+        fmt += b"\0\0"
+        extra = b"fact" + struct.pack("<II", 4, frames)
+    data_bytes = frames * width * channels
+    body = (
+        b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + extra
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+    return b"RIFF" + struct.pack("<I", 4 + len(body) + data_bytes) + b"WAVE" + body

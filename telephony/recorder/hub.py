@@ -338,12 +338,11 @@ class MediaHub:
             return  # deleted before its stream attached
         if start is None:
             return
-        assert start.secrets.nonce_prefix is not None
         writer = RecordingWriter(
             recording_id=recording_id,
             pause_behavior=start.recording.pause_behavior,
             fmt=stream.fmt,
-            cipher=ChunkCipher(start.data_key, start.secrets.nonce_prefix, recording_id),
+            cipher=ChunkCipher(start.data_key, start.nonce_prefix, recording_id),
             sink=self.sink,
             windows=[Window(s.started_at, s.ended_at) for s in start.segments],
             next_index=start.secrets.next_index,

@@ -1,10 +1,11 @@
 """Customer-held keys (API.md "Customer-held keys", R3): the account owner's public keys.
 
-Registering and deleting a key (and, with the sealing that comes next in issue 14,
-activating one) changes who can read the account's future recordings: each is audited
-and sent to staff (S4) with the key's id, algorithm and fingerprint, never the key
-itself. A registered key is not yet used: until one is activated, the account's
-recordings are sealed under the service's key hierarchy as before.
+Registering, activating and deleting a key change who can read the account's future
+recordings: each is audited and sent to staff (S4) with the key's id, algorithm and
+fingerprint, never the key itself. A registered key is not yet used: until one is
+activated, the account's recordings are sealed under the service's key hierarchy. Once
+one was activated, every new recording is sealed to the active key (SEALED-FORMAT.md),
+and with none active a start is refused (recording_control), never sealed otherwise.
 """
 
 from __future__ import annotations
@@ -69,3 +70,14 @@ async def delete(pool: asyncpg.Pool, owner: CustomerPrincipal, key_id: str, now:
     async with transaction(pool) as tx:
         stored = await customer_keys.delete(tx.conn, owner.account_id, key_id, now)
         await _tell_staff(tx, "encryption_key.deleted", owner, stored, now)
+
+
+async def activate(
+    pool: asyncpg.Pool, owner: CustomerPrincipal, key_id: str, now: datetime
+) -> StoredKey:
+    """New recordings are sealed to this key from now on (rotation: older recordings stay
+    sealed to the key they were made with, and open with its private key)."""
+    async with transaction(pool) as tx:
+        stored = await customer_keys.activate(tx.conn, owner.account_id, key_id, now)
+        await _tell_staff(tx, "encryption_key.activated", owner, stored, now)
+    return stored

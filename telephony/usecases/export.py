@@ -2,7 +2,8 @@
 
 `telephony export --account ID --out FILE` writes a ZIP with one WAV per
 recording (decrypted, verified, streamed into the archive so memory does not
-grow with the recordings) and `manifest.json`: the account, its calls with
+grow with the recordings; a recording sealed to the customer's key is its sealed
+container instead, SEALED-FORMAT.md) and `manifest.json`: the account, its calls with
 counterparts and consent events, recording metadata and the audit trail.
 It is how a customer takes their data with them, notably during the grace
 period after termination.
@@ -27,7 +28,7 @@ from storage.db import Conn
 from storage.keys.providers import KeyProvider
 from telephony.domain.actors import Actor
 from telephony.domain.errors import IntegrityFailure
-from telephony.usecases import playback
+from telephony.usecases import playback, sealed
 from telephony.usecases.trail import transaction
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
@@ -93,9 +94,10 @@ async def export_account(
             entry = dataclasses.asdict(rec)
             entry["file"] = None
             if rec.status in playback.DOWNLOADABLE:
-                name = f"recordings/{rec.id}.wav"
+                # Sealed to the customer's key: its container, which only they can open.
+                name = f"recordings/{rec.id}.{'sealed' if rec.customer_key_id else 'wav'}"
                 try:
-                    await _write_wav(pool, blobs, keys, rec.id, archive, name)
+                    await _write_recording(pool, blobs, keys, rec.id, archive, name)
                     entry["file"] = name
                 except IntegrityFailure:
                     damaged.append(rec.id)
@@ -120,7 +122,7 @@ async def export_account(
     return ExportResult(out, len(recs) - len(damaged), damaged, len(all_calls), len(trail))
 
 
-async def _write_wav(
+async def _write_recording(
     pool: asyncpg.Pool,
     blobs: BlobStore,
     keys: KeyProvider,
@@ -128,10 +130,15 @@ async def _write_wav(
     archive: zipfile.ZipFile,
     name: str,
 ) -> None:
-    found = await playback.open_recording(pool, blobs, keys, recording_id, None)
+    container = await sealed.open_sealed(pool, blobs, keys, recording_id, None)
+    if container is not None:
+        pieces = sealed.iter_sealed(container, blobs, 0, container.size_bytes)
+    else:
+        found = await playback.open_recording(pool, blobs, keys, recording_id, None)
+        pieces = playback.iter_wav(found, blobs, 0, found.size_bytes)
     member = await asyncio.to_thread(archive.open, name, "w", force_zip64=True)
     try:
-        async for piece in playback.iter_wav(found, blobs, 0, found.size_bytes):
+        async for piece in pieces:
             await asyncio.to_thread(member.write, piece)
     finally:
         await asyncio.to_thread(member.close)

@@ -14,9 +14,18 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from storage import calls, chunks, leases, media_streams, nodes, recordings
+from storage import (
+    calls,
+    chunks,
+    customer_keys,
+    key_epochs,
+    leases,
+    media_streams,
+    nodes,
+    recordings,
+)
 from storage.ids import token_hash
-from storage.keys.providers import KeyProvider
+from storage.keys.providers import KeyProvider, customer_recording_key
 from telephony.domain.actors import Actor
 from telephony.domain.calls import Direction
 from telephony.domain.consent import can_resume
@@ -142,6 +151,7 @@ class WriterStart:
 
     recording: recordings.Recording
     data_key: bytes
+    nonce_prefix: bytes
     secrets: recordings.Secrets
     segments: list[recordings.Segment]
 
@@ -175,11 +185,13 @@ async def start_writing(
                 # had); whatever it could not ship stays behind, so go on from the store's end.
                 await chunks.trim_past(tx.conn, recording_id, await stored_end(recording_id))
         state = await recordings.writer_state(tx.conn, recording_id)
-        data_key = await keys.recording_key(
-            tx.conn, account_id, recording_id, state.wrapped_key, now
-        )
-        if state.nonce_prefix is None:
-            raise IntegrityFailure("the recording has no key material")
+        if rec.customer_key_id is None:
+            data_key = await keys.recording_key(
+                tx.conn, account_id, recording_id, state.wrapped_key, now
+            )
+            if state.nonce_prefix is None:
+                raise IntegrityFailure("the recording has no key material")
+            nonce_prefix = state.nonce_prefix
         if not await recordings.attach_to_node(
             tx.conn,
             recording_id,
@@ -199,8 +211,35 @@ async def start_writing(
                 extra={"recording_id": recording_id, "encoding": encoding},
             )
             return None
+        if rec.customer_key_id is not None:
+            data_key, nonce_prefix = await _new_epoch(tx, rec, state.next_index, node_id, now)
         segments = await recordings.segments_of(tx.conn, recording_id)
-    return WriterStart(rec, data_key, state, segments)
+    return WriterStart(rec, data_key, nonce_prefix, state, segments)
+
+
+async def _new_epoch(
+    tx: Tx, rec: recordings.Recording, first_chunk: int, node_id: str, now: datetime
+) -> tuple[bytes, bytes]:
+    """A fresh data key for this writer, kept by the service only wrapped to the
+    customer's key (SEALED-FORMAT.md "Epochs"): from chunk `first_chunk` on, only the
+    customer can open what this writer seals. The key was tried at the start; one that
+    fails now (its row altered) is an IntegrityFailure, and nothing is written."""
+    assert rec.customer_key_id is not None
+    stored = await customer_keys.get_any(tx.conn, rec.customer_key_id)
+    try:
+        key = customer_recording_key(stored.key, rec.id)
+    except ValueError:
+        raise IntegrityFailure("the recording's encryption key cannot be used") from None
+    await key_epochs.add(
+        tx.conn,
+        rec.id,
+        first_chunk=first_chunk,
+        nonce_prefix=key.nonce_prefix,
+        wrapped_key=key.wrapped,
+        node_id=node_id,
+        now=now,
+    )
+    return key.data_key, key.nonce_prefix
 
 
 async def _continue_after_node_loss(

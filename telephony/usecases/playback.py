@@ -107,6 +107,9 @@ async def open_recording(
     """Load and check everything that can be checked before sending a byte."""
     async with pool.acquire() as conn:
         rec = await recordings.get(conn, recording_id, account_id=account_id)
+        if rec.customer_key_id is not None:
+            # Callers ask usecases.sealed first; this says why, should one not.
+            raise IntegrityFailure("the recording is sealed to the customer's key")
         if rec.status not in statuses:
             raise RecordingInProgress(
                 f"the recording is {rec.status.value}; it can be downloaded once it has ended"
@@ -383,17 +386,16 @@ def _batches(rows: tuple[chunks.Chunk, ...], first: int) -> Iterator[tuple[chunk
 
 async def audit_download(
     pool: asyncpg.Pool,
-    playback: Playback,
+    rec: recordings.Recording,
     actor: Actor,
     *,
+    encoding: str,
     address: str | None,
     byte_range: tuple[int, int] | None,
     now: datetime,
-    delivered_as: str | None = None,
 ) -> None:
-    """Every download lands in the customer's audit trail: who, when, from where (R4);
-    `delivered_as` names a format other than the layout's (mp3)."""
-    rec = playback.recording
+    """Every download lands in the customer's audit trail: who, when, from where, in what
+    form (R4)."""
     async with transaction(pool) as tx:
         tx.audit(
             rec.account_id,
@@ -402,7 +404,7 @@ async def audit_download(
             {"call_id": rec.call_id, "recording_id": rec.id},
             now,
             address=address,
-            encoding=delivered_as or playback.container or playback.layout.output,
+            encoding=encoding,
             range=f"{byte_range[0]}-{byte_range[1] - 1}" if byte_range else None,
         )
 

@@ -11,10 +11,12 @@ from datetime import datetime
 
 import asyncpg
 
-from storage import calls, recordings
+from storage import calls, customer_keys, recordings
+from storage.db import Conn
 from storage.ids import new_id
-from storage.keys.providers import KeyProvider
+from storage.keys.providers import KeyProvider, customer_recording_key
 from telephony.domain.consent import check_can_record, check_can_resume
+from telephony.domain.errors import CustomerKeyRequired
 from telephony.domain.recordings import Action, Channels, EndReason, PauseBehavior, check_transition
 from telephony.domain.roles import CustomerPrincipal
 from telephony.usecases import recording_states
@@ -38,7 +40,10 @@ async def start_recording(
         now = clock()
         check_can_record(await facts(tx.conn, call))
         recording_id = new_id("rec")
-        key = await keys.new_recording_key(tx.conn, call.account_id, recording_id, now)
+        sealed_to = await _customer_key(tx.conn, call.account_id, recording_id)
+        key = None
+        if sealed_to is None:
+            key = await keys.new_recording_key(tx.conn, call.account_id, recording_id, now)
         rec = await recordings.insert(
             tx.conn,
             id=recording_id,
@@ -47,8 +52,9 @@ async def start_recording(
             channels=channels,
             pause_behavior=pause_behavior,
             started_by=principal.actor,
-            wrapped_key=key.wrapped,
-            nonce_prefix=key.nonce_prefix,
+            wrapped_key=key.wrapped if key else None,
+            nonce_prefix=key.nonce_prefix if key else None,
+            customer_key_id=sealed_to,
             now=now,
         )
         await recording_states.announce(
@@ -61,6 +67,27 @@ async def start_recording(
             pause_behavior=pause_behavior.value,
         )
         return rec
+
+
+async def _customer_key(conn: Conn, account_id: str, recording_id: str) -> str | None:
+    """The customer key the recording is sealed to; None for the service's keys. An
+    account that ever activated a key of its own gets its own or nothing: a deleted or
+    unusable key refuses the start, never falls back to the service's key."""
+    mode = await customer_keys.sealing_mode(conn, account_id)
+    if not mode.required:
+        return None
+    if mode.key is None:
+        raise CustomerKeyRequired(
+            "recordings of this account are sealed to its own key, and none is active:"
+            " activate one (POST /v1/encryption-keys/{id}/activate)"
+        )
+    try:
+        customer_recording_key(mode.key.key, recording_id)  # the writer's wrap, tried now
+    except ValueError:
+        raise CustomerKeyRequired(
+            f"the active encryption key {mode.key.id} cannot be used; register and activate another"
+        ) from None
+    return mode.key.id
 
 
 async def change_recording(

@@ -202,4 +202,5 @@ def _response(route: Route, status: int, text: str) -> dict[str, Any]:
         return {"description": text}
     if route.produces == JSON:
         return {"description": text, "content": {JSON: {"schema": {"type": "object"}}}}
-    return {"description": text, "content": {route.produces: {}}}
+    kinds = (route.produces,) if isinstance(route.produces, str) else route.produces
+    return {"description": text, "content": {kind: {} for kind in kinds}}

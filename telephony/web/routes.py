@@ -39,8 +39,8 @@ class Route:
     responses: Mapping[int, str] = field(default_factory=dict)
     tag: str = "api"
     query: Sequence[Query] = ()
-    # Media type of the success answers, when not JSON (audio, Prometheus text).
-    produces: str = JSON
+    # Media type(s) of the success answers, when not JSON (audio, Prometheus text).
+    produces: str | tuple[str, ...] = JSON
     throttled: bool = False  # 429 too-many-attempts (and 503 when the hasher is full)
 
     @property

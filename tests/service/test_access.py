@@ -78,6 +78,7 @@ ID_KIND = {
     "/v1/api-keys/{id}": "key",
     "/v1/sip-trunks/{id}": "trunk",
     "/v1/encryption-keys/{id}": "encryption_key",
+    "/v1/encryption-keys/{id}/activate": "encryption_key",
     "/v1/calls/{id}/consents/{event_id}/receipt": "call",
     "/v1/recordings/{id}/deletion-receipt": "recording",
     "/v1/calls/{id}": "call",

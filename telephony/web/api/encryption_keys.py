@@ -123,6 +123,14 @@ async def delete_key(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def activate_key(request: web.Request) -> web.Response:
+    owner = await require_owner(request)
+    stored = await customer_keys.activate(
+        request.app[POOL], owner, path_id(request), datetime.now(UTC)
+    )
+    return web.json_response(render_key(stored))
+
+
 ROUTES = [
     Route(
         "POST",
@@ -149,6 +157,16 @@ ROUTES = [
         {200: "keys"},
         "encryption-keys",
         query=KEYSET_PAGING,
+    ),
+    Route(
+        "POST",
+        "/v1/encryption-keys/{id}/activate",
+        activate_key,
+        "Seal new recordings to this key from now on (older ones keep the key they have)",
+        OWNER,
+        None,
+        {200: "the key, now active (any other key of the account is not)"},
+        "encryption-keys",
     ),
     Route(
         "DELETE",

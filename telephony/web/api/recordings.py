@@ -15,7 +15,7 @@ from telephony.domain.recordings import Action, Channels, PauseBehavior
 from telephony.domain.roles import CustomerPrincipal, Scope
 from telephony.media.containers import CONTAINERS
 from telephony.media.wav import OUTPUT_ENCODINGS
-from telephony.usecases import playback, recording_control, retention
+from telephony.usecases import playback, recording_control, retention, sealed
 from telephony.web.appkeys import BLOBS, JOURNAL, KEYS, POOL
 from telephony.web.auth import client_of, require_scope
 from telephony.web.capacity import require_room
@@ -66,6 +66,9 @@ def render_recording(rec: Recording) -> dict[str, Any]:
         "size_bytes": rec.size_bytes,
         "started_by": {"type": rec.started_by.kind.value, "id": rec.started_by.id},
         "source": rec.source,  # how its audio came: websocket, sip, siprec; None before any
+        # Sealed to this customer key (its download is the sealed container); None: the
+        # service's keys.
+        "encryption_key_id": rec.customer_key_id,
         "segments": [
             {
                 "started_at": iso(s.started_at),
@@ -180,6 +183,11 @@ async def send_audio(request: web.Request, principal: CustomerPrincipal) -> web.
     encoding = "pcm16" if mp3 else query.get("encoding", "pcm16")
     app = request.app
     async with _reporting_damage(request, principal, recording_id):
+        container = await sealed.open_sealed(
+            app[POOL], app[BLOBS], app[KEYS], recording_id, principal.account_id
+        )
+        if container is not None:
+            return await _send_sealed(request, principal, container)
         found = await playback.open_recording(
             app[POOL], app[BLOBS], app[KEYS], recording_id, principal.account_id, output=encoding
         )
@@ -209,19 +217,80 @@ async def send_audio(request: web.Request, principal: CustomerPrincipal) -> web.
     pieces = playback.iter_wav(found, app[BLOBS], start, end)
     async with _reporting_damage(request, principal, recording_id):
         first = await anext(pieces)
-    client = client_of(request)
     await playback.audit_download(
         app[POOL],
-        found,
+        found.recording,
         principal.actor,
-        address=client.address,
+        encoding=found.layout.output,
+        address=client_of(request).address,
         byte_range=byte_range,
         now=datetime.now(UTC),
     )
+    return await _send_ranged(
+        request, principal, headers, (start, end, size), byte_range, "audio/wav", first, pieces
+    )
+
+
+async def _send_sealed(
+    request: web.Request, principal: CustomerPrincipal, container: sealed.SealedDownload
+) -> web.StreamResponse:
+    """The sealed container (SEALED-FORMAT.md), with Range and a strong ETag like WAV.
+    `encoding` and `format` do not apply: the service cannot open what it sends."""
+    recording_id = container.recording.id
+    size, etag = container.size_bytes, container.etag
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-cache",
+        "Content-Disposition": f'attachment; filename="{recording_id}.sealed"',
+    }
+    if etag in _etags(request.headers.get("If-None-Match")):
+        return web.Response(status=304, headers=headers)
+    byte_range = None
+    if request.headers.get("If-Range", etag) == etag:
+        byte_range = parse_range(request.headers.get("Range"), size)
+    start, end = byte_range or (0, size)
+    pieces = sealed.iter_sealed(container, request.app[BLOBS], start, end)
+    async with _reporting_damage(request, principal, recording_id):
+        first = await anext(pieces, b"")
+    await playback.audit_download(
+        request.app[POOL],
+        container.recording,
+        principal.actor,
+        encoding="sealed",
+        address=client_of(request).address,
+        byte_range=byte_range,
+        now=datetime.now(UTC),
+    )
+    return await _send_ranged(
+        request,
+        principal,
+        headers,
+        (start, end, size),
+        byte_range,
+        sealed.MEDIA_TYPE,
+        first,
+        pieces,
+    )
+
+
+async def _send_ranged(
+    request: web.Request,
+    principal: CustomerPrincipal,
+    headers: dict[str, str],
+    span: tuple[int, int, int],
+    byte_range: tuple[int, int] | None,
+    media_type: str,
+    first: bytes,
+    pieces: AsyncIterator[bytes],
+) -> web.StreamResponse:
+    """A body of known length, whole or one range of it, its first piece already read."""
+    start, end, size = span
+    recording_id = path_id(request)
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     response = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
-    response.content_type = "audio/wav"
+    response.content_type = media_type
     response.content_length = end - start
     await response.prepare(request)
     await response.write(first)
@@ -253,12 +322,12 @@ async def _send_stream(
         first = await anext(pieces)
     await playback.audit_download(
         request.app[POOL],
-        found,
+        found.recording,
         principal.actor,
+        encoding=delivered_as or found.container or found.layout.output,
         address=client_of(request).address,
         byte_range=None,
         now=datetime.now(UTC),
-        delivered_as=delivered_as,
     )
     response = web.StreamResponse(status=200, headers=headers)
     response.content_type = media_type
@@ -386,11 +455,14 @@ ROUTES = [
         "GET",
         "/v1/recordings/{id}/audio",
         download_audio,
-        "The recording as WAV, decrypted as it streams; Range and ETag supported (R4)",
+        "The recording as WAV, decrypted as it streams; Range and ETag supported (R4). A"
+        " recording sealed to a customer key is its sealed container (SEALED-FORMAT.md)",
         "recordings:read",
         None,
         {
-            200: "audio/wav: two channels for dual (0 counterparts, 1 customer), one for mono",
+            200: "audio/wav: two channels for dual (0 counterparts, 1 customer), one for mono;"
+            " application/vnd.telephony.sealed+octet-stream for a recording sealed to the"
+            " account's own key (`encoding` and `format` do not apply to it)",
             206: "the requested byte range",
             304: "unchanged (If-None-Match)",
             404: "not-found (also after deletion)",
@@ -400,7 +472,7 @@ ROUTES = [
         },
         "recordings",
         query=_AUDIO_QUERY,
-        produces="audio/wav",
+        produces=("audio/wav", sealed.MEDIA_TYPE),
     ),
     Route(
         "DELETE",

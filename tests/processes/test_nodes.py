@@ -40,6 +40,7 @@ from tests.support.engine import (
 )
 from tests.support.nodes import three_nodes
 from tests.support.s3 import S3Server
+from tests.support.sealed import make_pair, opened
 from tests.support.servers import free_port
 from tests.support.waiting import eventually
 
@@ -365,19 +366,32 @@ async def test_a_killed_node_s_calls_continue_on_another_node_or_end_interrupted
     assert spooled == []
 
 
+@pytest.mark.parametrize("sealed", [False, True], ids=["service-keys", "customer-key"])
 async def test_a_node_shut_down_for_a_deploy_hands_its_calls_over_losing_nothing(
-    database_url: str, s3_server: S3Server, tmp_path: Path, pool: asyncpg.Pool
+    database_url: str, s3_server: S3Server, tmp_path: Path, pool: asyncpg.Pool, sealed: bool
 ) -> None:
     """SIGTERM (a rolling deploy): the node seals and ships what it holds before it lets the
-    stream go, so the recording goes on elsewhere with every frame kept."""
+    stream go, so the recording goes on elsewhere with every frame kept.
+
+    Sealed to a customer key (issue 14), the second node makes a data key of its own: the
+    container holds two epochs, and the customer's key opens both."""
     blob_url = await s3_server.new_bucket()
     before, after = 150, 100
+    pair = make_pair("hpke-mlkem768-x25519")
     async with (
         three_nodes(database_url, blob_url, tmp_path, TELEPHONY_SPOOL_PART_S=PART_S) as nodes,
         aiohttp.ClientSession() as http,
     ):
         base, leaving = nodes.url, nodes.named("node-a")
         api = await customer(http, base)
+        if sealed:
+            key = await api.call(
+                "POST",
+                f"{base}/v1/encryption-keys",
+                {"algorithm": pair.algorithm, "public_key": pair.public},
+                201,
+            )
+            await api.call("POST", f"{base}/v1/encryption-keys/{key['id']}/activate")
         call = await consented_call(api, base)
         ws = await open_stream(http, leaving.url, call["media"]["token"])
         rec = await api.call("POST", f"{base}/v1/calls/{call['id']}/recordings", {}, 201)
@@ -400,7 +414,16 @@ async def test_a_node_shut_down_for_a_deploy_hands_its_calls_over_losing_nothing
             return got if got["status"] == "completed" else None
 
         done = await eventually(completed, timeout_s=20)
-        audio = await raw_audio(blob_url, nodes.master_key, pool, rec["id"])
+        if sealed:
+            async with http.get(
+                f"{base}/v1/recordings/{rec['id']}/audio",
+                headers={"Authorization": f"Bearer {api.token}"},
+            ) as resp:
+                header, audio = opened(await resp.read(), pair)
+            assert [e["epoch"] for e in header["epochs"]] == [0, 1]
+            assert 0 == header["epochs"][0]["first_chunk"] < header["epochs"][1]["first_chunk"]
+        else:
+            audio = await raw_audio(blob_url, nodes.master_key, pool, rec["id"])
 
     assert exit_code == 0
     assert frame_numbers(audio) == list(range(before + after))  # nothing lost, in order

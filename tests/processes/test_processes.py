@@ -33,6 +33,7 @@ from tests.support.engine import (
     send_frame,
 )
 from tests.support.media import MARKER, VOICE
+from tests.support.sealed import make_pair, opened
 from tests.support.servers import Server, free_port
 from tests.support.sip import Dialog, RtpSender, SipCaller, offer
 from tests.support.sipp_peer import free_udp_port
@@ -115,6 +116,50 @@ async def test_sigkill_mid_stream_loses_at_most_a_second(
     print(f"kill test: sent {sent} frames, stored {len(frames)}, missing {missing_s:.2f} s")
     assert missing_s <= 1.0, f"{missing_s:.2f} s missing"
     assert got["segments"][-1]["ended_by"] == "interrupted"
+
+
+async def test_sigkill_mid_call_sealed_to_a_customer_key_leaves_chunks_the_customer_opens(
+    servers: tuple[list[Server], MasterKeys, Path], pool: asyncpg.Pool
+) -> None:
+    """Issue 14: the data key died with the node, and nothing the service keeps opens the
+    chunks, yet the customer's private key opens every chunk that was sealed."""
+    (node, _), _, _ = servers
+    pair = make_pair()
+    await node.start()
+    async with aiohttp.ClientSession() as http:
+        api = await customer(http, node.url)
+        key = await api.call(
+            "POST",
+            f"{node.url}/v1/encryption-keys",
+            {"algorithm": pair.algorithm, "public_key": pair.public},
+            201,
+        )
+        await api.call("POST", f"{node.url}/v1/encryption-keys/{key['id']}/activate")
+        call = await consented_call(api, node.url)
+        ws = await open_stream(http, node.url, call["media"]["token"])
+        rec = await api.call("POST", f"{node.url}/v1/calls/{call['id']}/recordings", {}, 201)
+        await eventually(lambda: node_of(pool, rec["id"]))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for n in range(100):  # two seconds at real-time pace
+            await send_frame(ws, n, numbered_frame(n))
+            await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
+
+        await node.kill()
+        await node.start()
+
+        got = await api.call("GET", f"{node.url}/v1/recordings/{rec['id']}")
+        async with http.get(
+            f"{node.url}/v1/recordings/{rec['id']}/audio",
+            headers={"Authorization": f"Bearer {api.token}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            container = await resp.read()
+    header, audio = opened(container, pair)
+    frames = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+    assert got["status"] == header["status"] == "interrupted"
+    assert frames == [numbered_frame(n) for n in range(len(frames))]  # in order, intact
+    assert (100 - len(frames)) * 0.02 <= 1.0
 
 
 async def test_two_nodes_control_on_one_media_on_the_other(

@@ -29,6 +29,7 @@ from tests.support.recordings import (
     stored_audio,
 )
 from tests.support.s3 import S3Server
+from tests.support.sealed import make_pair, opened, seal_to, sealed_download
 from tests.support.waiting import eventually
 
 
@@ -68,6 +69,28 @@ async def test_a_recording_lives_in_the_bucket_downloads_whole_and_deletes(
     assert deleted.status == 204
     assert await s3_client.app[BLOBS].list(recording_prefix(rec)) == []
     assert (await download(s3_client, owner, rec)).status == 404
+
+
+async def test_a_sealed_recording_lives_in_the_bucket_and_its_container_opens(
+    s3_client: TestClient, pool: asyncpg.Pool
+) -> None:
+    """The object-store path with a customer key (issue 14): parts shipped to the bucket
+    are the container's records, read back across objects, whole and by Range."""
+    owner: Customer = await new_customer(s3_client)
+    pair = make_pair("hpke-mlkem768-x25519")
+    await seal_to(s3_client, owner, pair)
+    rec = await record(s3_client, owner, pool, channels="dual", frames=500)
+
+    objects = await s3_client.app[BLOBS].list(recording_prefix(rec))
+    body = await sealed_download(s3_client, owner, rec)
+    ranged = await download(s3_client, owner, rec, Range="bytes=1000-90999")
+
+    assert len(objects) >= 2
+    assert ranged.status == 206 and await ranged.read() == body[1000:91000]
+    _, audio = opened(body, pair)
+    inbound, outbound = expected("inbound", 500), expected("outbound", 500)
+    assert audio[0::2] == inbound and audio[1::2] == outbound
+    assert len(body) > sum(o.size_bytes for o in objects)  # the records, behind the header
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from tests.support.baresip_peer import dial, write_config, write_wav
 from tests.support.media import MARKER, VOICE, frames_received, writer_of
 from tests.support.pcap import PCAPS, rtp_packets
 from tests.support.recordings import status_is, stored_audio
+from tests.support.sealed import make_pair, opened, seal_to, sealed_download
 from tests.support.sip import Dialog, RtpSender, SipCaller, offer
 from tests.support.sipp_peer import free_udp_port, sipp
 from tests.support.waiting import eventually
@@ -104,6 +105,30 @@ async def test_a_sip_call_records_its_rtp_byte_for_byte_in_a_law(
     got = await (await client.get(f"/v1/recordings/{rec['id']}", headers=owner.auth)).json()
     assert got["stop_reason"] == "stream_ended"
     assert got["source"] == "sip"
+    rtp.close()
+
+
+async def test_a_sip_call_sealed_to_a_customer_key_opens_with_it_byte_for_byte(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, caller: SipCaller
+) -> None:
+    """The SIP path with a customer key (issue 14): the same container as a WebSocket's."""
+    pair = make_pair("rsa-oaep-sha256")
+    key_id = await seal_to(client, owner, pair)
+    call = await consented_call(client, owner)
+    rtp = await rtp_from()
+    dialog = await caller.invite(call["media"]["token"], offer(rtp.port))
+    assert dialog.answer.status == 200, dialog.answer
+    rtp.to = ("127.0.0.1", dialog.rtp_ports[0])
+    rec = await start_recording(client, owner, call["id"])
+    await eventually(lambda: writer_of(client, call["id"]) is not None)
+    await rtp.play(VOICE, 50)
+    await eventually(lambda: frames_received(client, call["id"]) >= 50)
+    assert (await caller.in_dialog(dialog, "BYE")).status == 200
+    await eventually(lambda: status_is(pool, rec["id"], "completed"))
+
+    header, audio = opened(await sealed_download(client, owner, rec["id"]), pair)
+    assert audio == VOICE * 50
+    assert header["key"]["id"] == key_id and header["audio"]["encoding"] == "alaw"
     rtp.close()
 
 

@@ -18,6 +18,11 @@ speed), and our legs-per-core as a ratio of the bare server's on the same
 loop, per round and over all rounds. --without-recording streams the legs
 without recording them, splitting the recorder's cost from ingest's.
 
+--customer-key ALGORITHM (issue 14) adds a third run to each round: the same N
+legs from a second account that seals its recordings to a key of its own (the
+writer makes each data key and wraps it to that key), so the rounds give the
+ratio to bare with and without customer keys, measured side by side.
+
 PostgreSQL's own CPU is printed separately: it is the database, not the
 server process, though each leg costs it one chunk row a second.
 """
@@ -468,6 +473,11 @@ async def main() -> None:
         " (TELEPHONY_COMPACTION_INTERVAL_S=0): splits that deferred cost from ingest's",
     )
     parser.add_argument(
+        "--customer-key",
+        choices=("hpke-x25519", "hpke-mlkem768-x25519", "rsa-oaep-sha256"),
+        help="also run each round from an account sealing to a key of this algorithm",
+    )
+    parser.add_argument(
         "--without-recording",
         action="store_true",
         help="legs stream but record nothing: splits the recorder's cost from ingest's",
@@ -497,6 +507,14 @@ async def main() -> None:
         await server.start()
         async with unbounded_session() as http:
             token = await sign_up(http, server.url)
+            sealed = None
+            if args.customer_key:
+                sealed_token = await sign_up(http, server.url)
+                await seal_to_a_new_key(http, server.url, sealed_token, args.customer_key)
+
+                async def sealed(n: int, s: float) -> Measure:
+                    return await run_ours(n, s, server, http, sealed_token, record)
+
             await bare.start()
             found = await step_then_hold(
                 steps,
@@ -506,9 +524,12 @@ async def main() -> None:
                 server,
                 args.step_seconds,
                 args.hold_seconds,
+                also=sealed,
             )
         if found is not None:
             summarize(f"{found[0]} legs", found[1], found[2], args.loop, args.hold_seconds)
+            if found[3]:
+                summarize_sealed(args.customer_key, found[1], found[2], found[3])
     finally:
         bare.stop()
         server.stop()
@@ -527,10 +548,12 @@ async def step_then_hold(
     server: OurServer,
     step_seconds: float,
     hold_seconds: float,
-) -> tuple[int, list[Measure], list[Measure]] | None:
+    also: Callable[[int, float], Awaitable[Measure]] | None = None,
+) -> tuple[int, list[Measure], list[Measure], list[Measure]] | None:
     """Step N up while it holds; then the largest N held, ours and bare alternating for
-    `rounds` pairs (a slow spell of the shared machine falls on both sides). None: no
-    step held. Shared by bench/ingest.py and bench/rtp.py."""
+    `rounds` pairs (a slow spell of the shared machine falls on both sides), with `also`
+    between them when given. None: no step held. Shared by bench/ingest.py and
+    bench/rtp.py."""
     best = 0
     for n in steps:
         m = await ours(n, step_seconds)
@@ -545,13 +568,16 @@ async def step_then_hold(
     # their peak in its RSS.
     server.stop()
     await server.start()
-    ours_runs, bare_runs = [], []
+    ours_runs, bare_runs, also_runs = [], [], []
     for number in range(1, rounds + 1):
         ours_runs.append(await ours(best, hold_seconds))
         show(f"ours #{number}", ours_runs[-1])
+        if also is not None:
+            also_runs.append(await also(best, hold_seconds))
+            show(f"sealed #{number}", also_runs[-1])
         bare_runs.append(await bare(best, hold_seconds))
         show(f"bare #{number}", bare_runs[-1])
-    return best, ours_runs, bare_runs
+    return best, ours_runs, bare_runs, also_runs
 
 
 def summarize(
@@ -573,6 +599,64 @@ def summarize(
         f"median {statistics.median(rounds):.2f})",
         flush=True,
     )
+
+
+def summarize_sealed(
+    algorithm: str, ours_runs: list[Measure], bare_runs: list[Measure], sealed: list[Measure]
+) -> None:
+    """Sealing to a customer key beside the service's keys, each as a ratio to bare."""
+    base = pooled(bare_runs).legs_per_core
+    with_key, without = pooled(sealed).legs_per_core, pooled(ours_runs).legs_per_core
+    rounds = [s.legs_per_core / o.legs_per_core for s, o in zip(sealed, ours_runs, strict=True)]
+    print(
+        f"sealed to a customer key ({algorithm}): {with_key:,.0f} legs per fully used core"
+        f" ({'held' if all(held(m) for m in sealed) else 'NOT held'} in every round)\n"
+        f"ratio to bare: with customer keys {with_key / base:.2f}, without {without / base:.2f};"
+        f" with/without {with_key / without:.2f} (per round:"
+        f" {', '.join(f'{r:.2f}' for r in rounds)}; median {statistics.median(rounds):.2f})",
+        flush=True,
+    )
+
+
+async def seal_to_a_new_key(
+    http: aiohttp.ClientSession, base: str, token: str, algorithm: str
+) -> None:
+    """Register a fresh public key of `algorithm` for the account and activate it: its
+    recordings are sealed to it from now on (the private half is thrown away)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import mlkem, rsa, x25519
+
+    if algorithm == "hpke-mlkem768-x25519":
+        raw = (
+            mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
+            + x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+        )
+        public = base64.b64encode(raw).decode()
+    else:
+        key = (
+            x25519.X25519PrivateKey.generate()
+            if algorithm == "hpke-x25519"
+            else rsa.generate_private_key(65537, 3072)
+        )
+        public = (
+            key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(
+        f"{base}/v1/encryption-keys",
+        json={"algorithm": algorithm, "public_key": public},
+        headers=headers,
+    ) as resp:
+        made = await resp.json()
+        assert resp.status == 201, made
+    async with http.post(
+        f"{base}/v1/encryption-keys/{made['id']}/activate", headers=headers
+    ) as resp:
+        assert resp.status == 200, await resp.text()
 
 
 def report_server_log(path: Path) -> None:

@@ -16,6 +16,7 @@ import asyncpg
 
 from storage import customer_keys
 from storage.customer_keys import StoredKey
+from storage.recordings import Recording
 from storage.ids import new_id
 from storage.keys.customer import KeyRefused, parse
 from telephony.domain.errors import InvalidInput
@@ -81,3 +82,11 @@ async def activate(
         stored = await customer_keys.activate(tx.conn, owner.account_id, key_id, now)
         await _tell_staff(tx, "encryption_key.activated", owner, stored, now)
     return stored
+
+
+async def sealed_to(pool: asyncpg.Pool, rec: Recording) -> StoredKey | None:
+    """The key a recording is sealed to (deleted or not); None for the service's keys."""
+    if rec.customer_key_id is None:
+        return None
+    async with pool.acquire() as conn:
+        return await customer_keys.get_any(conn, rec.customer_key_id)

@@ -13,7 +13,8 @@ import os
 import struct
 import subprocess
 import sys
-from datetime import datetime
+import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ from storage.keys.sealed import (
 from telephony.cli.decrypt import decrypt
 from telephony.domain.errors import IntegrityFailure
 from telephony.settings import Settings, master_keys
-from telephony.web.appkeys import KEYS
+from telephony.usecases.export import export_account
+from telephony.web.appkeys import BLOBS, KEYS, POOL
 from tests.conftest import Customer, consented_call, new_customer
+from tests.support.portal import sign_in
 from tests.support.recordings import FRAMES, expected, record
 from tests.support.sealed import Pair, make_pair, opened, seal_to, sealed_download
 
@@ -531,3 +534,45 @@ async def test_the_standalone_decryptor_writes_what_the_cli_writes_and_refuses_w
         assert tool.returncode == 1 and "refused" in tool.stderr, (name, tool.stderr)
     left = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.glob("*.wav*")))
     assert left == ["cli-call.wav", "tool-call.wav"]
+
+
+# -- the portal and the export ----------------------------------------------------------------
+
+
+async def test_the_portal_shows_a_sealed_recording_with_its_key_and_no_player(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    pair = make_pair()
+    key_id = await seal_to(client, owner, pair)
+    recording_id = await record(client, owner, pool, frames=60)
+    assert (await sign_in(client, owner.email)).status == 303  # to the start page
+    page = await (await client.get(f"/recordings/{recording_id}")).text()
+    assert key_id in page and load_private_key(pair.private).fingerprint[:16] in page
+    assert "<audio" not in page and "format=mp3" not in page
+    assert f"--in {recording_id}.sealed" in page
+    download = await client.get(f"/recordings/{recording_id}/audio")
+    assert download.content_type == "application/vnd.telephony.sealed+octet-stream"
+    assert opened(await download.read(), pair)[1] == interleaved(60)
+
+
+async def test_the_account_export_holds_the_sealed_container(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    pair = make_pair()
+    await seal_to(client, owner, pair)
+    recording_id = await record(client, owner, pool, frames=60)
+    app = client.app
+    out = tmp_path / "export.zip"
+    result = await export_account(
+        app[POOL], app[BLOBS], app[KEYS], owner.account_id, out, datetime.now(UTC)
+    )
+    assert result.recordings == 1 and result.damaged == []
+
+    def read() -> tuple[dict[str, Any], bytes]:
+        with zipfile.ZipFile(out) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            return manifest, archive.read(f"recordings/{recording_id}.sealed")
+
+    manifest, container = await asyncio.to_thread(read)
+    assert manifest["recordings"][0]["file"] == f"recordings/{recording_id}.sealed"
+    assert opened(container, pair)[1] == interleaved(60)

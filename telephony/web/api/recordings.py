@@ -395,7 +395,8 @@ ROUTES = [
         {
             201: "recording started",
             409: "consent-required (with `missing`), call-not-active, recording-in-progress, "
-            "processing-restricted",
+            "processing-restricted, customer-key-required (the account seals to its own key and"
+            " none is usable: never the service's key instead)",
             503: "storage-low: free space under the reserve (S7)",
         },
         "recordings",

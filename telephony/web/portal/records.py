@@ -21,7 +21,7 @@ from telephony.domain.errors import Forbidden, InvalidInput
 from telephony.domain.roles import CustomerPrincipal, Scope
 from telephony.i18n import N_
 from telephony.media.containers import CONTAINERS
-from telephony.usecases import calls, receipts, recording_control, retention
+from telephony.usecases import calls, customer_keys, receipts, recording_control, retention
 from telephony.web.api.recordings import duration_ms, send_audio
 from telephony.web.appkeys import BLOBS, JOURNAL, POOL
 from telephony.web.filters import CALL_FILTERS, RECORDING_FILTERS, call_filter, recording_filter
@@ -206,6 +206,9 @@ async def recording_page(request: web.Request) -> web.Response:
     )
     view = await calls.get_call(request.app[POOL], principal.account_id, rec.call_id)
     stored = await recording_control.stored_encoding(request.app[POOL], rec.id)
+    sealed_to = None
+    if rec.customer_key_id:
+        sealed_to = await customer_keys.sealed_to(request.app[POOL], rec)
     return page(
         request,
         "recording.html",
@@ -218,6 +221,7 @@ async def recording_page(request: web.Request) -> web.Response:
             "stored": STORED_CODEC.get(stored or ""),
             "playable": rec.status.value in ("completed", "stopped", "interrupted"),
             "containers": CONTAINERS,
+            "sealed_to": sealed_to,
         },
     )
 

@@ -79,6 +79,8 @@ async def remove_personal_data(conn: Conn, account_id: str, now: datetime) -> No
         account_id,
     )
     await conn.execute("DELETE FROM api_keys WHERE account_id = $1", account_id)
+    # The customer's public keys: their recordings went with the calls, above.
+    await conn.execute("DELETE FROM customer_keys WHERE account_id = $1", account_id)
     await conn.execute(
         "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE account_id = $1)",
         account_id,

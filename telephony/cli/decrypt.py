@@ -12,6 +12,7 @@ half-written audio that could be mistaken for the recording.
 from __future__ import annotations
 
 import argparse
+import binascii
 import json
 import os
 import sys
@@ -62,6 +63,10 @@ def decrypt(
                 if written != audio["frames"] * tracks * (1 if "law" in audio["encoding"] else 2):
                     raise ContainerRefused("the audio's length differs from what the header states")
         os.replace(partial, out_path)
+    except (KeyError, TypeError, binascii.Error) as exc:
+        # Past a valid signature only if someone signed a header that is not ours.
+        partial.unlink(missing_ok=True)
+        raise ContainerRefused(f"the container's header is malformed ({exc!r})") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

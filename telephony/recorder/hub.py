@@ -256,9 +256,13 @@ class MediaHub:
         tracks = tuple(named(n) for n in names) or (INBOUND,)
         stream.fmt = AudioFormat(start.encoding, start.sample_rate_hz, tracks)
         self.streams[stream.call_id] = stream
-        live = await media_lifecycle.live_recording_of(self.pool, stream.call_id)
-        if live is not None:
-            await self._open_writer(stream, live)
+        # Under the stream's lock, as a START is applied: a recording started just as the
+        # stream attached is seen by both, and only the first may open its writer. Two
+        # writers would seal the same chunk indexes (under a customer key, with two keys).
+        async with stream.lock:
+            live = await media_lifecycle.live_recording_of(self.pool, stream.call_id)
+            if live is not None and stream.writer is None:
+                await self._open_writer(stream, live)
 
     async def detach(self, stream: LiveStream, *, final: bool) -> None:
         """The socket closed: the stream's end finalizes its recording (`final`),
@@ -298,7 +302,7 @@ class MediaHub:
         async with stream.lock:
             writer = stream.writer
             if message.action is Control.START and writer is None:
-                await self._open_writer(stream, message.recording_id, locked=True)
+                await self._open_writer(stream, message.recording_id)
             elif writer is None or writer.recording_id != message.recording_id:
                 return
             elif message.action is Control.PAUSE:
@@ -313,9 +317,8 @@ class MediaHub:
                         self.pool, writer.recording_id, self.node_id
                     )
 
-    async def _open_writer(
-        self, stream: LiveStream, recording_id: str, locked: bool = False
-    ) -> None:
+    async def _open_writer(self, stream: LiveStream, recording_id: str) -> None:
+        """Called with `stream.lock` held, and `stream.writer` None."""
         assert stream.fmt is not None
         try:
             start = await media_lifecycle.start_writing(

@@ -20,6 +20,8 @@ import pytest
 
 from storage import audit
 from storage.db import ensure_database, with_database
+from storage.keys import signing
+from storage.keys.hierarchy import MasterKeys
 from storage.pgcluster import LocalCluster
 from telephony.domain.actors import Actor
 from tests.support.cli import FAST, run
@@ -258,6 +260,39 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen[str]:
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+
+async def test_keys_rotate_signing_adds_a_published_key_and_keys_rotate_rewraps_them(
+    cli_env: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    """`telephony keys rotate-signing` signs with a new key from now on, every older one
+    still in the JWKS; a master key rotation rewraps the signing keys too, so the new
+    master key alone unwraps the current one."""
+    old, new = secrets.token_bytes(32), secrets.token_bytes(32)
+    env = {**cli_env, "TELEPHONY_MASTER_KEY": base64.b64encode(old).decode()}
+
+    first = await asyncio.to_thread(run, ["keys", "rotate-signing"], env)
+    second = await asyncio.to_thread(run, ["keys", "rotate-signing"], env)
+    rotating = {
+        **env,
+        "TELEPHONY_MASTER_KEY": base64.b64encode(new).decode(),
+        "TELEPHONY_MASTER_KEY_PREVIOUS": base64.b64encode(old).decode(),
+    }
+    rotated = await asyncio.to_thread(run, ["keys", "rotate"], rotating)
+
+    assert first.returncode == second.returncode == rotated.returncode == 0, rotated.stderr
+    made = [json.loads(r.stdout) for r in (first, second)]
+    assert [m["published"] for m in made] == [1, 2]
+    assert made[0]["kid"] != made[1]["kid"]
+    summary = json.loads(rotated.stdout)
+    assert summary["signing_keys_rewrapped"] == 2
+    async with pool.acquire() as conn:
+        current = await signing.current(conn, MasterKeys(new), datetime.now(UTC))
+        wrapped_under = {
+            r["master_key_id"] for r in await conn.fetch("SELECT master_key_id FROM signing_keys")
+        }
+    assert current.kid == made[1]["kid"]
+    assert wrapped_under == {MasterKeys(new).current_id}
 
 
 async def test_serve_runs_its_own_cluster_and_survives_a_sigkill(

@@ -25,6 +25,7 @@ from telephony.web.appkeys import BLOBS, JOURNAL
 from tests.conftest import Customer, consented_call, login
 from tests.support.cli import FAST, run
 from tests.support.recordings import download, expected, record, recording_folder
+from tests.support.sealed import make_pair, seal_to
 
 
 async def status_of(pool: asyncpg.Pool, recording_id: str) -> str:
@@ -140,6 +141,8 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
     client: TestClient, owner: Customer, pool: asyncpg.Pool
 ) -> None:
     await record(client, owner, pool, frames=10)
+    await seal_to(client, owner, make_pair())  # and one sealed to a key of the account's own
+    await record(client, owner, pool, frames=10)
     filed = await client.post(
         "/v1/privacy-requests",
         json={"kind": "access", "details": "Ada Owner, ul. Prosta 1"},
@@ -160,7 +163,7 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
     )
 
     assert during.recordings_deleted == 0
-    assert after.recordings_deleted == 1
+    assert after.recordings_deleted == 2
     assert four_years.accounts_erased == 0
     assert five_years.accounts_erased == 1
     async with pool.acquire() as conn:
@@ -176,7 +179,9 @@ async def test_after_the_grace_period_recordings_go_and_after_five_years_persona
             """SELECT (SELECT count(*) FROM calls WHERE account_id = $1)
                     + (SELECT count(*) FROM account_keys WHERE account_id = $1)
                     + (SELECT count(*) FROM recordings WHERE account_id = $1)
-                    + (SELECT count(*) FROM webhook_secrets WHERE account_id = $1)""",
+                    + (SELECT count(*) FROM webhook_secrets WHERE account_id = $1)
+                    + (SELECT count(*) FROM customer_keys WHERE account_id = $1)
+                    + (SELECT count(*) FROM recording_key_epochs)""",
             owner.account_id,
         )
         breaks = await audit.verify(conn, owner.account_id)

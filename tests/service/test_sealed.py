@@ -39,9 +39,11 @@ from telephony.settings import Settings, master_keys
 from telephony.usecases.export import export_account
 from telephony.web.appkeys import BLOBS, KEYS, POOL
 from tests.conftest import Customer, consented_call, new_customer
+from tests.support.media import connect, writer_of
 from tests.support.portal import sign_in
-from tests.support.recordings import FRAMES, expected, record
+from tests.support.recordings import FRAMES, expected, frame, record, status_is
 from tests.support.sealed import Pair, make_pair, opened, seal_to, sealed_download
+from tests.support.waiting import eventually
 
 ALGORITHMS = ("hpke-x25519", "hpke-mlkem768-x25519", "rsa-oaep-sha256")
 
@@ -576,3 +578,40 @@ async def test_the_account_export_holds_the_sealed_container(
     manifest, container = await asyncio.to_thread(read)
     assert manifest["recordings"][0]["file"] == f"recordings/{recording_id}.sealed"
     assert opened(container, pair)[1] == interleaved(60)
+
+
+async def test_a_start_that_races_the_stream_s_attach_opens_one_writer_and_one_epoch(
+    client: TestClient, owner: Customer, pool: asyncpg.Pool
+) -> None:
+    """The stream's `start` and the recording's start arriving together: the attach and the
+    START message both see the live recording, and only one may open a writer. Two writers
+    would seal the same chunk indexes under two keys, and the container would not open."""
+    pair = make_pair()
+    await seal_to(client, owner, pair)
+    made = []
+    for _ in range(20):
+        call = await consented_call(client, owner)
+        peer = await connect(client, call)
+        _, resp = await asyncio.gather(
+            peer.start(("inbound",)),
+            client.post(
+                f"/v1/calls/{call['id']}/recordings", json={"channels": "mono"}, headers=owner.auth
+            ),
+        )
+        assert resp.status == 201, await resp.text()
+        made.append(((await resp.json())["id"], call["id"], peer))
+    for _, call_id, peer in made:
+        await eventually(lambda c=call_id: writer_of(client, c) is not None)  # type: ignore[misc]
+        for i in range(20):
+            await peer.media(frame(i, "inbound"), "inbound")
+        await peer.stop()
+    for recording_id, _, _ in made:
+        await eventually(lambda r=recording_id: status_is(pool, r, "completed"))  # type: ignore[misc]
+    async with pool.acquire() as conn:
+        epochs = await conn.fetch(
+            "SELECT recording_id, count(*) AS n FROM recording_key_epochs GROUP BY recording_id"
+        )
+    assert {r["recording_id"]: r["n"] for r in epochs} == {r: 1 for r, _, _ in made}
+    for recording_id, _, _ in made:
+        container = await sealed_download(client, owner, recording_id)
+        assert opened(container, pair)[1] == expected("inbound", 20)

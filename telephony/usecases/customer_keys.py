@@ -16,9 +16,9 @@ import asyncpg
 
 from storage import customer_keys
 from storage.customer_keys import StoredKey
-from storage.recordings import Recording
 from storage.ids import new_id
 from storage.keys.customer import KeyRefused, parse
+from storage.recordings import Recording
 from telephony.domain.errors import InvalidInput
 from telephony.domain.roles import CustomerPrincipal
 from telephony.usecases.trail import Tx, notify_admin_change, transaction

@@ -36,6 +36,7 @@ from tests.support.engine import (
     node_of,
     numbered_frame,
     open_stream,
+    seal_to,
     send_frame,
 )
 from tests.support.nodes import three_nodes
@@ -385,13 +386,7 @@ async def test_a_node_shut_down_for_a_deploy_hands_its_calls_over_losing_nothing
         base, leaving = nodes.url, nodes.named("node-a")
         api = await customer(http, base)
         if sealed:
-            key = await api.call(
-                "POST",
-                f"{base}/v1/encryption-keys",
-                {"algorithm": pair.algorithm, "public_key": pair.public},
-                201,
-            )
-            await api.call("POST", f"{base}/v1/encryption-keys/{key['id']}/activate")
+            await seal_to(api, base, pair.algorithm, pair.public)
         call = await consented_call(api, base)
         ws = await open_stream(http, leaving.url, call["media"]["token"])
         rec = await api.call("POST", f"{base}/v1/calls/{call['id']}/recordings", {}, 201)

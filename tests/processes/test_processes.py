@@ -30,7 +30,9 @@ from tests.support.engine import (
     node_of,
     numbered_frame,
     open_stream,
+    seal_to,
     send_frame,
+    send_in_real_time,
 )
 from tests.support.media import MARKER, VOICE
 from tests.support.sealed import make_pair, opened
@@ -92,13 +94,7 @@ async def test_sigkill_mid_stream_loses_at_most_a_second(
         ws = await open_stream(http, node.url, call["media"]["token"])
         rec = await api.call("POST", f"{node.url}/v1/calls/{call['id']}/recordings", {}, 201)
         await eventually(lambda: node_of(pool, rec["id"]))
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        sent = 0
-        for n in range(150):  # three seconds at real-time pace
-            await send_frame(ws, n, numbered_frame(n))
-            sent = n + 1
-            await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))  # real time
+        sent = await send_in_real_time(ws, 150)  # three seconds
 
         await node.kill()
         await node.start()  # the same node id: it recovers what it held
@@ -128,22 +124,12 @@ async def test_sigkill_mid_call_sealed_to_a_customer_key_leaves_chunks_the_custo
     await node.start()
     async with aiohttp.ClientSession() as http:
         api = await customer(http, node.url)
-        key = await api.call(
-            "POST",
-            f"{node.url}/v1/encryption-keys",
-            {"algorithm": pair.algorithm, "public_key": pair.public},
-            201,
-        )
-        await api.call("POST", f"{node.url}/v1/encryption-keys/{key['id']}/activate")
+        await seal_to(api, node.url, pair.algorithm, pair.public)
         call = await consented_call(api, node.url)
         ws = await open_stream(http, node.url, call["media"]["token"])
         rec = await api.call("POST", f"{node.url}/v1/calls/{call['id']}/recordings", {}, 201)
         await eventually(lambda: node_of(pool, rec["id"]))
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for n in range(100):  # two seconds at real-time pace
-            await send_frame(ws, n, numbered_frame(n))
-            await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
+        await send_in_real_time(ws, 100)  # two seconds
 
         await node.kill()
         await node.start()

@@ -3,6 +3,7 @@ over HTTP, and a Twilio-dialect media socket that sends numbered frames."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -95,6 +96,30 @@ async def send_frame(ws: aiohttp.ClientWebSocketResponse, n: int, payload: bytes
             },
         }
     )
+
+
+async def send_in_real_time(ws: aiohttp.ClientWebSocketResponse, frames: int) -> int:
+    """Numbered frames 0..frames-1 at an engine's real-time pace (one each 20 ms, kept to
+    the clock, not slept after each); how many were sent."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for n in range(frames):
+        await send_frame(ws, n, numbered_frame(n))
+        await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
+    return frames
+
+
+async def seal_to(api: Api, base: str, algorithm: str, public_key: str) -> str:
+    """Register a public key for the account and activate it (issue 14): its recordings
+    are sealed to it from now on. The key's id."""
+    key = await api.call(
+        "POST",
+        f"{base}/v1/encryption-keys",
+        {"algorithm": algorithm, "public_key": public_key},
+        201,
+    )
+    await api.call("POST", f"{base}/v1/encryption-keys/{key['id']}/activate")
+    return str(key["id"])
 
 
 async def node_of(pool: asyncpg.Pool, recording_id: str) -> str | None:

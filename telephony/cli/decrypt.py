@@ -21,7 +21,7 @@ from typing import Any
 
 from storage.keys.sealed import ContainerRefused, load_private_key, open_container
 from telephony.media import codecs, containers
-from telephony.media.wav import native_header
+from telephony.media.wav import riff_header
 
 
 def decrypt(
@@ -53,9 +53,7 @@ def decrypt(
             else:
                 written = 0
                 out.write(
-                    native_header(
-                        audio["encoding"], audio["sample_rate_hz"], tracks, audio["frames"]
-                    )
+                    riff_header(audio["encoding"], audio["sample_rate_hz"], tracks, audio["frames"])
                 )
                 for plaintext in opened.records:
                     out.write(_little_endian(plaintext, audio["encoding"]))

@@ -145,25 +145,7 @@ class WavLayout:
 
     def header(self, frames: int) -> bytes:
         """RIFF header for `frames` sample frames; its length is `header_bytes`."""
-        data_bytes = frames * self.out_frame_bytes
-        width = _WIDTH[self.output]
-        fmt = struct.pack(
-            "<HHIIHH",
-            _FORMAT_TAG[self.output],
-            self.out_channels,
-            self.sample_rate_hz,
-            self.sample_rate_hz * self.out_frame_bytes,
-            self.out_frame_bytes,
-            8 * width,
-        )
-        if self.output != "pcm16":
-            fmt += b"\0\0"  # cbSize: non-PCM formats carry it, and a fact chunk (RIFF spec)
-        chunks = [b"fmt " + struct.pack("<I", len(fmt)) + fmt]
-        if self.output != "pcm16":
-            chunks.append(b"fact" + struct.pack("<II", 4, frames))
-        chunks.append(b"data" + struct.pack("<I", data_bytes))
-        body = b"".join(chunks)
-        return b"RIFF" + struct.pack("<I", 4 + len(body) + data_bytes) + b"WAVE" + body
+        return riff_header(self.output, self.sample_rate_hz, self.out_channels, frames)
 
     @property
     def header_bytes(self) -> int:
@@ -221,10 +203,11 @@ class WavLayout:
         return out.clip(-32768, 32767).astype(np.int16)
 
 
-def native_header(encoding: str, sample_rate_hz: int, channels: int, frames: int) -> bytes:
-    """RIFF header for stored samples as they are, one channel per track (`telephony
-    decrypt`'s output): μ-law and A-law stay G.711, L16 becomes little-endian PCM.
-    `tools/decrypt.py` writes the same bytes, and a test holds the two together."""
+def riff_header(encoding: str, sample_rate_hz: int, channels: int, frames: int) -> bytes:
+    """RIFF header for `frames` frames of `channels` channels: PCM for 16-bit samples
+    (pcm16, and L16 written little-endian), or G.711 with cbSize and the `fact` chunk that
+    non-PCM formats carry (RIFF spec). Every download's WAV, and `telephony decrypt`'s
+    (one channel per track); `tools/decrypt.py` writes the same bytes, a test holds both."""
     width = _WIDTH[encoding]
     tag = _FORMAT_TAG.get(encoding, 1)
     fmt = struct.pack(

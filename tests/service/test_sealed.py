@@ -196,6 +196,9 @@ async def test_the_container_streams_with_range_and_a_strong_etag(
             " WHERE action = 'recording.downloaded'"
         )
     assert {r["e"] for r in encodings} == {"sealed"}
+    other = await new_customer(client)  # R4: only through the owning account
+    foreign = await client.get(f"/v1/recordings/{recording_id}/audio", headers=other.auth)
+    assert foreign.status == 404
 
 
 async def test_the_cli_writes_the_wav_and_refuses_to_leave_half_a_file(

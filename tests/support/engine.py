@@ -3,7 +3,6 @@ over HTTP, and a Twilio-dialect media socket that sends numbered frames."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any
 
@@ -11,6 +10,7 @@ import aiohttp
 import asyncpg
 
 from tests.conftest import PASSWORD, signup_body
+from tests.support.pacing import ticks
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
 
@@ -99,13 +99,10 @@ async def send_frame(ws: aiohttp.ClientWebSocketResponse, n: int, payload: bytes
 
 
 async def send_in_real_time(ws: aiohttp.ClientWebSocketResponse, frames: int) -> int:
-    """Numbered frames 0..frames-1 at an engine's real-time pace (one each 20 ms, kept to
-    the clock, not slept after each); how many were sent."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for n in range(frames):
+    """Numbered frames 0..frames-1 at an engine's real-time pace, one each 20 ms on the
+    engine's clock (`pacing.ticks`); how many were sent."""
+    async for n in ticks(frames, 0.02):
         await send_frame(ws, n, numbered_frame(n))
-        await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
     return frames
 
 
